@@ -1,0 +1,254 @@
+//! The share, seen through a small trait.
+//!
+//! Everything the engine does to the share goes through [`Backing`], so that tests can inject
+//! failures ([`crate::fault::FaultyBacking`]) around the real thing ([`DirBacking`], a directory
+//! that is usually a network file system mounted by the OS: SMB, NFS, sshfs).
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+use serde::{Deserialize, Serialize};
+
+use crate::relpath::RelPath;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl EntryKind {
+    pub fn from_std(ft: fs::FileType) -> EntryKind {
+        if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_symlink() {
+            EntryKind::Symlink
+        } else {
+            EntryKind::File
+        }
+    }
+}
+
+/// What a stat of the share tells the engine. Modification times are nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+}
+
+impl Stat {
+    pub fn from_metadata(md: &fs::Metadata) -> Stat {
+        Stat {
+            kind: EntryKind::from_std(md.file_type()),
+            size: md.len(),
+            mtime_ns: mtime_ns(md),
+            mode: mode_of(md),
+        }
+    }
+}
+
+pub fn mtime_ns(md: &fs::Metadata) -> i64 {
+    let ft = FileTime::from_last_modification_time(md);
+    ft.unix_seconds() * 1_000_000_000 + ft.nanoseconds() as i64
+}
+
+pub fn filetime_from_ns(ns: i64) -> FileTime {
+    FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+}
+
+#[cfg(unix)]
+fn mode_of(md: &fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    md.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn mode_of(md: &fs::Metadata) -> u32 {
+    if md.is_dir() {
+        0o755
+    } else if md.permissions().readonly() {
+        0o444
+    } else {
+        0o644
+    }
+}
+
+/// Operations on the share. Paths are relative to the project folder on the share.
+/// Errors are plain `io::Error`s; the engine classifies them with [`crate::Reason::classify`].
+pub trait Backing: Send + Sync {
+    /// A human-readable name of the share, for messages.
+    fn describe(&self) -> String;
+    /// `Ok(None)` when nothing exists at `path`.
+    fn stat(&self, path: &RelPath) -> io::Result<Option<Stat>>;
+    fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>>;
+    /// Copies the content of the file at `path` into the local file `dest` (created or truncated).
+    fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()>;
+    fn read_link(&self, path: &RelPath) -> io::Result<String>;
+    /// Writes the local file `src` to the share as the new file `temp` (which must not exist),
+    /// durably, with the given modification time and mode, ready to be renamed into place.
+    fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()>;
+    fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()>;
+    /// Renames `from` to `to`, replacing a file at `to`.
+    fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()>;
+    fn remove_file(&self, path: &RelPath) -> io::Result<()>;
+    fn remove_dir(&self, path: &RelPath) -> io::Result<()>;
+    fn create_dir(&self, path: &RelPath) -> io::Result<()>;
+    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()>;
+    fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()>;
+}
+
+/// A share reached as a directory of the local file system (a mapped drive, a mount point).
+#[derive(Debug, Clone)]
+pub struct DirBacking {
+    root: PathBuf,
+}
+
+impl DirBacking {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirBacking { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, p: &RelPath) -> PathBuf {
+        p.to_path(&self.root)
+    }
+}
+
+impl Backing for DirBacking {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn stat(&self, path: &RelPath) -> io::Result<Option<Stat>> {
+        match fs::symlink_metadata(self.path(path)) {
+            Ok(md) => Ok(Some(Stat::from_metadata(&md))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.path(dir))? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                tracing::warn!(dir = %dir, name = ?entry.file_name(), "skipping a name that is not UTF-8");
+                continue;
+            };
+            match entry.metadata() {
+                Ok(md) => out.push((name, Stat::from_metadata(&md))),
+                // Removed between readdir and stat: someone else is working on the share.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()> {
+        let mut src = File::open(self.path(path))?;
+        let mut dst = File::create(dest)?;
+        io::copy(&mut src, &mut dst)?;
+        Ok(())
+    }
+
+    fn read_link(&self, path: &RelPath) -> io::Result<String> {
+        let target = fs::read_link(self.path(path))?;
+        target
+            .into_os_string()
+            .into_string()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "link target is not UTF-8"))
+    }
+
+    fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()> {
+        let dest = self.path(temp);
+        let mut input = File::open(src)?;
+        let mut out = OpenOptions::new().write(true).create_new(true).open(&dest)?;
+        let result = (|| {
+            io::copy(&mut input, &mut out)?;
+            // Durable before the rename makes it visible: a crash of either side never
+            // leaves a half-written file under the real name.
+            out.sync_all()?;
+            let t = filetime_from_ns(mtime_ns);
+            filetime::set_file_handle_times(&out, Some(t), Some(t))?;
+            set_permissions(&dest, mode);
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&dest);
+        }
+        result
+    }
+
+    fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()> {
+        make_symlink(target, &self.path(temp))
+    }
+
+    fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
+        fs::rename(self.path(from), self.path(to))
+    }
+
+    fn remove_file(&self, path: &RelPath) -> io::Result<()> {
+        fs::remove_file(self.path(path))
+    }
+
+    fn remove_dir(&self, path: &RelPath) -> io::Result<()> {
+        fs::remove_dir(self.path(path))
+    }
+
+    fn create_dir(&self, path: &RelPath) -> io::Result<()> {
+        fs::create_dir(self.path(path))
+    }
+
+    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
+        let t = filetime_from_ns(mtime_ns);
+        filetime::set_symlink_file_times(self.path(path), t, t)
+    }
+
+    fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {
+        set_permissions_checked(&self.path(path), mode)
+    }
+}
+
+/// Best effort: shares that do not keep Unix modes (SMB) refuse or ignore this, and a mode is
+/// not worth failing a flush over.
+fn set_permissions(path: &Path, mode: u32) {
+    if let Err(e) = set_permissions_checked(path, mode) {
+        tracing::debug!(path = %path.display(), error = %e, "share did not take the file mode");
+    }
+}
+
+#[cfg(unix)]
+fn set_permissions_checked(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+}
+
+#[cfg(not(unix))]
+fn set_permissions_checked(path: &Path, mode: u32) -> io::Result<()> {
+    let mut perms = fs::metadata(path)?.permissions();
+    perms.set_readonly(mode & 0o222 == 0);
+    fs::set_permissions(path, perms)
+}
+
+#[cfg(unix)]
+pub fn make_symlink(target: &str, at: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, at)
+}
+
+#[cfg(not(unix))]
+pub fn make_symlink(_target: &str, _at: &Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "symbolic links are not supported on this platform",
+    ))
+}

@@ -1,0 +1,139 @@
+//! A [`Backing`] wrapper that fails chosen operations, for tests of failure handling.
+//!
+//! It wraps the real backing rather than replacing it: what is not failed really happens on
+//! disk. Faults are controlled through a shared [`FaultControl`] while the engine runs.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::backing::{Backing, Stat};
+use crate::relpath::RelPath;
+
+/// The switches of a [`FaultyBacking`].
+#[derive(Debug, Default)]
+pub struct FaultControl {
+    offline: AtomicBool,
+    /// When positive: this many more operations succeed, then the share goes offline.
+    ops_until_offline: AtomicI64,
+    refused: Mutex<Vec<(RelPath, i32)>>,
+}
+
+impl FaultControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Makes every operation fail as an unreachable share does (`ENOTCONN`).
+    pub fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::SeqCst);
+        if !offline {
+            self.ops_until_offline.store(0, Ordering::SeqCst);
+        }
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::SeqCst)
+    }
+
+    /// Lets `n` more operations through, then goes offline: the share drops mid-flush.
+    pub fn offline_after(&self, n: u32) {
+        self.ops_until_offline.store(i64::from(n) + 1, Ordering::SeqCst);
+    }
+
+    /// Changes at or below `path` fail with `errno` (reads still work).
+    pub fn refuse(&self, path: RelPath, errno: i32) {
+        self.refused.lock().push((path, errno));
+    }
+
+    pub fn clear_refusals(&self) {
+        self.refused.lock().clear();
+    }
+
+    fn check(&self, paths: &[&RelPath], mutating: bool) -> io::Result<()> {
+        let left = self.ops_until_offline.load(Ordering::SeqCst);
+        if left > 0 && self.ops_until_offline.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.offline.store(true, Ordering::SeqCst);
+        }
+        if self.offline.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        }
+        if mutating {
+            for (prefix, errno) in self.refused.lock().iter() {
+                if paths.iter().any(|p| p.is_within(prefix)) {
+                    return Err(io::Error::from_raw_os_error(*errno));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A backing that consults a [`FaultControl`] before each operation.
+pub struct FaultyBacking {
+    inner: Arc<dyn Backing>,
+    control: Arc<FaultControl>,
+}
+
+impl FaultyBacking {
+    pub fn new(inner: Arc<dyn Backing>, control: Arc<FaultControl>) -> Self {
+        FaultyBacking { inner, control }
+    }
+}
+
+impl Backing for FaultyBacking {
+    fn describe(&self) -> String {
+        format!("{} (with injected faults)", self.inner.describe())
+    }
+    fn stat(&self, path: &RelPath) -> io::Result<Option<Stat>> {
+        self.control.check(&[path], false)?;
+        self.inner.stat(path)
+    }
+    fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
+        self.control.check(&[dir], false)?;
+        self.inner.list(dir)
+    }
+    fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()> {
+        self.control.check(&[path], false)?;
+        self.inner.fetch(path, dest)
+    }
+    fn read_link(&self, path: &RelPath) -> io::Result<String> {
+        self.control.check(&[path], false)?;
+        self.inner.read_link(path)
+    }
+    fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()> {
+        self.control.check(&[temp], true)?;
+        self.inner.stage(src, temp, mtime_ns, mode)
+    }
+    fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()> {
+        self.control.check(&[temp], true)?;
+        self.inner.stage_symlink(target, temp)
+    }
+    fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
+        self.control.check(&[from, to], true)?;
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &RelPath) -> io::Result<()> {
+        self.control.check(&[path], true)?;
+        self.inner.remove_file(path)
+    }
+    fn remove_dir(&self, path: &RelPath) -> io::Result<()> {
+        self.control.check(&[path], true)?;
+        self.inner.remove_dir(path)
+    }
+    fn create_dir(&self, path: &RelPath) -> io::Result<()> {
+        self.control.check(&[path], true)?;
+        self.inner.create_dir(path)
+    }
+    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
+        self.control.check(&[path], true)?;
+        self.inner.set_mtime(path, mtime_ns)
+    }
+    fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {
+        self.control.check(&[path], true)?;
+        self.inner.set_mode(path, mode)
+    }
+}

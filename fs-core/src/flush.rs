@@ -1,0 +1,970 @@
+//! Writing pending changes to the share.
+//!
+//! Order (see docs/ARCHITECTURE.md for the reasoning):
+//! 1. finish what an interrupted flush left: `ready` temporaries are renamed into place,
+//!    others are removed;
+//! 2. stage: every dirty file whose directory exists on the share is copied, in parallel, to a
+//!    temporary name beside its target; the temporaries are recorded in the journal first;
+//! 3. the burst: temporaries are renamed over their targets, then the logged namespace changes
+//!    (mkdir, rename, remove) are replayed in order, each removed from the journal when done;
+//! 4. files that live in directories the burst created are staged and renamed in place;
+//! 5. modification times and modes, directories deepest first.
+//!
+//! A failure stays with its path: the change stays pending with a reason, and everything that
+//! does not depend on it goes on.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use tracing::{info, info_span, warn};
+
+use crate::backing::{self, EntryKind, Stat};
+use crate::engine::Engine;
+use crate::error::{FsError, Reason};
+use crate::journal::{self, StagedRow};
+use crate::names;
+use crate::pending::{share_path_of, touches, Base, Logged, NsOp};
+use crate::relpath::RelPath;
+use crate::report::{ConflictItem, FlushReport, PendingItem, Progress};
+use crate::tree::Ino;
+
+/// One dirty entry, as it was when the flush began.
+#[derive(Debug, Clone)]
+struct Job {
+    ino: Ino,
+    local: RelPath,
+    kind: EntryKind,
+    node_gen: u64,
+    live_gen: u64,
+    base: Option<Base>,
+    in_share: bool,
+    link: Option<String>,
+    content: bool,
+}
+
+#[derive(Debug)]
+struct Staged {
+    job: Job,
+    temp: RelPath,
+    target: RelPath,
+    conflict: Option<RelPath>,
+    size: u64,
+    mtime_ns: i64,
+}
+
+enum StageOutcome {
+    Staged(Staged),
+    /// Its directory does not exist on the share until the burst creates it.
+    Deferred(Job),
+    Pending(PendingItem),
+}
+
+/// State shared by the workers of one flush.
+struct Ctx<'a> {
+    report: Mutex<FlushReport>,
+    /// Set once the share is found unreachable: the rest fails fast instead of retrying.
+    down: AtomicBool,
+    warned_mtime: AtomicBool,
+    progress: &'a (dyn Fn(Progress) + Sync),
+    done: std::sync::atomic::AtomicU64,
+    total: u64,
+    /// Local directories whose share copy this flush changed: their times are set last.
+    touched_dirs: Mutex<BTreeSet<RelPath>>,
+}
+
+impl Ctx<'_> {
+    fn touched(&self, path: &RelPath) {
+        if let Some(p) = path.parent() {
+            self.touched_dirs.lock().insert(p);
+        }
+    }
+
+    fn pending(&self, path: &RelPath, e: &io::Error) -> PendingItem {
+        let reason = Reason::classify(e);
+        if reason == Reason::Unreachable {
+            self.down.store(true, Ordering::SeqCst);
+        }
+        PendingItem::new(path, reason, e)
+    }
+
+    fn push_pending(&self, item: PendingItem) {
+        warn!(path = %item.path, reason = ?item.reason, message = %item.message, "stays pending");
+        self.report.lock().pending.push(item);
+    }
+
+    fn unreachable(&self, path: &RelPath) -> PendingItem {
+        PendingItem::new(path, Reason::Unreachable, "the share stopped answering during this flush")
+    }
+
+    fn step(&self, bytes: u64) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        (self.progress)(Progress {
+            done,
+            total: self.total,
+            bytes,
+        });
+    }
+
+    fn warn_once_mtime(&self) {
+        if !self.warned_mtime.swap(true, Ordering::SeqCst) {
+            let msg = "the share does not keep modification times exactly; files were written, but their times are the share's own".to_string();
+            warn!("{msg}");
+            self.report.lock().warnings.push(msg);
+        }
+    }
+}
+
+fn is_kind(e: &io::Error, codes: &[i32]) -> bool {
+    e.raw_os_error().is_some_and(|c| codes.contains(&c))
+}
+
+impl Engine {
+    /// Writes every pending change to the share. Never panics on a share error: what cannot
+    /// be written stays pending and is listed in the report.
+    pub fn flush(&self, label: Option<&str>) -> FlushReport {
+        self.flush_with_progress(label, &|_| {})
+    }
+
+    pub fn flush_with_progress(
+        &self,
+        label: Option<&str>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> FlushReport {
+        let _flush = self.flush_lock.lock();
+        let _span = info_span!("flush", label = label.unwrap_or("")).entered();
+        let start = Instant::now();
+        let (jobs, ignored, max_seq) = self.collect_jobs();
+        let ctx = Ctx {
+            report: Mutex::new(FlushReport {
+                label: label.map(str::to_owned),
+                started_at: chrono::Local::now().to_rfc3339(),
+                ..Default::default()
+            }),
+            down: AtomicBool::new(false),
+            warned_mtime: AtomicBool::new(false),
+            progress,
+            done: Default::default(),
+            total: jobs.iter().filter(|j| j.content).count() as u64,
+            touched_dirs: Mutex::new(BTreeSet::new()),
+        };
+        match self.recover_staged() {
+            Ok((n, dirs)) => {
+                ctx.report.lock().rolled_forward = n;
+                ctx.touched_dirs.lock().extend(dirs);
+            }
+            Err(e) => ctx.push_pending(PendingItem::new(
+                "(interrupted flush)",
+                match &e {
+                    FsError::Share { reason, .. } => *reason,
+                    _ => Reason::Other,
+                },
+                e,
+            )),
+        }
+        self.forget_ignored(&ignored);
+
+        let (content, meta): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.content);
+
+        // 2. Stage.
+        let ops = self.state.read().ops.clone();
+        let outcomes: Vec<StageOutcome> = self
+            .pool
+            .install(|| content.into_par_iter().map(|j| self.stage(&ctx, j, &ops)).collect());
+        let mut staged = Vec::new();
+        let mut deferred = Vec::new();
+        for o in outcomes {
+            match o {
+                StageOutcome::Staged(s) => staged.push(s),
+                StageOutcome::Deferred(j) => deferred.push(j),
+                StageOutcome::Pending(p) => ctx.push_pending(p),
+            }
+        }
+
+        // 3. The burst: commit what is staged, then replay the namespace log.
+        if let Err(e) = self.mark_ready(&staged) {
+            for s in &staged {
+                ctx.push_pending(PendingItem::new(&s.job.local, Reason::Other, &e));
+            }
+            staged.clear();
+        }
+        let retry: Vec<Option<Job>> = self
+            .pool
+            .install(|| staged.into_par_iter().map(|s| self.commit(&ctx, s)).collect());
+        deferred.extend(retry.into_iter().flatten());
+        self.replay_ops(&ctx, max_seq);
+
+        // 4. Files in directories the burst created.
+        if !deferred.is_empty() {
+            let ops = self.state.read().ops.clone();
+            let outcomes: Vec<StageOutcome> = self
+                .pool
+                .install(|| deferred.into_par_iter().map(|j| self.stage(&ctx, j, &ops)).collect());
+            let mut staged = Vec::new();
+            for o in outcomes {
+                match o {
+                    StageOutcome::Staged(s) => staged.push(s),
+                    StageOutcome::Deferred(j) => ctx.push_pending(PendingItem::new(
+                        &j.local,
+                        Reason::Waiting,
+                        "waits for a change to its folder that could not be written yet",
+                    )),
+                    StageOutcome::Pending(p) => ctx.push_pending(p),
+                }
+            }
+            if let Err(e) = self.mark_ready(&staged) {
+                for s in &staged {
+                    ctx.push_pending(PendingItem::new(&s.job.local, Reason::Other, &e));
+                }
+                staged.clear();
+            }
+            let left: Vec<Option<Job>> = self
+                .pool
+                .install(|| staged.into_par_iter().map(|s| self.commit(&ctx, s)).collect());
+            for j in left.into_iter().flatten() {
+                ctx.push_pending(PendingItem::new(
+                    &j.local,
+                    Reason::Conflict,
+                    "something else has this name on the share",
+                ));
+            }
+        }
+        // 5. Times and modes.
+        let touched = std::mem::take(&mut *ctx.touched_dirs.lock());
+        self.apply_meta(&ctx, meta, touched);
+
+        let mut report = ctx.report.into_inner();
+        report.duration_ms = start.elapsed().as_millis() as u64;
+        info!(summary = %report.summary(), "flush done");
+        self.record_flush(&report);
+        report
+    }
+
+    /// Snapshot of the dirty entries and of the log's end.
+    fn collect_jobs(&self) -> (Vec<Job>, Vec<Ino>, i64) {
+        let tree = self.state.read();
+        let max_seq = tree.ops.last().map_or(0, |(s, _)| *s);
+        let mut jobs = Vec::new();
+        let mut ignored = Vec::new();
+        for ino in tree.dirty_inos() {
+            let (Some(n), Some(path)) = (tree.get(ino), tree.path_of(ino)) else {
+                continue;
+            };
+            if self.is_ignored(&path, n.is_dir()) {
+                ignored.push(ino);
+                continue;
+            }
+            let live_gen = self
+                .live
+                .get(&ino)
+                .map_or(0, |l| l.gen.load(Ordering::SeqCst));
+            jobs.push(Job {
+                ino,
+                local: path,
+                kind: n.kind,
+                node_gen: n.gen,
+                live_gen,
+                base: n.base,
+                in_share: n.in_share,
+                link: n.link.clone(),
+                content: n.content_dirty && !n.is_dir(),
+            });
+        }
+        (jobs, ignored, max_seq)
+    }
+
+    /// Ignored entries are never written back: they stop counting as pending.
+    fn forget_ignored(&self, inos: &[Ino]) {
+        if inos.is_empty() {
+            return;
+        }
+        let mut tree = self.state.write();
+        let mut changed = Vec::new();
+        for &i in inos {
+            if let Some(n) = tree.get_mut(i) {
+                n.content_dirty = false;
+                n.meta_dirty = false;
+                changed.push(n.clone());
+                tree.reindex(i);
+            }
+        }
+        if let Err(e) = self.persist(|tx| {
+            for n in &changed {
+                journal::put_node(tx, n)?;
+            }
+            Ok(())
+        }) {
+            warn!(error = %e, "could not record ignored entries as settled");
+        }
+    }
+
+    fn free_conflict_name(&self, dir: &RelPath, name: &str) -> io::Result<RelPath> {
+        let now = chrono::Local::now();
+        for attempt in 0..100 {
+            let candidate = dir.join(&names::conflict_name(name, now, attempt));
+            if self.backing.stat(&candidate)?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free conflict name"))
+    }
+
+    fn stage(&self, ctx: &Ctx<'_>, job: Job, ops: &[Logged]) -> StageOutcome {
+        if ctx.down.load(Ordering::SeqCst) {
+            return StageOutcome::Pending(ctx.unreachable(&job.local));
+        }
+        let _span = info_span!("stage", path = %job.local).entered();
+        // The file itself must already have a place on the share: a logged mkdir of the same
+        // path (a directory that stood there before this file) comes first.
+        let Some(target) = share_path_of(&job.local, ops) else {
+            return StageOutcome::Deferred(job);
+        };
+        // Something a logged change moves or removes may still stand at the target: such files
+        // are written after the replay, when the share's names are ours.
+        if touches(ops, &job.local) || touches(ops, &target) {
+            return StageOutcome::Deferred(job);
+        }
+        let share_dir = target.parent().unwrap_or_default();
+        let name = target.name().to_owned();
+        let retry = self.opts.retry;
+        let current = match retry.run(|| self.backing.stat(&target)) {
+            Ok(c) => c,
+            Err(e) => return StageOutcome::Pending(ctx.pending(&job.local, &e)),
+        };
+        let conflict = match current {
+            None => None,
+            // A pending removal may still free the name: try again after the burst.
+            Some(st) if st.kind == EntryKind::Dir => return StageOutcome::Deferred(job),
+            Some(st) if job.in_share && job.base.is_some_and(|b| b.matches(&st)) => None,
+            Some(_) => match self.free_conflict_name(&share_dir, &name) {
+                Ok(c) => Some(c),
+                Err(e) => return StageOutcome::Pending(ctx.pending(&job.local, &e)),
+            },
+        };
+        let temp = share_dir.join(&names::temp_name(&name));
+        let row = StagedRow {
+            temp: temp.clone(),
+            target: target.clone(),
+            conflict: conflict.clone(),
+            ino: job.ino,
+            ready: false,
+        };
+        if let Err(e) = self.persist(|tx| journal::put_staged(tx, &row)) {
+            return StageOutcome::Pending(PendingItem::new(&job.local, Reason::Other, e));
+        }
+        let cache = self.cache_path(&job.local);
+        let (size, mtime_ns) = match job.kind {
+            EntryKind::Symlink => (0, 0),
+            _ => match fs::metadata(&cache) {
+                Ok(md) => (md.len(), backing::mtime_ns(&md)),
+                Err(e) => {
+                    let _ = self.persist(|tx| journal::delete_staged(tx, &temp));
+                    return StageOutcome::Pending(PendingItem::new(
+                        &job.local,
+                        Reason::Waiting,
+                        format!("changed while this flush ran ({e}); the next flush writes it"),
+                    ));
+                }
+            },
+        };
+        let write = || match (&job.kind, &job.link) {
+            (EntryKind::Symlink, Some(target)) => self.backing.stage_symlink(target, &temp),
+            _ => {
+                let mode = fs::metadata(&cache)
+                    .map(|m| Stat::from_metadata(&m).mode)
+                    .unwrap_or(0o644);
+                self.backing.stage(&cache, &temp, mtime_ns, mode)
+            }
+        };
+        let mut result = retry.run(write);
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound)
+            && fs::symlink_metadata(&cache).is_ok()
+        {
+            // The directory went away on the share (someone deleted it): ours wins, recreate it.
+            result = self.create_dirs(&share_dir).and_then(|_| retry.run(write));
+        }
+        match result {
+            Ok(()) => StageOutcome::Staged(Staged {
+                job,
+                temp,
+                target,
+                conflict,
+                size,
+                mtime_ns,
+            }),
+            Err(e) => {
+                let _ = self.backing.remove_file(&temp);
+                let _ = self.persist(|tx| journal::delete_staged(tx, &temp));
+                StageOutcome::Pending(ctx.pending(&job.local, &e))
+            }
+        }
+    }
+
+    /// `mkdir -p` on the share.
+    fn create_dirs(&self, dir: &RelPath) -> io::Result<()> {
+        let mut missing = Vec::new();
+        let mut cur = Some(dir.clone());
+        while let Some(d) = cur {
+            if d.is_root() || self.backing.stat(&d)?.is_some() {
+                break;
+            }
+            cur = d.parent();
+            missing.push(d);
+        }
+        for d in missing.iter().rev() {
+            match self.backing.create_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_ready(&self, staged: &[Staged]) -> Result<(), FsError> {
+        self.persist(|tx| {
+            for s in staged {
+                journal::put_staged(
+                    tx,
+                    &StagedRow {
+                        temp: s.temp.clone(),
+                        target: s.target.clone(),
+                        conflict: s.conflict.clone(),
+                        ino: s.job.ino,
+                        ready: true,
+                    },
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Renames a staged temporary over its target. Returns the job when the name is taken by
+    /// something the burst may still move away (it is tried again after the burst).
+    fn commit(&self, ctx: &Ctx<'_>, s: Staged) -> Option<Job> {
+        let _span = info_span!("commit", path = %s.job.local).entered();
+        let retry = self.opts.retry;
+        let abandon = |keep_row: bool| {
+            if self.backing.remove_file(&s.temp).is_ok() || !keep_row {
+                let _ = self.persist(|tx| journal::delete_staged(tx, &s.temp));
+            } else {
+                // Could not remove it: the next flush removes it rather than renaming it.
+                let _ = self.persist(|tx| {
+                    journal::put_staged(
+                        tx,
+                        &StagedRow {
+                            temp: s.temp.clone(),
+                            target: s.target.clone(),
+                            conflict: None,
+                            ino: s.job.ino,
+                            ready: false,
+                        },
+                    )
+                });
+            }
+        };
+        if ctx.down.load(Ordering::SeqCst) {
+            abandon(true);
+            ctx.push_pending(ctx.unreachable(&s.job.local));
+            return None;
+        }
+        let local_dir = s.job.local.parent().unwrap_or_default();
+        if let Some(c) = &s.conflict {
+            match retry.run(|| self.backing.rename(&s.target, c)) {
+                Ok(()) => {
+                    let kept = local_dir.join(c.name());
+                    warn!(path = %s.job.local, kept_as = %kept, "conflict: both versions kept");
+                    self.record_conflict(
+                        ctx,
+                        ConflictItem {
+                            path: s.job.local.to_string(),
+                            kept_as: kept.to_string(),
+                            detail: "changed on the share and here; this version is at the name, the share's beside it".into(),
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    abandon(true);
+                    ctx.push_pending(ctx.pending(&s.job.local, &e));
+                    return None;
+                }
+            }
+        }
+        if let Err(e) = retry.run(|| self.backing.rename(&s.temp, &s.target)) {
+            let taken = is_kind(&e, &[libc::EISDIR, libc::ENOTEMPTY, libc::EEXIST, libc::ENOTDIR]);
+            abandon(true);
+            if taken {
+                return Some(s.job);
+            }
+            ctx.push_pending(ctx.pending(&s.job.local, &e));
+            return None;
+        }
+        let after = self.backing.stat(&s.target).ok().flatten();
+        if s.job.kind == EntryKind::File && after.is_some_and(|st| st.mtime_ns != s.mtime_ns) {
+            ctx.warn_once_mtime();
+        }
+        let base = after.map(|st| Base::of(&st)).unwrap_or(Base {
+            size: s.size,
+            mtime_ns: s.mtime_ns,
+        });
+        self.finish_entry(&s.job, Some(base), Some(&s.temp));
+        ctx.touched(&s.job.local);
+        ctx.step(s.size);
+        let mut r = ctx.report.lock();
+        r.files_written += 1;
+        r.bytes_written += s.size;
+        r.written.push(s.job.local.to_string());
+        None
+    }
+
+    /// Records a written entry: its new base, and clean unless it changed meanwhile.
+    fn finish_entry(&self, job: &Job, base: Option<Base>, staged: Option<&RelPath>) {
+        let mut tree = self.state.write();
+        let unmoved = tree.path_of(job.ino).as_ref() == Some(&job.local);
+        let live_same = self.live.get(&job.ino).is_none_or(|l| {
+            l.gen.load(Ordering::SeqCst) == job.live_gen && l.writers.load(Ordering::SeqCst) == 0
+        });
+        let mut changed = None;
+        if let Some(n) = tree.get_mut(job.ino) {
+            if unmoved {
+                if base.is_some() {
+                    n.base = base;
+                    n.in_share = true;
+                }
+                if n.gen == job.node_gen && live_same {
+                    n.content_dirty = false;
+                    n.meta_dirty = false;
+                }
+            }
+            changed = Some(n.clone());
+        }
+        tree.reindex(job.ino);
+        let r = self.persist(|tx| {
+            if let Some(n) = &changed {
+                journal::put_node(tx, n)?;
+            }
+            if let Some(t) = staged {
+                journal::delete_staged(tx, t)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            warn!(error = %e, "could not record a written file; it will be written again");
+        }
+    }
+
+    fn record_conflict(&self, ctx: &Ctx<'_>, c: ConflictItem) {
+        let mut list: Vec<ConflictItem> = self
+            .journal
+            .lock()
+            .get_meta("conflicts")
+            .ok()
+            .flatten()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        list.push(c.clone());
+        let keep = list.len().saturating_sub(100);
+        let list = &list[keep..];
+        if let Ok(s) = serde_json::to_string(list) {
+            let _ = self.journal.lock().set_meta("conflicts", &s);
+        }
+        ctx.report.lock().conflicts.push(c);
+    }
+
+    /// Replays the logged namespace changes in order (only those made before this flush began).
+    fn replay_ops(&self, ctx: &Ctx<'_>, max_seq: i64) {
+        let ops: Vec<Logged> = self
+            .state
+            .read()
+            .ops
+            .iter()
+            .filter(|(s, _)| *s <= max_seq)
+            .cloned()
+            .collect();
+        let mut blocked: Vec<RelPath> = Vec::new();
+        for (seq, op) in ops {
+            let path = op.shown_path().clone();
+            if ctx.down.load(Ordering::SeqCst) {
+                ctx.push_pending(ctx.unreachable(&path));
+                continue;
+            }
+            if op.paths().any(|p| blocked.iter().any(|b| b.overlaps(p))) {
+                ctx.push_pending(PendingItem::new(
+                    &path,
+                    Reason::Waiting,
+                    "waits for an earlier change to the same folder",
+                ));
+                blocked.extend(op.paths().cloned());
+                continue;
+            }
+            let _span = info_span!("replay", op = ?op).entered();
+            match self.exec_op(ctx, &op) {
+                Ok(()) => {
+                    for p in op.paths() {
+                        ctx.touched(p);
+                    }
+                    let mut tree = self.state.write();
+                    tree.ops.retain(|(s, _)| *s != seq);
+                    if let Err(e) = self.persist(|tx| journal::delete_op(tx, seq)) {
+                        warn!(error = %e, "could not record a replayed change");
+                    }
+                }
+                Err(item) => {
+                    ctx.push_pending(item);
+                    blocked.extend(op.paths().cloned());
+                }
+            }
+        }
+    }
+
+    fn exec_op(&self, ctx: &Ctx<'_>, op: &NsOp) -> Result<(), PendingItem> {
+        let retry = self.opts.retry;
+        let b = &self.backing;
+        let fail = |p: &RelPath, e: io::Error| ctx.pending(p, &e);
+        match op {
+            NsOp::Mkdir { path } => match retry.run(|| b.create_dir(path)) {
+                Ok(()) => {
+                    ctx.report.lock().dirs_created += 1;
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    match b.stat(path).map_err(|e| fail(path, e))? {
+                        Some(st) if st.kind == EntryKind::Dir => Ok(()),
+                        _ => Err(PendingItem::new(
+                            path,
+                            Reason::Conflict,
+                            "a file with this name exists on the share",
+                        )),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.create_dirs(path).map_err(|e| fail(path, e))?;
+                    ctx.report.lock().dirs_created += 1;
+                    Ok(())
+                }
+                Err(e) => Err(fail(path, e)),
+            },
+            NsOp::Remove { path, kind, base } if *kind != EntryKind::Dir => {
+                match retry.run(|| b.stat(path)).map_err(|e| fail(path, e))? {
+                    None => Ok(()),
+                    Some(st) if st.kind == EntryKind::Dir => Err(PendingItem::new(
+                        path,
+                        Reason::Conflict,
+                        "a directory has this name on the share now",
+                    )),
+                    Some(st) if base.is_some_and(|b| !b.matches(&st)) => {
+                        let dir = path.parent().unwrap_or_default();
+                        let kept = self
+                            .free_conflict_name(&dir, path.name())
+                            .map_err(|e| fail(path, e))?;
+                        retry.run(|| b.rename(path, &kept)).map_err(|e| fail(path, e))?;
+                        self.record_conflict(
+                            ctx,
+                            ConflictItem {
+                                path: path.to_string(),
+                                kept_as: kept.to_string(),
+                                detail: "deleted here but changed on the share; the share's version was kept".into(),
+                            },
+                        );
+                        Ok(())
+                    }
+                    Some(_) => match retry.run(|| b.remove_file(path)) {
+                        Ok(()) => {
+                            ctx.report.lock().removed += 1;
+                            Ok(())
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                        Err(e) => Err(fail(path, e)),
+                    },
+                }
+            }
+            NsOp::Remove { path, .. } => match retry.run(|| b.remove_dir(path)) {
+                Ok(()) => {
+                    ctx.report.lock().removed += 1;
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) if Reason::classify(&e) == Reason::NotEmpty => {
+                    // Only temporaries of interrupted flushes may be cleared out of the way.
+                    let entries = b.list(path).map_err(|e| fail(path, e))?;
+                    if entries.iter().all(|(n, _)| names::is_temp_name(n)) {
+                        for (n, _) in &entries {
+                            let _ = b.remove_file(&path.join(n));
+                        }
+                        retry.run(|| b.remove_dir(path)).map_err(|e| fail(path, e))?;
+                        ctx.report.lock().removed += 1;
+                        Ok(())
+                    } else {
+                        let names: Vec<&str> = entries.iter().take(5).map(|(n, _)| n.as_str()).collect();
+                        Err(PendingItem::new(
+                            path,
+                            Reason::NotEmpty,
+                            format!("the share still has {} there", names.join(", ")),
+                        ))
+                    }
+                }
+                Err(e) => Err(fail(path, e)),
+            },
+            NsOp::Rename {
+                from,
+                to,
+                dest_base,
+            } => {
+                let src = retry.run(|| b.stat(from)).map_err(|e| fail(to, e))?;
+                if src.is_none() {
+                    if retry.run(|| b.stat(to)).map_err(|e| fail(to, e))?.is_some() {
+                        return Ok(()); // done before a crash
+                    }
+                    self.reupload_subtree(ctx, to);
+                    return Ok(());
+                }
+                if let Some(db) = dest_base {
+                    if let Some(st) = retry.run(|| b.stat(to)).map_err(|e| fail(to, e))? {
+                        if st.kind != EntryKind::Dir && !db.matches(&st) {
+                            let dir = to.parent().unwrap_or_default();
+                            let kept = self
+                                .free_conflict_name(&dir, to.name())
+                                .map_err(|e| fail(to, e))?;
+                            retry.run(|| b.rename(to, &kept)).map_err(|e| fail(to, e))?;
+                            self.record_conflict(
+                                ctx,
+                                ConflictItem {
+                                    path: to.to_string(),
+                                    kept_as: kept.to_string(),
+                                    detail: "replaced here but changed on the share; the share's version was kept".into(),
+                                },
+                            );
+                        }
+                    }
+                }
+                retry.run(|| b.rename(from, to)).map_err(|e| fail(to, e))?;
+                ctx.report.lock().renamed += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// The share lost the source of a rename (someone deleted it): what we have cached below
+    /// `to` is written again as new; what we never fetched is gone, and is dropped.
+    fn reupload_subtree(&self, ctx: &Ctx<'_>, to: &RelPath) {
+        let Ok(Some(ino)) = self.state.read().resolve(to) else {
+            return;
+        };
+        let mut tree = self.state.write();
+        let mut all = vec![ino];
+        all.extend(tree.descendants(ino));
+        let mut changed = Vec::new();
+        let mut dropped = Vec::new();
+        for i in all {
+            let Some(n) = tree.get_mut(i) else { continue };
+            match n.kind {
+                EntryKind::Dir => {
+                    n.in_share = true;
+                    n.meta_dirty = true;
+                }
+                _ if n.cached => {
+                    n.in_share = false;
+                    n.base = None;
+                    n.content_dirty = true;
+                }
+                _ => {
+                    dropped.push(i);
+                    continue;
+                }
+            }
+            n.gen += 1;
+            changed.push(n.clone());
+            tree.reindex(i);
+        }
+        for &i in &dropped {
+            tree.remove_subtree(i);
+        }
+        let _ = self.persist(|tx| {
+            for n in &changed {
+                journal::put_node(tx, n)?;
+            }
+            for &i in &dropped {
+                journal::delete_node(tx, i)?;
+            }
+            Ok(())
+        });
+        let msg = format!("{to} was deleted on the share before its rename was written; the cached copy will be written again");
+        warn!("{msg}");
+        ctx.report.lock().warnings.push(msg);
+    }
+
+    /// Sets modification times and modes: files, then directories deepest first (writing
+    /// into a directory changes its time on the share, so directories come last).
+    fn apply_meta(&self, ctx: &Ctx<'_>, meta: Vec<Job>, written_dirs: BTreeSet<RelPath>) {
+        let ops = self.state.read().ops.clone();
+        let mut dirs: Vec<(RelPath, Option<Job>)> = Vec::new();
+        let mut files = Vec::new();
+        for j in meta {
+            if j.kind == EntryKind::Dir {
+                dirs.push((j.local.clone(), Some(j)));
+            } else {
+                files.push(j);
+            }
+        }
+        for d in written_dirs {
+            if !dirs.iter().any(|(p, _)| *p == d) {
+                dirs.push((d, None));
+            }
+        }
+        for j in files {
+            if ctx.down.load(Ordering::SeqCst) {
+                ctx.push_pending(ctx.unreachable(&j.local));
+                continue;
+            }
+            let Some(target) = share_path_of(&j.local, &ops) else {
+                continue;
+            };
+            let Ok(attr) = self.getattr(j.ino) else { continue };
+            if j.in_share {
+                match self.backing.stat(&target) {
+                    Ok(Some(st)) if j.base.is_some_and(|b| !b.matches(&st)) => {
+                        // Changed on the share since: its content wins (a refresh brings it);
+                        // our new time belongs to the old content and is dropped.
+                        let msg = format!("{}: changed on the share; the local change of its time was dropped", j.local);
+                        warn!("{msg}");
+                        ctx.report.lock().warnings.push(msg);
+                        self.finish_entry(&j, None, None);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        ctx.push_pending(ctx.pending(&j.local, &e));
+                        continue;
+                    }
+                }
+            }
+            if j.kind == EntryKind::Symlink {
+                self.finish_entry(&j, None, None);
+                continue;
+            }
+            let r = self
+                .opts
+                .retry
+                .run(|| self.backing.set_mtime(&target, attr.mtime_ns))
+                .and_then(|_| {
+                    let _ = self.backing.set_mode(&target, attr.mode);
+                    Ok(())
+                });
+            match r {
+                Ok(()) => {
+                    let base = self.backing.stat(&target).ok().flatten().map(|s| Base::of(&s));
+                    self.finish_entry(&j, base.filter(|_| j.in_share), None);
+                    ctx.report.lock().attrs_updated += 1;
+                }
+                Err(e) if Reason::classify(&e).is_transient() => ctx.push_pending(ctx.pending(&j.local, &e)),
+                Err(_) => {
+                    ctx.warn_once_mtime();
+                    self.finish_entry(&j, None, None);
+                }
+            }
+        }
+        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.depth()));
+        for (path, job) in dirs {
+            if ctx.down.load(Ordering::SeqCst) {
+                if job.is_some() {
+                    ctx.push_pending(ctx.unreachable(&path));
+                }
+                continue;
+            }
+            let Some(target) = share_path_of(&path, &ops) else { continue };
+            let ino = match &job {
+                Some(j) => j.ino,
+                None => match self.state.read().resolve(&path) {
+                    Ok(Some(i)) => i,
+                    _ => continue,
+                },
+            };
+            let Ok(attr) = self.getattr(ino) else { continue };
+            match self.backing.set_mtime(&target, attr.mtime_ns) {
+                Ok(()) => {
+                    if job.is_some() {
+                        let _ = self.backing.set_mode(&target, attr.mode);
+                        ctx.report.lock().attrs_updated += 1;
+                    }
+                }
+                Err(e) if Reason::classify(&e).is_transient() => {
+                    if job.is_some() {
+                        ctx.push_pending(ctx.pending(&path, &e));
+                    }
+                    continue;
+                }
+                // Not found: the directory waits for a change that is still pending.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) => ctx.warn_once_mtime(),
+            }
+            if let Some(j) = job {
+                self.finish_entry(&j, None, None);
+            }
+        }
+    }
+
+    /// Finishes what a flush interrupted by a crash left on the share. Returns how many
+    /// temporaries were renamed into place.
+    /// Also returns the share directories it changed, whose times must be set again.
+    pub(crate) fn recover_staged(&self) -> Result<(usize, Vec<RelPath>), FsError> {
+        let rows = self.journal.lock().load_staged()?;
+        let mut rolled = 0;
+        let mut dirs = Vec::new();
+        for row in rows {
+            dirs.extend(row.temp.parent());
+            let _span = info_span!("recover", temp = %row.temp).entered();
+            if row.ready {
+                let target_now = self.backing.stat(&row.target).map_err(|e| FsError::share(&row.target, e))?;
+                let temp_now = self.backing.stat(&row.temp).map_err(|e| FsError::share(&row.temp, e))?;
+                if temp_now.is_some() {
+                    if let (Some(c), Some(_)) = (&row.conflict, target_now) {
+                        self.backing
+                            .rename(&row.target, c)
+                            .map_err(|e| FsError::share(&row.target, e))?;
+                    }
+                    self.backing
+                        .rename(&row.temp, &row.target)
+                        .map_err(|e| FsError::share(&row.target, e))?;
+                    rolled += 1;
+                }
+                // The file stays dirty (it may have changed since); its base is what is now on
+                // the share, so writing it again is not taken for a conflict.
+                let base = self.backing.stat(&row.target).ok().flatten();
+                let mut tree = self.state.write();
+                let mut changed = None;
+                if let (Some(n), Some(st)) = (tree.get_mut(row.ino), base) {
+                    n.base = Some(Base::of(&st));
+                    n.in_share = true;
+                    changed = Some(n.clone());
+                }
+                self.persist(|tx| {
+                    if let Some(n) = &changed {
+                        journal::put_node(tx, n)?;
+                    }
+                    journal::delete_staged(tx, &row.temp)
+                })?;
+            } else {
+                match self.backing.remove_file(&row.temp) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(FsError::share(&row.temp, e)),
+                }
+                self.persist(|tx| journal::delete_staged(tx, &row.temp))?;
+            }
+        }
+        Ok((rolled, dirs))
+    }
+
+    fn record_flush(&self, report: &FlushReport) {
+        if let Ok(s) = serde_json::to_string(report) {
+            if let Err(e) = self.journal.lock().set_meta("last_flush", &s) {
+                warn!(error = %e, "could not record the flush report");
+            }
+        }
+    }
+}

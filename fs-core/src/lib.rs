@@ -1,0 +1,35 @@
+//! sipfs-core: the platform-neutral write-back cache engine of sipfs.
+//!
+//! An [`Engine`] sits between a *backing* folder (the project on a network share) and a
+//! *cache* folder on local disk. Adapters (FUSE on Linux and macOS, WinFsp on Windows, the
+//! mirror folder) call it; it never sees their types. Reads and writes are served from the
+//! cache; every change is recorded in a crash-safe [`journal`] before the call returns;
+//! [`Engine::flush`] writes exactly the pending changes to the share, and
+//! [`Engine::refresh`] pulls in what others changed there. See `docs/ARCHITECTURE.md`.
+
+pub mod backing;
+pub mod control;
+mod engine;
+pub mod error;
+pub mod fault;
+mod flush;
+pub mod ignore_rules;
+pub mod journal;
+pub mod names;
+pub mod pending;
+mod prefetch;
+mod refresh;
+pub mod relpath;
+pub mod report;
+pub mod retry;
+mod status;
+pub mod tree;
+
+pub use backing::{Backing, DirBacking, EntryKind, Stat};
+pub use control::{ControlCommand, ControlOutcome};
+pub use engine::{Attr, DirEntry, Engine, EngineOptions, FileHandle, SetAttr};
+pub use error::{FsError, JournalError, Reason};
+pub use relpath::RelPath;
+pub use report::{ConflictItem, FlushReport, PendingItem, Progress, RefreshReport, Status};
+pub use retry::RetryPolicy;
+pub use tree::{Ino, ROOT_INO};

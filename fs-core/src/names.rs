@@ -1,0 +1,112 @@
+//! Names sipfs itself puts on the share: temporaries of a flush and kept conflict versions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Local};
+
+const TEMP_MARK: &str = ".sipfs-tmp-";
+const CONFLICT_MARK: &str = ".sipfs-conflict-";
+
+/// A fresh temporary name for staging `name` in the same directory. It starts with a dot so
+/// that file managers hide it, and carries the process id so two machines never collide.
+pub fn temp_name(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // Keep the result within common 255-byte name limits.
+    let short: String = name.chars().take(150).collect();
+    format!(".{short}{TEMP_MARK}{}-{n}", std::process::id())
+}
+
+/// True for a temporary written by a flush (ours or another machine's). Such names are
+/// never shown in the mount.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMP_MARK)
+}
+
+/// `data.xlsx` → `data.sipfs-conflict-20261125-143000.xlsx`; `Makefile` →
+/// `Makefile.sipfs-conflict-20261125-143000`. `attempt` > 0 adds `-N` for a free name.
+pub fn conflict_name(name: &str, when: DateTime<Local>, attempt: u32) -> String {
+    let stamp = when.format("%Y%m%d-%H%M%S");
+    let suffix = if attempt == 0 {
+        String::new()
+    } else {
+        format!("-{}", attempt + 1)
+    };
+    // A leading dot is part of the stem, not an extension separator (".bashrc").
+    match name.rfind('.').filter(|&i| i > 0) {
+        Some(i) => format!("{}{CONFLICT_MARK}{stamp}{suffix}{}", &name[..i], &name[i..]),
+        None => format!("{name}{CONFLICT_MARK}{stamp}{suffix}"),
+    }
+}
+
+pub fn is_conflict_name(name: &str) -> bool {
+    name.contains(CONFLICT_MARK)
+}
+
+/// Why a Windows (SMB) share would refuse `name`, if it would.
+pub fn windows_name_problem(name: &str) -> Option<&'static str> {
+    const RESERVED: &[&str] = &[
+        "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+        "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+    ];
+    if name.ends_with('.') || name.ends_with(' ') {
+        return Some("ends with a dot or a space");
+    }
+    if name
+        .chars()
+        .any(|c| matches!(c, '<' | '>' | ':' | '"' | '\\' | '|' | '?' | '*') || (c as u32) < 32)
+    {
+        return Some("contains one of < > : \" \\ | ? * or a control character");
+    }
+    let stem = name.split('.').next().unwrap_or(name).trim_end();
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
+        return Some("is a device name Windows reserves (CON, PRN, AUX, NUL, COM1-9, LPT1-9)");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn when() -> DateTime<Local> {
+        Local.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap()
+    }
+
+    #[test]
+    fn conflict_names_keep_the_extension() {
+        assert_eq!(
+            conflict_name("data.xlsx", when(), 0),
+            "data.sipfs-conflict-20261125-143000.xlsx"
+        );
+        assert_eq!(
+            conflict_name("Makefile", when(), 0),
+            "Makefile.sipfs-conflict-20261125-143000"
+        );
+        assert_eq!(
+            conflict_name(".bashrc", when(), 1),
+            ".bashrc.sipfs-conflict-20261125-143000-2"
+        );
+        assert!(is_conflict_name(&conflict_name("a.b.c", when(), 0)));
+    }
+
+    #[test]
+    fn temp_names_are_recognized_and_unique() {
+        let a = temp_name("x.db");
+        let b = temp_name("x.db");
+        assert_ne!(a, b);
+        assert!(is_temp_name(&a));
+        assert!(!is_temp_name("x.db"));
+    }
+
+    #[test]
+    fn windows_refusals() {
+        for bad in ["a:b", "CON", "aux.txt", "trail.", "trail ", "q?"] {
+            assert!(windows_name_problem(bad).is_some(), "{bad}");
+        }
+        for ok in ["console.txt", "data.xlsx", ".snapshots", "COM10"] {
+            assert!(windows_name_problem(ok).is_none(), "{ok}");
+        }
+    }
+}

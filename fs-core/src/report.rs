@@ -1,0 +1,165 @@
+//! What a flush, a refresh and a status tell the user (and, as JSON, the launcher).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Reason;
+
+/// A change that stays pending, with why and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingItem {
+    pub path: String,
+    pub reason: Reason,
+    pub message: String,
+    pub advice: String,
+}
+
+impl PendingItem {
+    pub fn new(path: impl ToString, reason: Reason, message: impl ToString) -> Self {
+        PendingItem {
+            path: path.to_string(),
+            reason,
+            message: message.to_string(),
+            advice: reason.advice().to_owned(),
+        }
+    }
+}
+
+/// Both versions were kept: ours at `path`, the share's as `kept_as`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictItem {
+    pub path: String,
+    pub kept_as: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlushReport {
+    pub label: Option<String>,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub files_written: usize,
+    pub bytes_written: u64,
+    pub dirs_created: usize,
+    pub removed: usize,
+    pub renamed: usize,
+    pub attrs_updated: usize,
+    /// Interrupted flushes finished (temporaries renamed into place) at the start.
+    pub rolled_forward: usize,
+    pub written: Vec<String>,
+    pub pending: Vec<PendingItem>,
+    pub conflicts: Vec<ConflictItem>,
+    pub warnings: Vec<String>,
+}
+
+impl FlushReport {
+    /// Nothing stayed pending and nothing conflicted.
+    pub fn is_clean(&self) -> bool {
+        self.pending.is_empty() && self.conflicts.is_empty()
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} file(s), {} written in {:.2}s",
+            self.files_written,
+            human_bytes(self.bytes_written),
+            self.duration_ms as f64 / 1000.0
+        );
+        let extra: Vec<String> = [
+            (self.dirs_created, "dir(s) created"),
+            (self.renamed, "renamed"),
+            (self.removed, "removed"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if !extra.is_empty() {
+            s.push_str(&format!(" ({})", extra.join(", ")));
+        }
+        if !self.pending.is_empty() {
+            s.push_str(&format!("; {} pending", self.pending.len()));
+        }
+        if !self.conflicts.is_empty() {
+            s.push_str(&format!("; {} conflict(s)", self.conflicts.len()));
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefreshReport {
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub dirs_scanned: usize,
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+    /// Entries changed on the share that have local changes too: left for the flush to settle.
+    pub kept_local: usize,
+    pub errors: Vec<PendingItem>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub backing: String,
+    pub cache_dir: String,
+    pub pending_files: usize,
+    pub pending_changes: usize,
+    pub pending_bytes: u64,
+    /// Up to 200 pending paths.
+    pub pending_paths: Vec<String>,
+    pub entries_known: usize,
+    pub cached_files: usize,
+    pub cache_bytes: u64,
+    pub last_flush: Option<FlushReport>,
+    pub last_refresh: Option<RefreshReport>,
+    pub conflicts: Vec<ConflictItem>,
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Progress of a long operation, for progress bars.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
+    fn summary_mentions_what_is_left() {
+        let mut r = FlushReport {
+            files_written: 2,
+            bytes_written: 2048,
+            ..Default::default()
+        };
+        assert!(r.is_clean());
+        r.pending.push(PendingItem::new("a", Reason::Locked, "EBUSY"));
+        assert!(!r.is_clean());
+        assert!(r.summary().contains("1 pending"));
+    }
+}

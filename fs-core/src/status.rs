@@ -1,0 +1,84 @@
+//! What `sipfs status` shows: what is pending, what the last flush and refresh did, conflicts.
+
+use std::fs;
+
+use crate::backing::EntryKind;
+use crate::engine::Engine;
+use crate::report::{ConflictItem, FlushReport, RefreshReport, Status};
+
+const MAX_LISTED: usize = 200;
+
+impl Engine {
+    pub fn status(&self) -> Status {
+        let mut s = Status {
+            backing: self.backing.describe(),
+            cache_dir: self.opts.cache_dir.display().to_string(),
+            ..Default::default()
+        };
+        {
+            let tree = self.state.read();
+            s.entries_known = tree.len();
+            s.pending_changes = tree.ops.len();
+            for ino in tree.dirty_inos() {
+                let (Some(n), Some(p)) = (tree.get(ino), tree.path_of(ino)) else { continue };
+                if self.is_ignored(&p, n.is_dir()) {
+                    continue;
+                }
+                if n.content_dirty {
+                    s.pending_files += 1;
+                    s.pending_bytes += fs::metadata(self.cache_path(&p)).map_or(n.size, |m| m.len());
+                }
+                if s.pending_paths.len() < MAX_LISTED && (n.content_dirty || !n.is_dir()) {
+                    s.pending_paths.push(p.to_string());
+                }
+            }
+            for (_, op) in &tree.ops {
+                if s.pending_paths.len() < MAX_LISTED {
+                    s.pending_paths.push(op.shown_path().to_string());
+                }
+            }
+            for n in tree.nodes() {
+                if n.cached && n.kind == EntryKind::File {
+                    s.cached_files += 1;
+                    s.cache_bytes += tree
+                        .path_of(n.ino)
+                        .and_then(|p| fs::metadata(self.cache_path(&p)).ok())
+                        .map_or(n.size, |m| m.len());
+                }
+            }
+        }
+        let j = self.journal.lock();
+        s.last_flush = j
+            .get_meta("last_flush")
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str::<FlushReport>(&t).ok());
+        s.last_refresh = j
+            .get_meta("last_refresh")
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str::<RefreshReport>(&t).ok());
+        let conflicts: Vec<ConflictItem> = j
+            .get_meta("conflicts")
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        drop(j);
+        // A conflict is open while the kept copy is still there.
+        let tree = self.state.read();
+        s.conflicts = conflicts
+            .into_iter()
+            .filter(|c| {
+                crate::RelPath::new(&c.kept_as)
+                    .map(|p| !matches!(tree.resolve(&p), Ok(None)))
+                    .unwrap_or(false)
+            })
+            .collect();
+        s
+    }
+
+    pub fn status_json(&self) -> String {
+        serde_json::to_string_pretty(&self.status()).expect("status serializes")
+    }
+}
