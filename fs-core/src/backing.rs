@@ -59,7 +59,10 @@ pub fn mtime_ns(md: &fs::Metadata) -> i64 {
 }
 
 pub fn filetime_from_ns(ns: i64) -> FileTime {
-    FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+    FileTime::from_unix_time(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    )
 }
 
 #[cfg(unix)]
@@ -172,7 +175,10 @@ impl Backing for DirBacking {
     fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()> {
         let dest = self.path(temp);
         let mut input = File::open(src)?;
-        let mut out = OpenOptions::new().write(true).create_new(true).open(&dest)?;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)?;
         let result = (|| {
             io::copy(&mut input, &mut out)?;
             // Durable before the rename makes it visible: a crash of either side never

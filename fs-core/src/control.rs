@@ -82,7 +82,10 @@ mod tests {
             ControlCommand::parse(b"flush"),
             Ok(ControlCommand::Flush { label: None })
         );
-        assert_eq!(ControlCommand::parse(b" refresh \n"), Ok(ControlCommand::Refresh));
+        assert_eq!(
+            ControlCommand::parse(b" refresh \n"),
+            Ok(ControlCommand::Refresh)
+        );
         assert!(ControlCommand::parse(b"rm -rf /").is_err());
         assert!(ControlCommand::parse(b"refresh now").is_err());
     }

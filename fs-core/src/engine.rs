@@ -237,12 +237,18 @@ impl Engine {
     /// Re-reads `.sipfsignore` (from the cache when it is cached, else from the share).
     pub fn reload_ignore_rules(&self) {
         let rel = RelPath::new(IGNORE_FILE).expect("valid");
-        let text = fs::read_to_string(rel.to_path(&self.tree_dir)).ok().or_else(|| {
-            let tmp = self.tmp_dir.join("sipfsignore");
-            let r = self.backing.fetch(&rel, &tmp).ok().and_then(|_| fs::read_to_string(&tmp).ok());
-            let _ = fs::remove_file(&tmp);
-            r
-        });
+        let text = fs::read_to_string(rel.to_path(&self.tree_dir))
+            .ok()
+            .or_else(|| {
+                let tmp = self.tmp_dir.join("sipfsignore");
+                let r = self
+                    .backing
+                    .fetch(&rel, &tmp)
+                    .ok()
+                    .and_then(|_| fs::read_to_string(&tmp).ok());
+                let _ = fs::remove_file(&tmp);
+                r
+            });
         match IgnoreRules::new(&self.opts.extra_ignore, text.as_deref()) {
             Ok(r) => *self.ignore.write() = r,
             Err(e) => warn!(error = %e, "ignoring an invalid rule set; the defaults stay in force"),
@@ -279,7 +285,9 @@ impl Engine {
             mode: node.mode,
         };
         if node.kind == EntryKind::File && node.cached {
-            let path = tree.path_of(node.ino).ok_or(FsError::StaleInode(node.ino))?;
+            let path = tree
+                .path_of(node.ino)
+                .ok_or(FsError::StaleInode(node.ino))?;
             let md = fs::metadata(self.cache_path(&path)).map_err(io_err(&path))?;
             a.size = md.len();
             a.mtime_ns = backing::mtime_ns(&md);
@@ -296,7 +304,10 @@ impl Engine {
 
     /// Attributes through an open handle (never races with a rename).
     pub fn getattr_handle(&self, fh: &FileHandle) -> Result<Attr, FsError> {
-        let md = fh.file.metadata().map_err(|e| FsError::cache(&RelPath::root(), e))?;
+        let md = fh
+            .file
+            .metadata()
+            .map_err(|e| FsError::cache(&RelPath::root(), e))?;
         let st = Stat::from_metadata(&md);
         Ok(Attr {
             ino: fh.ino,
@@ -425,7 +436,8 @@ impl Engine {
                     EntryKind::File if node.cached => return Ok(()),
                     EntryKind::File => {}
                 }
-                let share = share_path_of(&path, &tree.ops).ok_or(FsError::NotFound(path.clone()))?;
+                let share =
+                    share_path_of(&path, &tree.ops).ok_or(FsError::NotFound(path.clone()))?;
                 (path, share)
             };
             let _span = info_span!("fetch", path = %path).entered();
@@ -480,7 +492,10 @@ impl Engine {
         }
         Err(FsError::share(
             &self.path_of(ino).unwrap_or_default(),
-            std::io::Error::new(std::io::ErrorKind::Interrupted, "the file kept changing on the share while it was copied"),
+            std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the file kept changing on the share while it was copied",
+            ),
         ))
     }
 
@@ -614,7 +629,12 @@ impl Engine {
     }
 
     /// Creates and opens a new file for writing.
-    pub fn create(&self, parent: Ino, name: &str, mode: u32) -> Result<(Attr, FileHandle), FsError> {
+    pub fn create(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+    ) -> Result<(Attr, FileHandle), FsError> {
         let (attr, fh) = self.create_entry(parent, name, mode, None)?;
         Ok((attr, fh.expect("files get a handle")))
     }
@@ -629,12 +649,17 @@ impl Engine {
             let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
             let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
             if node.kind != EntryKind::Symlink {
-                return Err(FsError::InvalidArgument(format!("{path} is not a symbolic link")));
+                return Err(FsError::InvalidArgument(format!(
+                    "{path} is not a symbolic link"
+                )));
             }
             if let Some(l) = &node.link {
                 return Ok(l.clone());
             }
-            (path.clone(), share_path_of(&path, &tree.ops).ok_or(FsError::NotFound(path))?)
+            (
+                path.clone(),
+                share_path_of(&path, &tree.ops).ok_or(FsError::NotFound(path))?,
+            )
         };
         let target = self
             .opts
@@ -719,7 +744,9 @@ impl Engine {
         let mut tree = self.state.write();
         let path = self.child_path(&tree, parent, name);
         let _span = info_span!("remove", path = %path).entered();
-        let ino = tree.child(parent, name).ok_or_else(|| FsError::NotFound(path.clone()))?;
+        let ino = tree
+            .child(parent, name)
+            .ok_or_else(|| FsError::NotFound(path.clone()))?;
         let node = tree.get(ino).expect("child exists").clone();
         match (dir, node.is_dir()) {
             (false, true) => return Err(FsError::IsDir(path)),
@@ -808,7 +835,8 @@ impl Engine {
             let tree = self.state.read();
             (tree.child(parent, name), tree.child(new_parent, new_name))
         };
-        let src = src.ok_or_else(|| FsError::NotFound(self.child_path(&self.state.read(), parent, name)))?;
+        let src = src
+            .ok_or_else(|| FsError::NotFound(self.child_path(&self.state.read(), parent, name)))?;
         if let Some(d) = dst {
             if self.state.read().get(d).is_some_and(Node::is_dir) {
                 self.ensure_listed(d)?;
@@ -845,8 +873,12 @@ impl Engine {
             return Err(FsError::NotFound(self.child_path(&tree, parent, name)));
         }
         let from = tree.path_of(src).ok_or(FsError::StaleInode(src))?;
-        let np = tree.get(new_parent).ok_or(FsError::StaleInode(new_parent))?;
-        let to_parent = tree.path_of(new_parent).ok_or(FsError::StaleInode(new_parent))?;
+        let np = tree
+            .get(new_parent)
+            .ok_or(FsError::StaleInode(new_parent))?;
+        let to_parent = tree
+            .path_of(new_parent)
+            .ok_or(FsError::StaleInode(new_parent))?;
         if !np.is_dir() {
             return Err(FsError::NotDir(to_parent));
         }
@@ -936,7 +968,11 @@ impl Engine {
                 flag_changes.push((src, true, None, false));
                 for i in tree.descendants(src) {
                     let n = tree.get(i).expect("exists");
-                    let p = tree.path_of(i).expect("exists").rebase(&from, &to).expect("below");
+                    let p = tree
+                        .path_of(i)
+                        .expect("exists")
+                        .rebase(&from, &to)
+                        .expect("below");
                     if n.is_dir() {
                         if !self.is_ignored(&p, true) {
                             ops.push(NsOp::Mkdir { path: p });
@@ -1095,6 +1131,25 @@ impl Engine {
         Err(FsError::NotFound(self.path_of(ino).unwrap_or_default()))
     }
 
+    /// A read-write descriptor on a file's cached copy, for the kernel to do I/O on directly
+    /// (FUSE passthrough). The file must be cached already (an open of it came first); this
+    /// does not mark it dirty: the open that asked for writing did.
+    pub fn open_for_passthrough(&self, ino: Ino) -> Result<File, FsError> {
+        let tree = self.state.read();
+        let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
+        let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
+        if node.kind != EntryKind::File || !node.cached {
+            return Err(FsError::InvalidArgument(format!(
+                "{path} is not a cached file"
+            )));
+        }
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.cache_path(&path))
+            .map_err(io_err(&path))
+    }
+
     /// Gives an uncached file an empty cache copy, for opens that truncate it anyway.
     fn make_empty_if_uncached(&self, ino: Ino) -> Result<(), FsError> {
         let mut tree = self.state.write();
@@ -1142,9 +1197,8 @@ impl Engine {
         // Dirty before the bytes land, so a crash never leaves changed but clean content;
         // and again after, in case a flush cleared the flag meanwhile.
         self.mark_content_dirty(fh.ino)?;
-        write_all_at(&fh.file, data, offset).map_err(|e| {
-            FsError::cache(&self.path_of(fh.ino).unwrap_or_default(), e)
-        })?;
+        write_all_at(&fh.file, data, offset)
+            .map_err(|e| FsError::cache(&self.path_of(fh.ino).unwrap_or_default(), e))?;
         self.live(fh.ino).gen.fetch_add(1, Ordering::SeqCst);
         self.mark_content_dirty(fh.ino)?;
         Ok(data.len())

@@ -160,7 +160,10 @@ impl Reason {
 
     /// Transient reasons are worth retrying within a flush and in the background.
     pub fn is_transient(self) -> bool {
-        matches!(self, Reason::Unreachable | Reason::TimedOut | Reason::Locked)
+        matches!(
+            self,
+            Reason::Unreachable | Reason::TimedOut | Reason::Locked
+        )
     }
 
     pub fn describe(self) -> &'static str {
@@ -230,13 +233,13 @@ fn classify_os(code: i32) -> Option<Reason> {
 fn classify_os(code: i32) -> Option<Reason> {
     // Win32 error codes as std reports them for SMB shares.
     Some(match code {
-        5 | 19 => Reason::PermissionDenied,   // ACCESS_DENIED, WRITE_PROTECT
-        32 | 33 => Reason::Locked,            // SHARING_VIOLATION, LOCK_VIOLATION
-        112 | 39 => Reason::NoSpace,          // DISK_FULL, HANDLE_DISK_FULL
-        121 | 1460 => Reason::TimedOut,       // SEM_TIMEOUT, TIMEOUT
+        5 | 19 => Reason::PermissionDenied, // ACCESS_DENIED, WRITE_PROTECT
+        32 | 33 => Reason::Locked,          // SHARING_VIOLATION, LOCK_VIOLATION
+        112 | 39 => Reason::NoSpace,        // DISK_FULL, HANDLE_DISK_FULL
+        121 | 1460 => Reason::TimedOut,     // SEM_TIMEOUT, TIMEOUT
         53 | 59 | 64 | 67 | 1231 | 1222 => Reason::Unreachable, // BAD_NETPATH, UNEXP_NET_ERR, NETNAME_DELETED, BAD_NET_NAME, NETWORK_UNREACHABLE, NO_NETWORK
         123 | 161 | 206 => Reason::NameNotAllowed, // INVALID_NAME, BAD_PATHNAME, FILENAME_EXCED_RANGE
-        145 => Reason::NotEmpty,              // DIR_NOT_EMPTY
+        145 => Reason::NotEmpty,                   // DIR_NOT_EMPTY
         _ => return None,
     })
 }

@@ -41,7 +41,8 @@ impl FaultControl {
 
     /// Lets `n` more operations through, then goes offline: the share drops mid-flush.
     pub fn offline_after(&self, n: u32) {
-        self.ops_until_offline.store(i64::from(n) + 1, Ordering::SeqCst);
+        self.ops_until_offline
+            .store(i64::from(n) + 1, Ordering::SeqCst);
     }
 
     /// Changes at or below `path` fail with `errno` (reads still work).

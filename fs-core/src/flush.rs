@@ -98,7 +98,11 @@ impl Ctx<'_> {
     }
 
     fn unreachable(&self, path: &RelPath) -> PendingItem {
-        PendingItem::new(path, Reason::Unreachable, "the share stopped answering during this flush")
+        PendingItem::new(
+            path,
+            Reason::Unreachable,
+            "the share stopped answering during this flush",
+        )
     }
 
     fn step(&self, bytes: u64) {
@@ -172,9 +176,12 @@ impl Engine {
 
         // 2. Stage.
         let ops = self.state.read().ops.clone();
-        let outcomes: Vec<StageOutcome> = self
-            .pool
-            .install(|| content.into_par_iter().map(|j| self.stage(&ctx, j, &ops)).collect());
+        let outcomes: Vec<StageOutcome> = self.pool.install(|| {
+            content
+                .into_par_iter()
+                .map(|j| self.stage(&ctx, j, &ops))
+                .collect()
+        });
         let mut staged = Vec::new();
         let mut deferred = Vec::new();
         for o in outcomes {
@@ -192,18 +199,24 @@ impl Engine {
             }
             staged.clear();
         }
-        let retry: Vec<Option<Job>> = self
-            .pool
-            .install(|| staged.into_par_iter().map(|s| self.commit(&ctx, s)).collect());
+        let retry: Vec<Option<Job>> = self.pool.install(|| {
+            staged
+                .into_par_iter()
+                .map(|s| self.commit(&ctx, s))
+                .collect()
+        });
         deferred.extend(retry.into_iter().flatten());
         self.replay_ops(&ctx, max_seq);
 
         // 4. Files in directories the burst created.
         if !deferred.is_empty() {
             let ops = self.state.read().ops.clone();
-            let outcomes: Vec<StageOutcome> = self
-                .pool
-                .install(|| deferred.into_par_iter().map(|j| self.stage(&ctx, j, &ops)).collect());
+            let outcomes: Vec<StageOutcome> = self.pool.install(|| {
+                deferred
+                    .into_par_iter()
+                    .map(|j| self.stage(&ctx, j, &ops))
+                    .collect()
+            });
             let mut staged = Vec::new();
             for o in outcomes {
                 match o {
@@ -222,9 +235,12 @@ impl Engine {
                 }
                 staged.clear();
             }
-            let left: Vec<Option<Job>> = self
-                .pool
-                .install(|| staged.into_par_iter().map(|s| self.commit(&ctx, s)).collect());
+            let left: Vec<Option<Job>> = self.pool.install(|| {
+                staged
+                    .into_par_iter()
+                    .map(|s| self.commit(&ctx, s))
+                    .collect()
+            });
             for j in left.into_iter().flatten() {
                 ctx.push_pending(PendingItem::new(
                     &j.local,
@@ -310,7 +326,10 @@ impl Engine {
                 return Ok(candidate);
             }
         }
-        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free conflict name"))
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no free conflict name",
+        ))
     }
 
     fn stage(&self, ctx: &Ctx<'_>, job: Job, ops: &[Logged]) -> StageOutcome {
@@ -496,7 +515,10 @@ impl Engine {
             }
         }
         if let Err(e) = retry.run(|| self.backing.rename(&s.temp, &s.target)) {
-            let taken = is_kind(&e, &[libc::EISDIR, libc::ENOTEMPTY, libc::EEXIST, libc::ENOTDIR]);
+            let taken = is_kind(
+                &e,
+                &[libc::EISDIR, libc::ENOTEMPTY, libc::EEXIST, libc::ENOTDIR],
+            );
             abandon(true);
             if taken {
                 return Some(s.job);
@@ -662,7 +684,9 @@ impl Engine {
                         let kept = self
                             .free_conflict_name(&dir, path.name())
                             .map_err(|e| fail(path, e))?;
-                        retry.run(|| b.rename(path, &kept)).map_err(|e| fail(path, e))?;
+                        retry
+                            .run(|| b.rename(path, &kept))
+                            .map_err(|e| fail(path, e))?;
                         self.record_conflict(
                             ctx,
                             ConflictItem {
@@ -696,11 +720,14 @@ impl Engine {
                         for (n, _) in &entries {
                             let _ = b.remove_file(&path.join(n));
                         }
-                        retry.run(|| b.remove_dir(path)).map_err(|e| fail(path, e))?;
+                        retry
+                            .run(|| b.remove_dir(path))
+                            .map_err(|e| fail(path, e))?;
                         ctx.report.lock().removed += 1;
                         Ok(())
                     } else {
-                        let names: Vec<&str> = entries.iter().take(5).map(|(n, _)| n.as_str()).collect();
+                        let names: Vec<&str> =
+                            entries.iter().take(5).map(|(n, _)| n.as_str()).collect();
                         Err(PendingItem::new(
                             path,
                             Reason::NotEmpty,
@@ -811,9 +838,14 @@ impl Engine {
                 files.push(j);
             }
         }
+        // Directories this flush changed on the share get their time set like any dirty
+        // directory: recorded first, so a failure leaves them pending instead of forgotten.
         for d in written_dirs {
-            if !dirs.iter().any(|(p, _)| *p == d) {
-                dirs.push((d, None));
+            if dirs.iter().any(|(p, _)| *p == d) {
+                continue;
+            }
+            if let Some(j) = self.mark_dir_touched(&d) {
+                dirs.push((d, Some(j)));
             }
         }
         for j in files {
@@ -824,13 +856,18 @@ impl Engine {
             let Some(target) = share_path_of(&j.local, &ops) else {
                 continue;
             };
-            let Ok(attr) = self.getattr(j.ino) else { continue };
+            let Ok(attr) = self.getattr(j.ino) else {
+                continue;
+            };
             if j.in_share {
                 match self.backing.stat(&target) {
                     Ok(Some(st)) if j.base.is_some_and(|b| !b.matches(&st)) => {
                         // Changed on the share since: its content wins (a refresh brings it);
                         // our new time belongs to the old content and is dropped.
-                        let msg = format!("{}: changed on the share; the local change of its time was dropped", j.local);
+                        let msg = format!(
+                            "{}: changed on the share; the local change of its time was dropped",
+                            j.local
+                        );
                         warn!("{msg}");
                         ctx.report.lock().warnings.push(msg);
                         self.finish_entry(&j, None, None);
@@ -857,11 +894,20 @@ impl Engine {
                 });
             match r {
                 Ok(()) => {
-                    let base = self.backing.stat(&target).ok().flatten().map(|s| Base::of(&s));
+                    // If the share cannot be asked again, it holds what we just set.
+                    let base = match self.backing.stat(&target) {
+                        Ok(Some(st)) => Some(Base::of(&st)),
+                        _ => Some(Base {
+                            size: j.base.map_or(attr.size, |b| b.size),
+                            mtime_ns: attr.mtime_ns,
+                        }),
+                    };
                     self.finish_entry(&j, base.filter(|_| j.in_share), None);
                     ctx.report.lock().attrs_updated += 1;
                 }
-                Err(e) if Reason::classify(&e).is_transient() => ctx.push_pending(ctx.pending(&j.local, &e)),
+                Err(e) if Reason::classify(&e).is_transient() => {
+                    ctx.push_pending(ctx.pending(&j.local, &e))
+                }
                 Err(_) => {
                     ctx.warn_once_mtime();
                     self.finish_entry(&j, None, None);
@@ -876,7 +922,9 @@ impl Engine {
                 }
                 continue;
             }
-            let Some(target) = share_path_of(&path, &ops) else { continue };
+            let Some(target) = share_path_of(&path, &ops) else {
+                continue;
+            };
             let ino = match &job {
                 Some(j) => j.ino,
                 None => match self.state.read().resolve(&path) {
@@ -884,7 +932,9 @@ impl Engine {
                     _ => continue,
                 },
             };
-            let Ok(attr) = self.getattr(ino) else { continue };
+            let Ok(attr) = self.getattr(ino) else {
+                continue;
+            };
             match self.backing.set_mtime(&target, attr.mtime_ns) {
                 Ok(()) => {
                     if job.is_some() {
@@ -908,6 +958,30 @@ impl Engine {
         }
     }
 
+    fn mark_dir_touched(&self, path: &RelPath) -> Option<Job> {
+        let mut tree = self.state.write();
+        let ino = tree.resolve(path).ok().flatten()?;
+        let n = tree.get_mut(ino)?;
+        n.meta_dirty = true;
+        n.gen += 1;
+        let snapshot = n.clone();
+        tree.reindex(ino);
+        if let Err(e) = self.persist(|tx| journal::put_node(tx, &snapshot)) {
+            warn!(error = %e, "could not record a directory time to set");
+        }
+        Some(Job {
+            ino,
+            local: path.clone(),
+            kind: EntryKind::Dir,
+            node_gen: snapshot.gen,
+            live_gen: 0,
+            base: None,
+            in_share: snapshot.in_share,
+            link: None,
+            content: false,
+        })
+    }
+
     /// Finishes what a flush interrupted by a crash left on the share. Returns how many
     /// temporaries were renamed into place.
     /// Also returns the share directories it changed, whose times must be set again.
@@ -919,8 +993,14 @@ impl Engine {
             dirs.extend(row.temp.parent());
             let _span = info_span!("recover", temp = %row.temp).entered();
             if row.ready {
-                let target_now = self.backing.stat(&row.target).map_err(|e| FsError::share(&row.target, e))?;
-                let temp_now = self.backing.stat(&row.temp).map_err(|e| FsError::share(&row.temp, e))?;
+                let target_now = self
+                    .backing
+                    .stat(&row.target)
+                    .map_err(|e| FsError::share(&row.target, e))?;
+                let temp_now = self
+                    .backing
+                    .stat(&row.temp)
+                    .map_err(|e| FsError::share(&row.temp, e))?;
                 if temp_now.is_some() {
                     if let (Some(c), Some(_)) = (&row.conflict, target_now) {
                         self.backing

@@ -42,7 +42,11 @@ impl IgnoreRules {
             .iter()
             .map(|s| s.to_string())
             .chain(extra.iter().cloned())
-            .chain(project_file.into_iter().flat_map(|t| t.lines().map(str::to_owned)));
+            .chain(
+                project_file
+                    .into_iter()
+                    .flat_map(|t| t.lines().map(str::to_owned)),
+            );
         for line in lines {
             b.add_line(None, &line).map_err(|e| RuleError {
                 rule: line.clone(),
@@ -109,7 +113,8 @@ mod tests {
 
     #[test]
     fn user_rules_in_gitignore_syntax() {
-        let r = IgnoreRules::new(&["*.tmp".into()], Some("scratch/\n!keep.tmp\n# comment\n")).unwrap();
+        let r =
+            IgnoreRules::new(&["*.tmp".into()], Some("scratch/\n!keep.tmp\n# comment\n")).unwrap();
         assert!(r.is_ignored(&p("x/y.tmp"), false));
         assert!(!r.is_ignored(&p("keep.tmp"), false));
         assert!(r.is_ignored(&p("scratch/big.bin"), false));

@@ -105,9 +105,10 @@ impl Journal {
     /// Makes everything committed so far durable against a power cut.
     pub fn sync(&self) -> Result<(), JournalError> {
         self.conn.pragma_update(None, "synchronous", "FULL")?;
-        let r = self
-            .conn
-            .execute("INSERT OR REPLACE INTO meta(key, value) VALUES('synced', datetime('now'))", []);
+        let r = self.conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES('synced', datetime('now'))",
+            [],
+        );
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         r?;
         Ok(())

@@ -97,12 +97,14 @@ pub fn share_path_of(path: &RelPath, ops: &[Logged]) -> Option<RelPath> {
 
 /// True when some logged change involves `path` or something below or above it.
 pub fn touches(ops: &[Logged], path: &RelPath) -> bool {
-    ops.iter().any(|(_, op)| op.paths().any(|p| p.overlaps(path)))
+    ops.iter()
+        .any(|(_, op)| op.paths().any(|p| p.overlaps(path)))
 }
 
 /// True when `path` lies within a path some logged change involves (its share location may differ).
 pub fn is_within_changed(ops: &[Logged], path: &RelPath) -> bool {
-    ops.iter().any(|(_, op)| op.paths().any(|p| path.is_within(p)))
+    ops.iter()
+        .any(|(_, op)| op.paths().any(|p| path.is_within(p)))
 }
 
 #[cfg(test)]

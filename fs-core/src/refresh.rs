@@ -74,7 +74,9 @@ impl Engine {
                     Vec::new()
                 }
                 Err(e) => {
-                    report.errors.push(PendingItem::new(&path, Reason::classify(&e), &e));
+                    report
+                        .errors
+                        .push(PendingItem::new(&path, Reason::classify(&e), &e));
                     continue;
                 }
             };
@@ -89,7 +91,8 @@ impl Engine {
                         && !(ino == ROOT_INO && n == CONTROL_DIR)
                 })
                 .collect();
-            let children: Vec<(String, Ino)> = match tree.get(ino).and_then(|n| n.children.as_ref()) {
+            let children: Vec<(String, Ino)> = match tree.get(ino).and_then(|n| n.children.as_ref())
+            {
                 Some(c) => c.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 None => continue,
             };
@@ -99,7 +102,9 @@ impl Engine {
                 if touches(&tree.ops, &child_path) {
                     continue;
                 }
-                let Some(c) = tree.get(cino).cloned() else { continue };
+                let Some(c) = tree.get(cino).cloned() else {
+                    continue;
+                };
                 match st {
                     None if !c.in_share => {}
                     None if subtree_clean(&tree, cino) => {
@@ -173,7 +178,9 @@ impl Engine {
         });
         drop(tree);
         if let Err(e) = r {
-            report.errors.push(PendingItem::new("(journal)", Reason::Other, e));
+            report
+                .errors
+                .push(PendingItem::new("(journal)", Reason::Other, e));
         }
         self.reload_ignore_rules();
         report.duration_ms = start.elapsed().as_millis() as u64;
@@ -212,11 +219,8 @@ impl Engine {
 
 /// No local change at or below `ino`.
 fn subtree_clean(tree: &Tree, ino: Ino) -> bool {
-    std::iter::once(ino)
-        .chain(tree.descendants(ino))
-        .all(|i| {
-            tree.get(i).is_none_or(|n| {
-                n.in_share && !n.content_dirty && !(n.is_dir() && n.meta_dirty)
-            })
-        })
+    std::iter::once(ino).chain(tree.descendants(ino)).all(|i| {
+        tree.get(i)
+            .is_none_or(|n| n.in_share && !n.content_dirty && !(n.is_dir() && n.meta_dirty))
+    })
 }

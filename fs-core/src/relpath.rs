@@ -179,7 +179,9 @@ mod tests {
                 .as_str(),
             "b/c"
         );
-        assert!(p.rebase(&RelPath::new("b").unwrap(), &RelPath::root()).is_none());
+        assert!(p
+            .rebase(&RelPath::new("b").unwrap(), &RelPath::root())
+            .is_none());
     }
 
     #[test]

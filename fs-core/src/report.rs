@@ -158,7 +158,8 @@ mod tests {
             ..Default::default()
         };
         assert!(r.is_clean());
-        r.pending.push(PendingItem::new("a", Reason::Locked, "EBUSY"));
+        r.pending
+            .push(PendingItem::new("a", Reason::Locked, "EBUSY"));
         assert!(!r.is_clean());
         assert!(r.summary().contains("1 pending"));
     }

@@ -20,13 +20,16 @@ impl Engine {
             s.entries_known = tree.len();
             s.pending_changes = tree.ops.len();
             for ino in tree.dirty_inos() {
-                let (Some(n), Some(p)) = (tree.get(ino), tree.path_of(ino)) else { continue };
+                let (Some(n), Some(p)) = (tree.get(ino), tree.path_of(ino)) else {
+                    continue;
+                };
                 if self.is_ignored(&p, n.is_dir()) {
                     continue;
                 }
                 if n.content_dirty {
                     s.pending_files += 1;
-                    s.pending_bytes += fs::metadata(self.cache_path(&p)).map_or(n.size, |m| m.len());
+                    s.pending_bytes +=
+                        fs::metadata(self.cache_path(&p)).map_or(n.size, |m| m.len());
                 }
                 if s.pending_paths.len() < MAX_LISTED && (n.content_dirty || !n.is_dir()) {
                     s.pending_paths.push(p.to_string());

@@ -217,7 +217,11 @@ impl Tree {
     pub fn remove_subtree(&mut self, ino: Ino) -> Vec<Ino> {
         if let Some(n) = self.nodes.get(&ino) {
             let (parent, name) = (n.parent, n.name.clone());
-            if let Some(c) = self.nodes.get_mut(&parent).and_then(|p| p.children.as_mut()) {
+            if let Some(c) = self
+                .nodes
+                .get_mut(&parent)
+                .and_then(|p| p.children.as_mut())
+            {
                 if c.get(&name) == Some(&ino) {
                     c.remove(&name);
                 }
@@ -243,10 +247,18 @@ impl Tree {
             let n = &self.nodes[&ino];
             (n.parent, n.name.clone())
         };
-        if let Some(c) = self.nodes.get_mut(&old_parent).and_then(|p| p.children.as_mut()) {
+        if let Some(c) = self
+            .nodes
+            .get_mut(&old_parent)
+            .and_then(|p| p.children.as_mut())
+        {
             c.remove(&old_name);
         }
-        if let Some(c) = self.nodes.get_mut(&new_parent).and_then(|p| p.children.as_mut()) {
+        if let Some(c) = self
+            .nodes
+            .get_mut(&new_parent)
+            .and_then(|p| p.children.as_mut())
+        {
             c.insert(new_name.to_owned(), ino);
         }
         let n = self.nodes.get_mut(&ino).expect("node exists");

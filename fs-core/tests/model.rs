@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use fs_core::fault::{FaultControl, FaultyBacking};
 use fs_core::{
-    Backing, DirBacking, EntryKind, Engine, EngineOptions, FlushReport, FsError, Ino, RelPath,
+    Backing, DirBacking, Engine, EngineOptions, EntryKind, FlushReport, FsError, Ino, RelPath,
     RetryPolicy, SetAttr, ROOT_INO,
 };
 use proptest::prelude::*;
@@ -51,7 +51,8 @@ const PATHS: &[&str] = &[
 fn is_ignored(p: &str, is_dir: bool) -> bool {
     let comps: Vec<&str> = p.split('/').collect();
     let (last, dirs) = comps.split_last().unwrap();
-    dirs.iter().any(|c| *c == "__pycache__" || *c == ".DS_Store")
+    dirs.iter()
+        .any(|c| *c == "__pycache__" || *c == ".DS_Store")
         || *last == ".DS_Store"
         || (is_dir && *last == "__pycache__")
 }
@@ -135,7 +136,9 @@ fn name(p: &str) -> &str {
 }
 
 fn within(p: &str, base: &str) -> bool {
-    base.is_empty() || p == base || (p.starts_with(base) && p.as_bytes().get(base.len()) == Some(&b'/'))
+    base.is_empty()
+        || p == base
+        || (p.starts_with(base) && p.as_bytes().get(base.len()) == Some(&b'/'))
 }
 
 impl Model {
@@ -268,7 +271,11 @@ fn walk_share(root: &Path) -> BTreeMap<String, (MNode, i64)> {
         for entry in fs::read_dir(&dir).unwrap() {
             let entry = entry.unwrap();
             let n = entry.file_name().into_string().unwrap();
-            let p = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
+            let p = if rel.is_empty() {
+                n.clone()
+            } else {
+                format!("{rel}/{n}")
+            };
             let md = fs::symlink_metadata(entry.path()).unwrap();
             let mt = fs_core::backing::mtime_ns(&md);
             if md.is_dir() {
@@ -297,7 +304,11 @@ fn check_share(rig: &mut Rig, m: &mut Model, report: &FlushReport) -> Result<(),
     rig.conflicts_seen.extend(report.conflicts.iter().cloned());
     let mut share = walk_share(&rig.share);
     for (p, _) in &share {
-        prop_assert!(!fs_core::names::is_temp_name(name(p)), "temporary left on the share: {}", p);
+        prop_assert!(
+            !fs_core::names::is_temp_name(name(p)),
+            "temporary left on the share: {}",
+            p
+        );
     }
     // Conflicts: exactly the expected ones, with the share's version kept beside ours.
     let mut resolved = Vec::new();
@@ -306,25 +317,45 @@ fn check_share(rig: &mut Rig, m: &mut Model, report: &FlushReport) -> Result<(),
             return Err(TestCaseError::fail(format!("unexpected conflict {c:?}")));
         };
         let kept = share.remove(&c.kept_as);
-        prop_assert_eq!(kept.map(|k| k.0), Some(MNode::File(remote)), "kept version of {}", c.path);
+        prop_assert_eq!(
+            kept.map(|k| k.0),
+            Some(MNode::File(remote)),
+            "kept version of {}",
+            c.path
+        );
         resolved.push(c.kept_as);
     }
-    prop_assert!(m.expect_conflict.is_empty(), "conflicts not reported: {:?}", m.expect_conflict);
+    prop_assert!(
+        m.expect_conflict.is_empty(),
+        "conflicts not reported: {:?}",
+        m.expect_conflict
+    );
     let expected: BTreeMap<String, MNode> = m
         .local
         .iter()
         .filter(|(p, n)| !is_ignored(p, **n == MNode::Dir))
         .map(|(p, n)| (p.clone(), n.clone()))
         .collect();
-    let got: BTreeMap<String, MNode> = share.iter().map(|(p, (n, _))| (p.clone(), n.clone())).collect();
-    prop_assert_eq!(&got, &expected, "the share differs from the mount after a clean flush");
+    let got: BTreeMap<String, MNode> = share
+        .iter()
+        .map(|(p, (n, _))| (p.clone(), n.clone()))
+        .collect();
+    prop_assert_eq!(
+        &got,
+        &expected,
+        "the share differs from the mount after a clean flush"
+    );
     // Modification times, directories included.
     for (p, (_, mt)) in &share {
         let a = rig.e().getattr(rig.resolve(p).unwrap()).unwrap();
         prop_assert_eq!(a.mtime_ns, *mt, "share mtime of {}", p);
     }
     let root_mt = fs_core::backing::mtime_ns(&fs::metadata(&rig.share).unwrap());
-    prop_assert_eq!(rig.e().getattr(ROOT_INO).unwrap().mtime_ns, root_mt, "root mtime");
+    prop_assert_eq!(
+        rig.e().getattr(ROOT_INO).unwrap().mtime_ns,
+        root_mt,
+        "root mtime"
+    );
     if !resolved.is_empty() {
         // The user resolves the conflicts by deleting the kept copies on the share.
         for k in resolved {
@@ -446,7 +477,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Mkdir(i) => {
                 let p = path(i);
                 let ok = m.is_dir(parent(&p)) && !m.local.contains_key(&p);
-                let r = rig.pname(&p).and_then(|(pi, n)| rig.e().mkdir(pi, &n, 0o755));
+                let r = rig
+                    .pname(&p)
+                    .and_then(|(pi, n)| rig.e().mkdir(pi, &n, 0o755));
                 match outcome(r) {
                     Outcome::Done => {
                         prop_assert!(ok, "mkdir {} should fail", p);
@@ -567,8 +600,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::RemoteWrite(i, d) => {
                 let p = path(i);
                 let sp = RelPath::new(&p).unwrap().to_path(&rig.share);
-                let parent_ok = RelPath::new(parent(&p)).unwrap().to_path(&rig.share).is_dir();
-                if !m.certain || m.ns_changed || faults_active || is_ignored(&p, false) || !parent_ok || sp.is_dir() || m.is_dir(&p) {
+                let parent_ok = RelPath::new(parent(&p))
+                    .unwrap()
+                    .to_path(&rig.share)
+                    .is_dir();
+                if !m.certain
+                    || m.ns_changed
+                    || faults_active
+                    || is_ignored(&p, false)
+                    || !parent_ok
+                    || sp.is_dir()
+                    || m.is_dir(&p)
+                {
                     continue;
                 }
                 // Someone else writes the file on the share, a little later than anything here.
@@ -613,7 +656,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 rig.faulted = true;
             }
             Op::Refuse(i) => {
-                rig.faults.refuse(RelPath::new(PATHS[i]).unwrap(), libc::EACCES);
+                rig.faults
+                    .refuse(RelPath::new(PATHS[i]).unwrap(), libc::EACCES);
                 rig.faulted = true;
             }
             Op::Heal => {
@@ -642,7 +686,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     rig.faulted = false;
     check_view(&rig, &m)?;
     let report = rig.e().flush(Some("final"));
-    prop_assert!(report.pending.is_empty(), "final flush left {:?}", report.pending);
+    prop_assert!(
+        report.pending.is_empty(),
+        "final flush left {:?}",
+        report.pending
+    );
     check_share(&mut rig, &mut m, &report)?;
     Ok(())
 }

@@ -1,0 +1,821 @@
+//! The FUSE `Filesystem` over the engine.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use fs_core::control::ControlCommand;
+use fs_core::ignore_rules::CONTROL_DIR;
+use fs_core::{
+    DirEntry, Engine, EntryKind, FileHandle as EngineHandle, FsError, SetAttr, ROOT_INO,
+};
+use fuser::{
+    BackingId, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::Mutex;
+use tracing::{debug, info, warn};
+
+use crate::attr::{file_attr, ns_of, Owner};
+use crate::control_dir;
+
+/// How long the kernel may keep attributes and names without asking. Only this mount changes
+/// the cache, and a refresh tells the kernel what it changed, so this can be generous.
+const TTL: Duration = Duration::from_secs(1);
+
+enum Handle {
+    File {
+        fh: EngineHandle,
+        /// Keeps the kernel's passthrough registration alive while the file is open.
+        _backing: Option<Arc<BackingId>>,
+    },
+    Dir(Vec<DirEntry>),
+    Control,
+    Status(Vec<u8>),
+}
+
+/// The progress of the flush running now, shown in `.sipfs/status`.
+#[derive(Default)]
+pub struct FlushProgress {
+    pub running: AtomicBool,
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+pub struct SipFs {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) mountpoint: String,
+    owner: Owner,
+    handles: DashMap<u64, Handle>,
+    next_fh: AtomicU64,
+    want_passthrough: bool,
+    passthrough: AtomicBool,
+    /// One passthrough registration per inode, shared by its open handles (the kernel wants
+    /// a single backing file per inode).
+    backing_ids: Mutex<HashMap<u64, Weak<BackingId>>>,
+    pub(crate) progress: Arc<FlushProgress>,
+    started_ns: i64,
+}
+
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::EINVAL)
+}
+
+impl SipFs {
+    pub fn new(engine: Arc<Engine>, mountpoint: String, passthrough: bool) -> SipFs {
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        SipFs {
+            engine,
+            mountpoint,
+            owner: Owner { uid, gid },
+            handles: DashMap::new(),
+            next_fh: AtomicU64::new(1),
+            want_passthrough: passthrough,
+            passthrough: AtomicBool::new(false),
+            backing_ids: Mutex::new(HashMap::new()),
+            progress: Arc::new(FlushProgress::default()),
+            started_ns: ns_of(SystemTime::now()),
+        }
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.insert(fh, h);
+        fh
+    }
+
+    fn attr_of(&self, ino: u64) -> Result<fuser::FileAttr, Errno> {
+        if let Some(a) = control_dir::attr(ino, self.started_ns) {
+            return Ok(file_attr(&a, self.owner));
+        }
+        self.engine
+            .getattr(ino)
+            .map(|a| file_attr(&a, self.owner))
+            .map_err(|e| errno(&e))
+    }
+
+    /// The status JSON with what only the mount knows: its process and the running flush.
+    fn status_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_value(self.engine.status()).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("pid".into(), std::process::id().into());
+            o.insert("mountpoint".into(), self.mountpoint.clone().into());
+            o.insert(
+                "passthrough".into(),
+                self.passthrough.load(Ordering::Relaxed).into(),
+            );
+            if self.progress.running.load(Ordering::Relaxed) {
+                o.insert(
+                    "flush_progress".into(),
+                    serde_json::json!({
+                        "done": self.progress.done.load(Ordering::Relaxed),
+                        "total": self.progress.total.load(Ordering::Relaxed),
+                        "bytes": self.progress.bytes.load(Ordering::Relaxed),
+                    }),
+                );
+            }
+        }
+        let mut s = serde_json::to_vec_pretty(&v).unwrap_or_default();
+        s.push(b'\n');
+        s
+    }
+
+    pub(crate) fn run_flush(&self, label: Option<&str>) -> fs_core::FlushReport {
+        let p = &self.progress;
+        p.done.store(0, Ordering::Relaxed);
+        p.total.store(0, Ordering::Relaxed);
+        p.bytes.store(0, Ordering::Relaxed);
+        p.running.store(true, Ordering::Relaxed);
+        let r = self.engine.flush_with_progress(label, &|pr| {
+            p.done.store(pr.done, Ordering::Relaxed);
+            p.total.store(pr.total, Ordering::Relaxed);
+            p.bytes.fetch_add(pr.bytes, Ordering::Relaxed);
+        });
+        p.running.store(false, Ordering::Relaxed);
+        r
+    }
+
+    fn run_control(&self, data: &[u8]) -> Result<(), Errno> {
+        let cmd = ControlCommand::parse(data).map_err(|e| {
+            warn!("{e}");
+            Errno::EINVAL
+        })?;
+        info!(command = ?cmd, "control command");
+        let ok = match &cmd {
+            ControlCommand::Flush { label } => {
+                let r = self.run_flush(label.as_deref());
+                r.pending.is_empty()
+            }
+            ControlCommand::Refresh => self.engine.refresh().errors.is_empty(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Errno::EIO)
+        }
+    }
+
+    /// Registers the cached file with the kernel so reads and writes bypass this process.
+    fn backing_for(
+        &self,
+        ino: u64,
+        reply_open: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut ids = self.backing_ids.lock();
+        if let Some(id) = ids.get(&ino).and_then(Weak::upgrade) {
+            return Some(id);
+        }
+        // Its own read-write descriptor: a later writer shares the registration.
+        let file = match self.engine.open_for_passthrough(ino) {
+            Ok(f) => f,
+            Err(e) => {
+                debug!(ino, error = %e, "no passthrough for this file");
+                return None;
+            }
+        };
+        match reply_open(&file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                ids.insert(ino, Arc::downgrade(&id));
+                ids.retain(|_, w| w.strong_count() > 0);
+                Some(id)
+            }
+            Err(e) => {
+                debug!(ino, error = %e, "kernel refused passthrough; serving this file directly");
+                None
+            }
+        }
+    }
+}
+
+impl Filesystem for SipFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let caps = config.capabilities();
+        let mut want = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
+        if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
+            // The cache lives on a local disk file system: one level of stacking.
+            if config.set_max_stack_depth(1).is_ok() {
+                want |= InitFlags::FUSE_PASSTHROUGH;
+                self.passthrough.store(true, Ordering::Relaxed);
+            }
+        }
+        if !self.passthrough.load(Ordering::Relaxed) {
+            // Without passthrough, let the kernel gather small writes (they cannot be combined).
+            want |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        let _ = config.add_capabilities(want & caps);
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_time_granularity(Duration::from_nanos(1));
+        info!(
+            passthrough = self.passthrough.load(Ordering::Relaxed),
+            "mounted"
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Ok(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let ino = if parent.0 == ROOT_INO && name == CONTROL_DIR {
+            Some(control_dir::DIR_INO)
+        } else if parent.0 == control_dir::DIR_INO {
+            match control_dir::lookup(name) {
+                Some(i) => Some(i),
+                None => return reply.error(Errno::ENOENT),
+            }
+        } else {
+            None
+        };
+        let attr = match ino {
+            Some(i) => self.attr_of(i),
+            None => self
+                .engine
+                .lookup(parent.0, name)
+                .map(|a| file_attr(&a, self.owner))
+                .map_err(|e| errno(&e)),
+        };
+        match attr {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(fh) = fh {
+            if let Some(h) = self.handles.get(&fh.0) {
+                if let Handle::File { fh, .. } = &*h {
+                    if let Ok(a) = self.engine.getattr_handle(fh) {
+                        return reply.attr(&TTL, &file_attr(&a, self.owner));
+                    }
+                }
+            }
+        }
+        match self.attr_of(ino.0) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if control_dir::is_control(ino.0) {
+            // `echo flush > control` truncates first: nothing to do.
+            return match self.attr_of(ino.0) {
+                Ok(a) => reply.attr(&TTL, &a),
+                Err(e) => reply.error(e),
+            };
+        }
+        let req = SetAttr {
+            size,
+            mode,
+            mtime_ns: mtime.map(|t| match t {
+                TimeOrNow::SpecificTime(t) => ns_of(t),
+                TimeOrNow::Now => ns_of(SystemTime::now()),
+            }),
+        };
+        match self.engine.setattr(ino.0, req) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a, self.owner)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.engine.readlink(ino.0) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Only regular files can be written to a share.
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(Errno::from_i32(libc::ENOTSUP));
+        }
+        let _ = req;
+        let Ok(name) = name_str(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        match self.engine.create(parent.0, name, mode & !umask) {
+            Ok((a, fh)) => {
+                self.engine.release(fh);
+                reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0))
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let Ok(name) = name_str(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        match self.engine.mkdir(parent.0, name, mode & !umask) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Ok(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.engine.unlink(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Ok(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.engine.rmdir(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (Ok(name), Some(target)) = (name_str(link_name), target.to_str()) else {
+            return reply.error(Errno::EINVAL);
+        };
+        match self.engine.symlink(parent.0, name, target) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        let (Ok(name), Ok(newname)) = (name_str(name), name_str(newname)) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        match self
+            .engine
+            .rename(parent.0, name, newparent.0, newname, noreplace)
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let e = self.engine.link().expect_err("hard links are refused");
+        reply.error(errno(&e))
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match ino.0 {
+            control_dir::CONTROL_INO => {
+                let fh = self.add_handle(Handle::Control);
+                return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            control_dir::STATUS_INO => {
+                let fh = self.add_handle(Handle::Status(self.status_json()));
+                return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            control_dir::DIR_INO => return reply.error(Errno::EISDIR),
+            _ => {}
+        }
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        let efh = match self.engine.open_file(ino.0, write, truncate) {
+            Ok(f) => f,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let backing = self.backing_for(ino.0, |f| reply.open_backing(f));
+        let id = backing.clone();
+        let fh = self.add_handle(Handle::File {
+            fh: efh,
+            _backing: backing,
+        });
+        match id {
+            Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
+            None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let Ok(name) = name_str(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        if parent.0 == ROOT_INO && name == CONTROL_DIR {
+            return reply.error(Errno::EEXIST);
+        }
+        let (a, efh) = match self.engine.create(parent.0, name, mode & !umask) {
+            Ok(v) => v,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let backing = self.backing_for(a.ino, |f| reply.open_backing(f));
+        let id = backing.clone();
+        let fh = self.add_handle(Handle::File {
+            fh: efh,
+            _backing: backing,
+        });
+        let attr = file_attr(&a, self.owner);
+        match id {
+            Some(id) => reply.created_passthrough(
+                &TTL,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+                &id,
+            ),
+            None => reply.created(
+                &TTL,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(h) = self.handles.get(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        match &*h {
+            Handle::File { fh, .. } => match self.engine.read(fh, offset, size as usize) {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(errno(&e)),
+            },
+            Handle::Status(data) => {
+                let start = (offset as usize).min(data.len());
+                let end = (start + size as usize).min(data.len());
+                reply.data(&data[start..end])
+            }
+            _ => reply.error(Errno::EBADF),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Some(h) = self.handles.get(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        match &*h {
+            Handle::File { fh, .. } => match self.engine.write(fh, offset, data) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(&e)),
+            },
+            Handle::Control => {
+                drop(h);
+                match self.run_control(data) {
+                    Ok(()) => reply.written(data.len() as u32),
+                    Err(e) => reply.error(e),
+                }
+            }
+            _ => reply.error(Errno::EBADF),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok()
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some((_, Handle::File { fh, .. })) = self.handles.remove(&fh.0) {
+            self.engine.release(fh);
+        }
+        reply.ok()
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let Some(h) = self.handles.get(&fh.0) else {
+            return reply.ok();
+        };
+        match &*h {
+            Handle::File { fh, .. } => match self.engine.fsync(fh, datasync) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            },
+            _ => reply.ok(),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let entries = if ino.0 == control_dir::DIR_INO {
+            [control_dir::CONTROL_INO, control_dir::STATUS_INO]
+                .iter()
+                .zip([
+                    fs_core::control::CONTROL_FILE,
+                    fs_core::control::STATUS_FILE,
+                ])
+                .map(|(&ino, name)| DirEntry {
+                    name: name.into(),
+                    ino,
+                    kind: EntryKind::File,
+                })
+                .collect()
+        } else {
+            // A snapshot per open directory: listings stay consistent while it is read.
+            match self.engine.readdir(ino.0) {
+                Ok(e) => e,
+                Err(e) => return reply.error(errno(&e)),
+            }
+        };
+        let fh = self.add_handle(Handle::Dir(entries));
+        reply.opened(FileHandle(fh), FopenFlags::empty())
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(h) = self.handles.get(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        let Handle::Dir(entries) = &*h else {
+            return reply.error(Errno::EBADF);
+        };
+        let parent = if ino.0 == control_dir::DIR_INO {
+            ROOT_INO
+        } else {
+            self.engine
+                .path_of(ino.0)
+                .and_then(|p| p.parent())
+                .and_then(|p| self.engine.resolve(&p).ok())
+                .unwrap_or(ROOT_INO)
+        };
+        let dots = [
+            (ino.0, FileType::Directory, "."),
+            (parent, FileType::Directory, ".."),
+        ];
+        let all = dots.into_iter().chain(
+            entries
+                .iter()
+                .map(|e| (e.ino, crate::attr::file_type(e.kind), e.name.as_str())),
+        );
+        for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.remove(&fh.0);
+        reply.ok()
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.engine.sync_journal() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // The space programs can use is the local disk's, where the cache is.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let path = std::ffi::CString::new(self.engine.cache_tree().as_os_str().as_encoded_bytes())
+            .unwrap_or_default();
+        // SAFETY: path is a valid C string and st a valid out-pointer.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        }
+        reply.statfs(
+            st.f_blocks as u64,
+            st.f_bfree as u64,
+            st.f_bavail as u64,
+            st.f_files as u64,
+            st.f_ffree as u64,
+            st.f_bsize as u32,
+            255,
+            st.f_frsize as u32,
+        )
+    }
+
+    // Extended attributes cannot be written to the shares sipfs serves (SMB keeps none that
+    // Linux programs use): they are cleanly unsupported, never an I/O error, so that
+    // `cp -a` and `shutil.copy2` carry on.
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTSUP))
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::from_i32(libc::ENODATA))
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0)
+        } else {
+            reply.data(&[])
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENODATA))
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (ino, fh, offset, length, mode);
+            return reply.error(Errno::from_i32(libc::ENOTSUP));
+        }
+        #[cfg(target_os = "linux")]
+        let Some(h) = self.handles.get(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        #[cfg(target_os = "linux")]
+        let Handle::File { fh, .. } = &*h
+        else {
+            return reply.error(Errno::EBADF);
+        };
+        #[cfg(target_os = "linux")]
+        // SAFETY: the descriptor is open for as long as the handle is.
+        let r = unsafe {
+            libc::fallocate(
+                fh.file().as_raw_fd(),
+                mode,
+                offset as libc::off_t,
+                length as libc::off_t,
+            )
+        };
+        #[cfg(target_os = "linux")]
+        if r != 0 {
+            return reply.error(Errno::from(std::io::Error::last_os_error()));
+        }
+        #[cfg(target_os = "linux")]
+        match self.engine.note_external_write(ino.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Starting and stopping a mount.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fs_core::Engine;
+use fuser::{Config, MountOption, SessionACL};
+use tracing::{info, warn};
+
+use crate::fs::SipFs;
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Let other users (and containers running as other users) in.
+    pub allow_other: bool,
+    /// Hand file I/O to the kernel (FUSE passthrough) when it supports it.
+    pub passthrough: bool,
+    /// Threads serving FUSE requests. A flush asked through the control file occupies one.
+    pub threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            allow_other: false,
+            passthrough: true,
+            threads: 4,
+        }
+    }
+}
+
+/// A running mount. Dropping it does not unmount; call [`MountHandle::unmount`].
+pub struct MountHandle {
+    mountpoint: PathBuf,
+    session: Option<JoinHandle<io::Result<()>>>,
+    ended: mpsc::Receiver<()>,
+    fs_flush: Arc<dyn Fn(Option<&str>) -> fs_core::FlushReport + Send + Sync>,
+}
+
+/// Mounts `engine` at `mountpoint` and serves it from background threads.
+pub fn mount(
+    engine: Arc<Engine>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> io::Result<MountHandle> {
+    let fs = SipFs::new(
+        engine.clone(),
+        mountpoint.display().to_string(),
+        opts.passthrough,
+    );
+    let progress = fs.progress.clone();
+    let flush_engine = engine.clone();
+    let mut options = vec![
+        MountOption::FSName(format!("sipfs:{}", engine.backing().describe())),
+        MountOption::Subtype("sipfs".into()),
+        MountOption::NoAtime,
+        MountOption::Exec,
+    ];
+    if !opts.allow_other {
+        // Only the owner may enter, so the kernel can check modes for us.
+        options.push(MountOption::DefaultPermissions);
+    }
+    let mut config = Config::default();
+    config.mount_options = options;
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads.max(2));
+    config.clone_fd = true;
+    let session = fuser::Session::new(fs, mountpoint, &config)?;
+    let (tx, ended) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("sipfs-fuse".into())
+        .spawn(move || {
+            let r = session.run();
+            let _ = tx.send(());
+            r
+        })?;
+    info!(mountpoint = %mountpoint.display(), "serving");
+    let fs_flush: Arc<dyn Fn(Option<&str>) -> fs_core::FlushReport + Send + Sync> =
+        Arc::new(move |label| {
+            progress
+                .running
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let r = flush_engine.flush(label);
+            progress
+                .running
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            r
+        });
+    Ok(MountHandle {
+        mountpoint: mountpoint.to_path_buf(),
+        session: Some(thread),
+        ended,
+        fs_flush,
+    })
+}
+
+impl MountHandle {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Waits up to `timeout` for the mount to end (unmounted from outside). True if it ended.
+    pub fn wait_ended(&self, timeout: Duration) -> bool {
+        !matches!(
+            self.ended.recv_timeout(timeout),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        )
+    }
+
+    /// Flushes through the same path the control file uses (progress shows in `status`).
+    pub fn flush(&self, label: Option<&str>) -> fs_core::FlushReport {
+        (self.fs_flush)(label)
+    }
+
+    /// Unmounts (lazily if programs still use it) and waits for the session to end.
+    pub fn unmount(mut self) -> io::Result<()> {
+        if let Err(e) = unmount_path(&self.mountpoint, false) {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                warn!(mountpoint = %self.mountpoint.display(), "still in use; detaching it (programs using it lose access)");
+                unmount_path(&self.mountpoint, true)?;
+            } else if !self.wait_ended(Duration::ZERO) {
+                return Err(e);
+            }
+        }
+        self.join()
+    }
+
+    /// Waits for the session thread after the mount went away.
+    pub fn join(&mut self) -> io::Result<()> {
+        match self.session.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("FUSE session panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Unmounts a FUSE mount: directly as root, else through fusermount3.
+pub fn unmount_path(path: &Path, lazy: bool) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: c is a valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    for tool in ["fusermount3", "fusermount"] {
+        let mut cmd = Command::new(tool);
+        cmd.arg(if lazy { "-uz" } else { "-u" }).arg(path);
+        match cmd.status() {
+            Ok(s) if s.success() => return Ok(()),
+            Ok(_) => return Err(io::Error::from_raw_os_error(libc::EBUSY)),
+            Err(_) => continue,
+        }
+    }
+    Err(err)
+}
+
+/// True when `path` is a FUSE mount whose process is gone (stat fails with ENOTCONN).
+pub fn is_stale_mount(path: &Path) -> bool {
+    matches!(std::fs::metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+}
+
+/// True when `path` is currently a mount point of a sipfs file system.
+pub fn is_sipfs_mount(path: &Path) -> bool {
+    let Ok(canon) = path.canonicalize() else {
+        return false;
+    };
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (_src, target, fstype) = (f.next(), f.next(), f.next());
+        target.map(unescape_mount_path) == Some(canon.display().to_string())
+            && fstype.is_some_and(|t| t.contains("sipfs"))
+    })
+}
+
+fn unescape_mount_path(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\134", "\\")
+}
