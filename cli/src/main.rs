@@ -1,1 +1,193 @@
-fn main() {}
+//! `sipfs`: work on a project that lives on a slow or unreliable network share as if it were on
+//! a fast local disk, and write the changes back when you choose.
+//!
+//! A thin layer over sipfs-core (the engine) and sipfs-unix (the FUSE mount): argument parsing,
+//! messages and exit codes live here, nothing else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod client;
+mod exit;
+#[cfg(unix)]
+mod mount_cmd;
+mod output;
+mod paths;
+
+/// Exit codes, documented in `sipfs --help` and docs/USER_GUIDE.md.
+pub use exit::Exit;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  error (the message says what and why)
+  2  wrong usage
+  3  changes remain pending (share unreachable, refused, locked...): nothing is lost,
+     run `sipfs flush` again once the cause is fixed
+  4  conflicting versions were kept side by side (NAME.sipfs-conflict-DATE-TIME.EXT)";
+
+#[derive(Parser)]
+#[command(
+    name = "sipfs",
+    version,
+    about = "Work on a project on a slow network share at local-disk speed; write changes back when you choose",
+    long_about = "sipfs presents a project folder that lives on a network share (SMB, NFS, sshfs...) \
+as a local file system backed by a write-back cache on local disk. Programs read and write at \
+local-disk speed; changes reach the share only when flushed (`sipfs flush`, a write to \
+MOUNTPOINT/.sipfs/control, or at unmount). A refresh pulls in what others changed. A flush that \
+cannot finish loses nothing: the change stays pending, survives a crash or reboot, and is \
+reported by path with a reason.",
+    after_help = EXIT_CODES,
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mount a share-backed project at a local mount point
+    #[command(after_help = "Examples:
+  sipfs mount /mnt/share/proj ~/proj
+  sipfs mount /mnt/share/proj ~/proj --daemon --allow-other
+  sipfs mount /mnt/share/proj ~/proj --cache /fast/disk/sipfs-proj
+
+Stop it with Ctrl-C, SIGTERM or `sipfs unmount MOUNTPOINT`: pending changes are flushed first.
+If that flush cannot finish, they stay in the cache and are written by the next mount's flush.
+
+Exit codes: as for `sipfs flush` (3: changes remain pending, 4: conflicts kept).")]
+    Mount(MountArgs),
+    /// Write pending changes to the share now
+    #[command(after_help = "Examples:
+  sipfs flush ~/proj --step step-3
+  sipfs flush ~/proj --json > report.json
+
+From a program that cannot run sipfs (a step in a container):
+  echo \"flush step-3\" > ~/proj/.sipfs/control   # fails with EIO if changes stay pending
+
+Exit codes: 0 all written, 3 changes remain pending, 4 conflicting versions kept, 1 error.")]
+    Flush(FlushArgs),
+    /// Pull in what others changed on the share (clean entries only)
+    #[command(after_help = "Example:
+  sipfs refresh ~/proj
+
+Files changed here and on the share are left alone; the next flush keeps both versions.")]
+    Refresh(ReportArgs),
+    /// Show what is pending, the last flush and refresh, conflicts and cache size
+    Status(ReportArgs),
+    /// Flush, then unmount
+    #[command(after_help = "Example:
+  sipfs unmount ~/proj
+
+A mount left behind by a killed sipfs process is cleared too.
+Exit codes: 0 unmounted with everything written, 3 unmounted with changes pending in the cache
+(the next `sipfs mount` of the same share writes them), 4 conflicts kept, 1 error.")]
+    Unmount(UnmountArgs),
+}
+
+#[derive(Args)]
+struct MountArgs {
+    /// The project folder on the share (e.g. /mnt/share/proj, Z:\proj)
+    backing: PathBuf,
+    /// An empty directory to mount the project on
+    mountpoint: PathBuf,
+    /// Local folder for the cache (default: per-user cache dir, one per share path)
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Let other users, and containers running as other users, use the mount
+    #[arg(long)]
+    allow_other: bool,
+    /// Return once the mount is ready and keep serving in the background
+    #[arg(long)]
+    daemon: bool,
+    /// Fetch the whole project into the cache first, for offline work
+    #[arg(long)]
+    prefetch: bool,
+    /// Serve file I/O through sipfs instead of handing it to the kernel (FUSE passthrough)
+    #[arg(long)]
+    no_passthrough: bool,
+    /// Extra paths never written back, in gitignore syntax (repeatable)
+    #[arg(long = "ignore", value_name = "RULE")]
+    ignore: Vec<String>,
+    /// Share operations in flight at once during a flush or refresh
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+}
+
+#[derive(Args)]
+struct FlushArgs {
+    /// The mount point
+    mountpoint: PathBuf,
+    /// A label for the report, such as the workflow step
+    #[arg(long, value_name = "LABEL")]
+    step: Option<String>,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The mount point
+    mountpoint: PathBuf,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct UnmountArgs {
+    /// The mount point
+    mountpoint: PathBuf,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIPFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        #[cfg(unix)]
+        Command::Mount(a) => {
+            init_logging("info,fuser=error");
+            mount_cmd::run(a)
+        }
+        #[cfg(not(unix))]
+        Command::Mount(_) => Err(anyhow::anyhow!(
+            "mounting on this platform comes with the Windows drive (WinFsp) support"
+        )),
+        Command::Flush(a) => {
+            init_logging("warn");
+            client::flush(&a.mountpoint, a.step.as_deref(), a.json)
+        }
+        Command::Refresh(a) => {
+            init_logging("warn");
+            client::refresh(&a.mountpoint, a.json)
+        }
+        Command::Status(a) => {
+            init_logging("warn");
+            client::status(&a.mountpoint, a.json)
+        }
+        Command::Unmount(a) => {
+            init_logging("warn");
+            client::unmount(&a.mountpoint)
+        }
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("sipfs: {e:#}");
+            Exit::Error.into()
+        }
+    }
+}

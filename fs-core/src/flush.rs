@@ -123,6 +123,15 @@ impl Ctx<'_> {
     }
 }
 
+/// The share cannot set modification times (some SMB clients), as opposed to refusing this one.
+fn times_unsupported(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+        || is_kind(
+            e,
+            &[libc::ENOTSUP, libc::EOPNOTSUPP, libc::ENOSYS, libc::EINVAL],
+        )
+}
+
 fn is_kind(e: &io::Error, codes: &[i32]) -> bool {
     e.raw_os_error().is_some_and(|c| codes.contains(&c))
 }
@@ -905,13 +914,12 @@ impl Engine {
                     self.finish_entry(&j, base.filter(|_| j.in_share), None);
                     ctx.report.lock().attrs_updated += 1;
                 }
-                Err(e) if Reason::classify(&e).is_transient() => {
-                    ctx.push_pending(ctx.pending(&j.local, &e))
-                }
-                Err(_) => {
+                // Shares that cannot keep times at all: say so once and keep going.
+                Err(e) if times_unsupported(&e) => {
                     ctx.warn_once_mtime();
                     self.finish_entry(&j, None, None);
                 }
+                Err(e) => ctx.push_pending(ctx.pending(&j.local, &e)),
             }
         }
         dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.depth()));
@@ -942,15 +950,15 @@ impl Engine {
                         ctx.report.lock().attrs_updated += 1;
                     }
                 }
-                Err(e) if Reason::classify(&e).is_transient() => {
+                // Not found: the directory waits for a change that is still pending.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if times_unsupported(&e) => ctx.warn_once_mtime(),
+                Err(e) => {
                     if job.is_some() {
                         ctx.push_pending(ctx.pending(&path, &e));
                     }
                     continue;
                 }
-                // Not found: the directory waits for a change that is still pending.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(_) => ctx.warn_once_mtime(),
             }
             if let Some(j) = job {
                 self.finish_entry(&j, None, None);

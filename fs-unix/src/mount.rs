@@ -74,8 +74,12 @@ pub fn mount(
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(opts.threads.max(2));
-    config.clone_fd = true;
+    // Several threads, so that a flush asked through the control file does not stall the mount;
+    // fuser runs more than one only on Linux.
+    if cfg!(target_os = "linux") {
+        config.n_threads = Some(opts.threads.max(2));
+        config.clone_fd = true;
+    }
     let session = fuser::Session::new(fs, mountpoint, &config)?;
     let (tx, ended) = mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -123,12 +127,17 @@ impl MountHandle {
         (self.fs_flush)(label)
     }
 
-    /// Unmounts (lazily if programs still use it) and waits for the session to end.
-    pub fn unmount(mut self) -> io::Result<()> {
+    /// Unmounts and waits for the session to end. A mount still in use is detached: programs
+    /// that have files open keep them for up to `grace`, then the session is left behind.
+    pub fn unmount(mut self, grace: Duration) -> io::Result<()> {
         if let Err(e) = unmount_path(&self.mountpoint, false) {
             if e.raw_os_error() == Some(libc::EBUSY) {
-                warn!(mountpoint = %self.mountpoint.display(), "still in use; detaching it (programs using it lose access)");
+                warn!(mountpoint = %self.mountpoint.display(), "still in use; detaching it");
                 unmount_path(&self.mountpoint, true)?;
+                if !self.wait_ended(grace) {
+                    warn!("files stayed open in the mount; stopping without waiting for them");
+                    return Ok(());
+                }
             } else if !self.wait_ended(Duration::ZERO) {
                 return Err(e);
             }
@@ -171,9 +180,16 @@ pub fn unmount_path(path: &Path, lazy: bool) -> io::Result<()> {
     Err(err)
 }
 
-/// True when `path` is a FUSE mount whose process is gone (stat fails with ENOTCONN).
+/// True when `path` is a FUSE mount whose process is gone. Asked with statfs, which the
+/// kernel never answers from its caches (a stat may be answered from them for a while).
 pub fn is_stale_mount(path: &Path) -> bool {
-    matches!(std::fs::metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is a valid C string, st a valid out-pointer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
 }
 
 /// True when `path` is currently a mount point of a sipfs file system.
@@ -186,9 +202,11 @@ pub fn is_sipfs_mount(path: &Path) -> bool {
     };
     mounts.lines().any(|l| {
         let mut f = l.split_whitespace();
-        let (_src, target, fstype) = (f.next(), f.next(), f.next());
+        let (src, target, fstype) = (f.next(), f.next(), f.next());
+        // Mounted directly (as root) the type is plain `fuse`; the source names sipfs.
         target.map(unescape_mount_path) == Some(canon.display().to_string())
-            && fstype.is_some_and(|t| t.contains("sipfs"))
+            && (fstype.is_some_and(|t| t.contains("sipfs"))
+                || src.is_some_and(|s| s.starts_with("sipfs:")))
     })
 }
 

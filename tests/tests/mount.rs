@@ -1,0 +1,419 @@
+//! The Linux mount and the `sipfs` command, end to end: real `sipfs` processes, real FUSE
+//! mounts, real programs (Python with SQLite, zipfile, shutil) working in them.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use sipfs_tests::*;
+
+fn skip_sipfs(p: &str) -> bool {
+    default_ignored(p)
+}
+
+fn assert_share_equals_mount(s: &Scratch) {
+    let share = snapshot(&s.share, &skip_sipfs);
+    let mount = snapshot(&s.mnt, &skip_sipfs);
+    assert_same_tree(&share, &mount);
+}
+
+fn seed(share: &Path) {
+    fs::create_dir_all(share.join("inputs")).unwrap();
+    fs::write(share.join("inputs/samples.csv"), "a,b\n1,2\n").unwrap();
+    fs::write(share.join("README.txt"), "project\n").unwrap();
+}
+
+#[test]
+fn workflow_steps_reach_the_share_only_when_flushed() {
+    let s = Scratch::new();
+    seed(&s.share);
+    let m = s.mount(&[]);
+    let before = snapshot(&s.share, &|_| false);
+
+    python("workflow_step.py", &[m.mnt.to_str().unwrap(), "1"]);
+    assert_eq!(
+        snapshot(&s.share, &|_| false),
+        before,
+        "nothing may reach the share before a flush"
+    );
+    // .sipfs is reachable by name but never listed.
+    assert!(s.mnt.join(".sipfs/status").exists());
+    assert!(!fs::read_dir(&s.mnt)
+        .unwrap()
+        .any(|e| e.unwrap().file_name() == ".sipfs"));
+
+    let out = sipfs(&["flush", s.mnt.to_str().unwrap(), "--step", "step-1"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_share_equals_mount(&s);
+    assert!(
+        s.share.join(".workflow_status/step1.done").exists(),
+        "hidden folders are synced"
+    );
+    for ignored in [
+        "__pycache__",
+        ".DS_Store",
+        "Thumbs.db",
+        ".sync_log.json",
+        ".sipfs",
+    ] {
+        assert!(
+            !s.share.join(ignored).exists(),
+            "{ignored} must never be written back"
+        );
+    }
+
+    // Step 2 signals its flush the way a step in a container does: through the control file.
+    let before = snapshot(&s.share, &|_| false);
+    python("workflow_step.py", &[m.mnt.to_str().unwrap(), "2"]);
+    assert_eq!(snapshot(&s.share, &|_| false), before);
+    control(&s.mnt, "flush step-2\n").expect("control flush");
+    assert_share_equals_mount(&s);
+    assert!(
+        s.share.join("results/old_step1.csv").exists(),
+        "rename written"
+    );
+    assert!(
+        !s.share.join("results/sheet1.xlsx").exists(),
+        "delete written"
+    );
+    assert!(
+        !s.share.join(".snapshots/copy1").exists(),
+        "tree delete written"
+    );
+    assert!(s.share.join("empty2").is_dir(), "empty directory written");
+    let status = fs::read_to_string(s.mnt.join(".sipfs/status")).unwrap();
+    assert!(status.contains("\"label\": \"step-2\""), "{status}");
+
+    // The databases on the share are the same, readable databases.
+    let q = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from t').fetchone()[0])",
+        ])
+        .arg(s.share.join("results/data.db"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&q.stdout).trim(), "4000");
+    assert_eq!(m.stop().code(), Some(0));
+}
+
+#[test]
+fn refresh_shows_what_others_changed() {
+    let s = Scratch::new();
+    seed(&s.share);
+    fs::write(s.share.join("gone.txt"), "old").unwrap();
+    let m = s.mount(&[]);
+    assert_eq!(
+        fs::read_to_string(s.mnt.join("README.txt")).unwrap(),
+        "project\n"
+    );
+    assert!(s.mnt.join("gone.txt").exists());
+
+    // Someone else works on the share.
+    fs::write(s.share.join("inputs/new.csv"), "x\n").unwrap();
+    fs::write(s.share.join("README.txt"), "changed by a colleague\n").unwrap();
+    filetime::set_file_mtime(
+        s.share.join("README.txt"),
+        filetime::FileTime::from_unix_time(2_000_000_000, 0),
+    )
+    .unwrap();
+    fs::remove_file(s.share.join("gone.txt")).unwrap();
+
+    let out = sipfs(&["refresh", s.mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // kernel attribute cache
+    assert_eq!(
+        fs::read_to_string(s.mnt.join("inputs/new.csv")).unwrap(),
+        "x\n"
+    );
+    assert_eq!(
+        fs::read_to_string(s.mnt.join("README.txt")).unwrap(),
+        "changed by a colleague\n"
+    );
+    assert!(!s.mnt.join("gone.txt").exists());
+    m.stop();
+}
+
+#[test]
+fn kill9_with_unflushed_changes_loses_nothing() {
+    let s = Scratch::new();
+    seed(&s.share);
+    let m = s.mount(&[]);
+    python("workflow_step.py", &[m.mnt.to_str().unwrap(), "1"]);
+    let expected = snapshot(&s.mnt, &skip_sipfs);
+    m.kill9();
+    // The mount point is stale now; mounting again clears it and finds every change pending.
+    let m = s.mount(&[]);
+    assert!(m.log_text().contains("stale mount"), "{}", m.log_text());
+    let out = sipfs(&["flush", s.mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let share = snapshot(&s.share, &skip_sipfs);
+    let strip = |t: &std::collections::BTreeMap<String, Entry>| -> Vec<(String, Option<Vec<u8>>)> {
+        t.iter()
+            .map(|(p, e)| {
+                (
+                    p.clone(),
+                    match e {
+                        Entry::File { content, .. } => Some(content.clone()),
+                        _ => None,
+                    },
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        strip(&share),
+        strip(&expected),
+        "content after a crash and remount"
+    );
+    assert_share_equals_mount(&s);
+    m.stop();
+}
+
+#[test]
+fn kill9_during_flushes_loses_nothing_and_leaves_no_temporaries() {
+    let s = Scratch::new();
+    seed(&s.share);
+    let mut m = s.mount(&[]);
+    for (round, delay_ms) in [0u64, 3, 8, 15, 30, 60].into_iter().enumerate() {
+        // Many files, so the flush takes a while.
+        let dir = s.mnt.join(format!("round{round}"));
+        if let Err(e) = fs::create_dir_all(&dir) {
+            panic!("round {round}: {e}\n{}", m.log_text());
+        }
+        for i in 0..300 {
+            fs::write(dir.join(format!("f{i}.dat")), vec![round as u8; 20_000 + i]).unwrap();
+        }
+        if round > 0 {
+            fs::rename(
+                s.mnt.join(format!("round{}", round - 1)),
+                s.mnt.join(format!("moved{round}")),
+            )
+            .unwrap();
+        }
+        let mnt = s.mnt.clone();
+        let flusher = std::thread::spawn(move || sipfs(&["flush", mnt.to_str().unwrap()]));
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        m.kill9();
+        let _ = flusher.join();
+        m = s.mount(&[]);
+    }
+    let out = sipfs(&["flush", s.mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_share_equals_mount(&s);
+    let temps: Vec<String> = snapshot(&s.share, &|_| false)
+        .keys()
+        .filter(|p| p.contains(".sipfs-tmp-"))
+        .cloned()
+        .collect();
+    assert!(temps.is_empty(), "temporaries left on the share: {temps:?}");
+    // Every file of every round is there, whole.
+    for round in 0..6 {
+        let dir = if round == 5 {
+            format!("round{round}")
+        } else {
+            format!("moved{}", round + 1)
+        };
+        for i in 0..300 {
+            let data = fs::read(s.share.join(&dir).join(format!("f{i}.dat"))).unwrap();
+            assert_eq!(data, vec![round as u8; 20_000 + i], "{dir}/f{i}.dat");
+        }
+    }
+    m.stop();
+}
+
+#[test]
+fn sigterm_flushes_and_unmounts() {
+    let s = Scratch::new();
+    let m = s.mount(&[]);
+    fs::write(s.mnt.join("result.txt"), "done").unwrap();
+    let st = m.stop();
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(
+        fs::read_to_string(s.share.join("result.txt")).unwrap(),
+        "done"
+    );
+    assert!(fs::read_dir(&s.mnt).unwrap().next().is_none(), "unmounted");
+}
+
+#[test]
+fn unmount_with_a_refusing_share_keeps_changes_for_the_next_mount() {
+    let s = Scratch::new();
+    seed(&s.share);
+    let m = s.mount(&[]);
+    fs::write(s.mnt.join("inputs/analysis.csv"), "important\n").unwrap();
+    // The share turns read-only under us (what a permission change or a locked volume does).
+    let ro = std::process::Command::new("mount")
+        .args(["--bind", "-o", "ro"])
+        .arg(&s.share)
+        .arg(&s.share)
+        .status()
+        .unwrap();
+    assert!(ro.success());
+    let remount = std::process::Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(&s.share)
+        .status()
+        .unwrap();
+    assert!(remount.success());
+    let out = sipfs(&["flush", s.mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "changes stay pending");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("inputs/analysis.csv"), "{text}");
+    assert!(text.contains("permission denied"), "{text}");
+    assert_eq!(m.stop().code(), Some(3), "unmount reports pending changes");
+    assert!(std::process::Command::new("umount")
+        .arg(&s.share)
+        .status()
+        .unwrap()
+        .success());
+    assert!(!s.share.join("inputs/analysis.csv").exists());
+
+    // Next mount: the change is still pending and now gets written.
+    let m = s.mount(&[]);
+    let st = sipfs(&["status", s.mnt.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&st.stdout).contains("inputs/analysis.csv"));
+    assert_eq!(
+        sipfs(&["flush", s.mnt.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        fs::read_to_string(s.share.join("inputs/analysis.csv")).unwrap(),
+        "important\n"
+    );
+    m.stop();
+}
+
+#[test]
+fn conflicts_keep_both_versions() {
+    let s = Scratch::new();
+    seed(&s.share);
+    let m = s.mount(&[]);
+    fs::write(s.mnt.join("README.txt"), "ours\n").unwrap();
+    fs::write(s.share.join("README.txt"), "theirs\n").unwrap();
+    filetime::set_file_mtime(
+        s.share.join("README.txt"),
+        filetime::FileTime::from_unix_time(2_000_000_000, 0),
+    )
+    .unwrap();
+    let out = sipfs(&["flush", s.mnt.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(4));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kept = report["conflicts"][0]["kept_as"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        kept.starts_with("README.sipfs-conflict-") && kept.ends_with(".txt"),
+        "{kept}"
+    );
+    assert_eq!(
+        fs::read_to_string(s.share.join("README.txt")).unwrap(),
+        "ours\n"
+    );
+    assert_eq!(fs::read_to_string(s.share.join(&kept)).unwrap(), "theirs\n");
+    m.stop();
+}
+
+#[test]
+fn posix_behaviour_programs_rely_on() {
+    let s = Scratch::new();
+    let m = s.mount(&["--ignore", "big.bin"]);
+    let mnt = &s.mnt;
+    python("posix_checks.py", &[mnt.to_str().unwrap()]);
+
+    // A file over 4 GiB (sparse; ignored so the flush does not copy 5 GiB).
+    let mut f = fs::File::create(mnt.join("big.bin")).unwrap();
+    f.seek(SeekFrom::Start(5 << 30)).unwrap();
+    f.write_all(b"tail").unwrap();
+    drop(f);
+    let f = fs::File::open(mnt.join("big.bin")).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), (5 << 30) + 4);
+    let mut buf = [0u8; 4];
+    f.read_exact_at(&mut buf, 5 << 30).unwrap();
+    assert_eq!(&buf, b"tail");
+    drop(f);
+
+    // Many files open at once.
+    let files: Vec<fs::File> = (0..400)
+        .map(|i| fs::File::create(mnt.join(format!("open{i}"))).unwrap())
+        .collect();
+    for (i, mut f) in files.into_iter().enumerate() {
+        write!(f, "{i}").unwrap();
+    }
+    let mut s0 = String::new();
+    fs::File::open(mnt.join("open399"))
+        .unwrap()
+        .read_to_string(&mut s0)
+        .unwrap();
+    assert_eq!(s0, "399");
+
+    assert_eq!(
+        sipfs(&["flush", mnt.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let share = snapshot(&s.share, &|p| p == "big.bin");
+    let mount = snapshot(&s.mnt, &|p| p == "big.bin");
+    assert_same_tree(&share, &mount);
+    assert!(!s.share.join("big.bin").exists());
+    m.stop();
+}
+
+#[test]
+fn clear_refusals() {
+    let s = Scratch::new();
+    // Share missing.
+    let out = sipfs(&["mount", "/nonexistent/share", s.mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be reached"));
+    // Mount point not empty.
+    fs::write(s.mnt.join("x"), "x").unwrap();
+    let out = sipfs(&["mount", s.share.to_str().unwrap(), s.mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    fs::remove_file(s.mnt.join("x")).unwrap();
+    // Cache in use by another mount.
+    let m = s.mount(&[]);
+    let other = s.dir.path().join("mnt2");
+    fs::create_dir_all(&other).unwrap();
+    let out = sipfs(&[
+        "mount",
+        s.share.to_str().unwrap(),
+        other.to_str().unwrap(),
+        "--cache",
+        s.cache.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    // Not a mount.
+    let out = sipfs(&["flush", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a sipfs mount"));
+    // Usage errors exit 2.
+    assert_eq!(sipfs(&["flush"]).status.code(), Some(2));
+    m.stop();
+}
+
+#[test]
+fn daemon_mode_and_unmount_command() {
+    let s = Scratch::new();
+    let out = sipfs(&[
+        "mount",
+        s.share.to_str().unwrap(),
+        s.mnt.to_str().unwrap(),
+        "--cache",
+        s.cache.to_str().unwrap(),
+        "--daemon",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        s.mnt.join(".sipfs/control").exists(),
+        "ready when --daemon returns"
+    );
+    fs::write(s.mnt.join("a.txt"), "a").unwrap();
+    let out = sipfs(&["unmount", s.mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(fs::read_to_string(s.share.join("a.txt")).unwrap(), "a");
+    assert!(!s.mnt.join(".sipfs").exists(), "unmounted");
+}
