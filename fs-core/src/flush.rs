@@ -897,9 +897,9 @@ impl Engine {
                 .opts
                 .retry
                 .run(|| self.backing.set_mtime(&target, attr.mtime_ns))
-                .and_then(|_| {
+                // A mode the share does not take is not worth keeping a change pending.
+                .map(|_| {
                     let _ = self.backing.set_mode(&target, attr.mode);
-                    Ok(())
                 });
             match r {
                 Ok(()) => {

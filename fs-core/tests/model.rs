@@ -303,7 +303,7 @@ fn check_view(rig: &Rig, m: &Model) -> Result<(), TestCaseError> {
 fn check_share(rig: &mut Rig, m: &mut Model, report: &FlushReport) -> Result<(), TestCaseError> {
     rig.conflicts_seen.extend(report.conflicts.iter().cloned());
     let mut share = walk_share(&rig.share);
-    for (p, _) in &share {
+    for p in share.keys() {
         prop_assert!(
             !fs_core::names::is_temp_name(name(p)),
             "temporary left on the share: {}",

@@ -50,6 +50,25 @@ pub struct FlushProgress {
     pub bytes: AtomicU64,
 }
 
+/// Flushes, publishing progress for `.sipfs/status` (and so for `sipfs flush`'s progress bar).
+pub(crate) fn flush_tracked(
+    engine: &Engine,
+    p: &FlushProgress,
+    label: Option<&str>,
+) -> fs_core::FlushReport {
+    p.done.store(0, Ordering::Relaxed);
+    p.total.store(0, Ordering::Relaxed);
+    p.bytes.store(0, Ordering::Relaxed);
+    p.running.store(true, Ordering::Relaxed);
+    let r = engine.flush_with_progress(label, &|pr| {
+        p.done.store(pr.done, Ordering::Relaxed);
+        p.total.store(pr.total, Ordering::Relaxed);
+        p.bytes.fetch_add(pr.bytes, Ordering::Relaxed);
+    });
+    p.running.store(false, Ordering::Relaxed);
+    r
+}
+
 pub struct SipFs {
     pub(crate) engine: Arc<Engine>,
     pub(crate) mountpoint: String,
@@ -134,18 +153,7 @@ impl SipFs {
     }
 
     pub(crate) fn run_flush(&self, label: Option<&str>) -> fs_core::FlushReport {
-        let p = &self.progress;
-        p.done.store(0, Ordering::Relaxed);
-        p.total.store(0, Ordering::Relaxed);
-        p.bytes.store(0, Ordering::Relaxed);
-        p.running.store(true, Ordering::Relaxed);
-        let r = self.engine.flush_with_progress(label, &|pr| {
-            p.done.store(pr.done, Ordering::Relaxed);
-            p.total.store(pr.total, Ordering::Relaxed);
-            p.bytes.fetch_add(pr.bytes, Ordering::Relaxed);
-        });
-        p.running.store(false, Ordering::Relaxed);
-        r
+        flush_tracked(&self.engine, &self.progress, label)
     }
 
     fn run_control(&self, data: &[u8]) -> Result<(), Errno> {

@@ -14,7 +14,7 @@ use fs_core::Engine;
 use fuser::{Config, MountOption, SessionACL};
 use tracing::{info, warn};
 
-use crate::fs::SipFs;
+use crate::fs::{flush_tracked, FlushProgress, SipFs};
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -41,7 +41,8 @@ pub struct MountHandle {
     mountpoint: PathBuf,
     session: Option<JoinHandle<io::Result<()>>>,
     ended: mpsc::Receiver<()>,
-    fs_flush: Arc<dyn Fn(Option<&str>) -> fs_core::FlushReport + Send + Sync>,
+    engine: Arc<Engine>,
+    progress: Arc<FlushProgress>,
 }
 
 /// Mounts `engine` at `mountpoint` and serves it from background threads.
@@ -56,7 +57,6 @@ pub fn mount(
         opts.passthrough,
     );
     let progress = fs.progress.clone();
-    let flush_engine = engine.clone();
     let mut options = vec![
         MountOption::FSName(format!("sipfs:{}", engine.backing().describe())),
         MountOption::Subtype("sipfs".into()),
@@ -90,22 +90,12 @@ pub fn mount(
             r
         })?;
     info!(mountpoint = %mountpoint.display(), "serving");
-    let fs_flush: Arc<dyn Fn(Option<&str>) -> fs_core::FlushReport + Send + Sync> =
-        Arc::new(move |label| {
-            progress
-                .running
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            let r = flush_engine.flush(label);
-            progress
-                .running
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-            r
-        });
     Ok(MountHandle {
         mountpoint: mountpoint.to_path_buf(),
         session: Some(thread),
         ended,
-        fs_flush,
+        engine,
+        progress,
     })
 }
 
@@ -124,7 +114,7 @@ impl MountHandle {
 
     /// Flushes through the same path the control file uses (progress shows in `status`).
     pub fn flush(&self, label: Option<&str>) -> fs_core::FlushReport {
-        (self.fs_flush)(label)
+        flush_tracked(&self.engine, &self.progress, label)
     }
 
     /// Unmounts and waits for the session to end. A mount still in use is detached: programs
