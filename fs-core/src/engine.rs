@@ -58,7 +58,10 @@ pub struct Attr {
     pub kind: EntryKind,
     pub size: u64,
     pub mtime_ns: i64,
+    pub ctime_ns: i64,
     pub mode: u32,
+    /// Directories: 2 plus the number of subdirectories known.
+    pub nlink: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +120,28 @@ pub struct Engine {
     pub(crate) ignore: RwLock<IgnoreRules>,
     pub(crate) pool: rayon::ThreadPool,
     _cache_lock: File,
+}
+
+#[cfg(unix)]
+fn ctime_ns(md: &fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    md.ctime() * 1_000_000_000 + md.ctime_nsec()
+}
+
+#[cfg(unix)]
+fn nlink(md: &fs::Metadata) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    md.nlink() as u32
+}
+
+#[cfg(not(unix))]
+fn nlink(_md: &fs::Metadata) -> u32 {
+    1
+}
+
+#[cfg(not(unix))]
+fn ctime_ns(md: &fs::Metadata) -> i64 {
+    backing::mtime_ns(md)
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -277,12 +302,20 @@ impl Engine {
     // ----- reading the namespace -----
 
     fn attr_of(&self, tree: &Tree, node: &Node) -> Result<Attr, FsError> {
+        let subdirs = node.children.as_ref().map_or(0, |c| {
+            c.values()
+                .filter(|&&i| tree.get(i).is_some_and(Node::is_dir))
+                .count()
+        });
         let mut a = Attr {
             ino: node.ino,
             kind: node.kind,
             size: node.size,
             mtime_ns: node.mtime_ns,
+            ctime_ns: node.ctime_ns.max(node.mtime_ns),
+            // The logical mode: the cache copy always stays readable and writable by sipfs.
             mode: node.mode,
+            nlink: if node.is_dir() { 2 + subdirs as u32 } else { 1 },
         };
         if node.kind == EntryKind::File && node.cached {
             let path = tree
@@ -291,7 +324,7 @@ impl Engine {
             let md = fs::metadata(self.cache_path(&path)).map_err(io_err(&path))?;
             a.size = md.len();
             a.mtime_ns = backing::mtime_ns(&md);
-            a.mode = Stat::from_metadata(&md).mode;
+            a.ctime_ns = a.ctime_ns.max(ctime_ns(&md));
         }
         Ok(a)
     }
@@ -302,20 +335,38 @@ impl Engine {
         self.attr_of(&tree, node)
     }
 
-    /// Attributes through an open handle (never races with a rename).
+    /// Attributes through an open handle: never races with a rename, and still works after
+    /// the file was deleted while open.
     pub fn getattr_handle(&self, fh: &FileHandle) -> Result<Attr, FsError> {
         let md = fh
             .file
             .metadata()
             .map_err(|e| FsError::cache(&RelPath::root(), e))?;
         let st = Stat::from_metadata(&md);
+        let mode = self.state.read().get(fh.ino).map_or(st.mode, |n| n.mode);
         Ok(Attr {
             ino: fh.ino,
             kind: EntryKind::File,
             size: st.size,
             mtime_ns: st.mtime_ns,
-            mode: st.mode,
+            ctime_ns: ctime_ns(&md),
+            mode,
+            // 0 once deleted while open, as on a local disk.
+            nlink: nlink(&md),
         })
+    }
+
+    /// `setattr` on an open file that was deleted meanwhile (it lives on until closed).
+    pub fn setattr_handle(&self, fh: &FileHandle, req: SetAttr) -> Result<Attr, FsError> {
+        let err = |e| FsError::cache(&RelPath::root(), e);
+        if let Some(size) = req.size {
+            fh.file.set_len(size).map_err(err)?;
+        }
+        if let Some(t) = req.mtime_ns {
+            let t = backing::filetime_from_ns(t);
+            filetime::set_file_handle_times(&fh.file, None, Some(t)).map_err(err)?;
+        }
+        self.getattr_handle(fh)
     }
 
     pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
@@ -505,6 +556,7 @@ impl Engine {
     fn touch_dir(tree: &mut Tree, ino: Ino, now: i64) -> Option<Node> {
         let n = tree.get_mut(ino)?;
         n.mtime_ns = now;
+        n.ctime_ns = now;
         n.meta_dirty = true;
         n.gen += 1;
         let n = n.clone();
@@ -596,6 +648,7 @@ impl Engine {
             mtime_ns: now,
             mode: if link.is_some() { 0o777 } else { mode & 0o7777 },
             link: link.map(str::to_owned),
+            ctime_ns: now,
             gen: 0,
         };
         tree.insert(node.clone());
@@ -700,6 +753,7 @@ impl Engine {
             mtime_ns: now,
             mode: mode & 0o7777,
             link: None,
+            ctime_ns: now,
             gen: 0,
         };
         let op = (!ignored).then(|| NsOp::Mkdir { path: path.clone() });
@@ -1021,6 +1075,7 @@ impl Engine {
         if let Some(n) = tree.get_mut(src) {
             // A flush that started before the move must not take the node for clean.
             n.gen += 1;
+            n.ctime_ns = now_ns();
         }
         let mut changed: Vec<Node> = Vec::new();
         for (i, in_share, base, content_dirty) in flag_changes {
@@ -1273,6 +1328,7 @@ impl Engine {
             if let Some(t) = req.mtime_ns {
                 n.mtime_ns = t;
             }
+            n.ctime_ns = now_ns();
             n.meta_dirty = true;
             n.gen += 1;
             let n = n.clone();
@@ -1294,7 +1350,9 @@ fn create_cache_file(path: &Path, mode: u32) -> std::io::Result<File> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.mode(mode & 0o7777);
+        // The cache copy must stay readable and writable by sipfs; the mode programs see is
+        // kept in the node.
+        o.mode((mode & 0o7777) | 0o600);
     }
     #[cfg(not(unix))]
     let _ = mode;

@@ -21,6 +21,8 @@ pub enum FsError {
     NotEmpty(RelPath),
     #[error("invalid name {0:?}")]
     InvalidName(String),
+    #[error("name too long: {0:?}...")]
+    NameTooLong(String),
     #[error("{0}: a directory cannot be moved into itself")]
     MoveIntoSelf(RelPath),
     #[error("{0} is not supported")]
@@ -70,6 +72,7 @@ impl FsError {
             FsError::NotDir(_) => libc::ENOTDIR,
             FsError::IsDir(_) => libc::EISDIR,
             FsError::NotEmpty(_) => libc::ENOTEMPTY,
+            FsError::NameTooLong(_) => libc::ENAMETOOLONG,
             FsError::InvalidName(_) | FsError::MoveIntoSelf(_) | FsError::InvalidArgument(_) => {
                 libc::EINVAL
             }

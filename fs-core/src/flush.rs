@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use tracing::{info, info_span, warn};
 
-use crate::backing::{self, EntryKind, Stat};
+use crate::backing::{self, EntryKind};
 use crate::engine::Engine;
 use crate::error::{FsError, Reason};
 use crate::journal::{self, StagedRow};
@@ -45,6 +45,7 @@ struct Job {
     in_share: bool,
     link: Option<String>,
     content: bool,
+    mode: u32,
 }
 
 #[derive(Debug)]
@@ -297,6 +298,7 @@ impl Engine {
                 in_share: n.in_share,
                 link: n.link.clone(),
                 content: n.content_dirty && !n.is_dir(),
+                mode: n.mode,
             });
         }
         (jobs, ignored, max_seq)
@@ -401,12 +403,7 @@ impl Engine {
         };
         let write = || match (&job.kind, &job.link) {
             (EntryKind::Symlink, Some(target)) => self.backing.stage_symlink(target, &temp),
-            _ => {
-                let mode = fs::metadata(&cache)
-                    .map(|m| Stat::from_metadata(&m).mode)
-                    .unwrap_or(0o644);
-                self.backing.stage(&cache, &temp, mtime_ns, mode)
-            }
+            _ => self.backing.stage(&cache, &temp, mtime_ns, job.mode),
         };
         let mut result = retry.run(write);
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound)
@@ -987,6 +984,7 @@ impl Engine {
             in_share: snapshot.in_share,
             link: None,
             content: false,
+            mode: snapshot.mode,
         })
     }
 

@@ -142,6 +142,7 @@ impl Journal {
                 mtime_ns: r.get(12)?,
                 mode: r.get::<_, i64>(13)? as u32,
                 link: r.get(14)?,
+                ctime_ns: r.get(12)?,
                 gen: 0,
             })
         })?;
@@ -288,6 +289,7 @@ mod tests {
             mtime_ns: 1_700_000_000_123_456_789,
             mode: 0o644,
             link: None,
+            ctime_ns: 1_700_000_000_123_456_789,
             gen: 0,
         }
     }

@@ -16,8 +16,15 @@ use crate::error::FsError;
 #[serde(transparent)]
 pub struct RelPath(String);
 
-/// Checks one path component: not empty, not `.` or `..`, no separator, no NUL.
+/// The longest name a component may have, in bytes (what local disks and SMB allow).
+pub const NAME_MAX: usize = 255;
+
+/// Checks one path component: not empty, not `.` or `..`, no separator, no NUL, not longer
+/// than [`NAME_MAX`] bytes.
 pub fn check_name(name: &str) -> Result<(), FsError> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong(name.chars().take(40).collect()));
+    }
     if name.is_empty()
         || name == "."
         || name == ".."

@@ -34,6 +34,9 @@ pub struct Node {
     pub mtime_ns: i64,
     pub mode: u32,
     pub link: Option<String>,
+    /// Last change of the entry or its attributes (not kept in the journal: after a restart
+    /// it starts at the modification time).
+    pub ctime_ns: i64,
     /// Bumped on every change of the node; a flush clears dirty flags only if it is unchanged.
     pub gen: u64,
 }
@@ -55,6 +58,7 @@ impl Node {
             mtime_ns: st.mtime_ns,
             mode: st.mode,
             link: None,
+            ctime_ns: st.mtime_ns,
             gen: 0,
         }
     }

@@ -37,17 +37,18 @@ pub struct Owner {
 
 pub fn file_attr(a: &Attr, owner: Owner) -> FileAttr {
     let t = system_time(a.mtime_ns);
+    let ct = system_time(a.ctime_ns);
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
         atime: t,
         mtime: t,
-        ctime: t,
+        ctime: ct,
         crtime: t,
         kind: file_type(a.kind),
         perm: (a.mode & 0o7777) as u16,
-        nlink: if a.kind == EntryKind::Dir { 2 } else { 1 },
+        nlink: a.nlink,
         uid: owner.uid,
         gid: owner.gid,
         rdev: 0,

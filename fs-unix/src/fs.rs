@@ -120,10 +120,30 @@ impl SipFs {
         if let Some(a) = control_dir::attr(ino, self.started_ns) {
             return Ok(file_attr(&a, self.owner));
         }
-        self.engine
-            .getattr(ino)
-            .map(|a| file_attr(&a, self.owner))
-            .map_err(|e| errno(&e))
+        match self.engine.getattr(ino) {
+            Ok(a) => Ok(file_attr(&a, self.owner)),
+            // Deleted while a program has it open: the open file still answers.
+            Err(FsError::StaleInode(_)) => self
+                .with_open_handle(ino, |fh| self.engine.getattr_handle(fh))
+                .map(|a| file_attr(&a, self.owner)),
+            Err(e) => Err(errno(&e)),
+        }
+    }
+
+    /// Runs `f` on some open handle of `ino` (for files deleted while open).
+    fn with_open_handle<T>(
+        &self,
+        ino: u64,
+        f: impl FnOnce(&EngineHandle) -> Result<T, FsError>,
+    ) -> Result<T, Errno> {
+        for h in self.handles.iter() {
+            if let Handle::File { fh, .. } = h.value() {
+                if fh.ino == ino {
+                    return f(fh).map_err(|e| errno(&e));
+                }
+            }
+        }
+        Err(Errno::ENOENT)
     }
 
     /// The status JSON with what only the mount knows: its process and the running flush.
@@ -315,9 +335,15 @@ impl Filesystem for SipFs {
                 TimeOrNow::Now => ns_of(SystemTime::now()),
             }),
         };
-        match self.engine.setattr(ino.0, req) {
+        let r = match self.engine.setattr(ino.0, req) {
+            Err(FsError::StaleInode(_)) => {
+                self.with_open_handle(ino.0, |fh| self.engine.setattr_handle(fh, req))
+            }
+            r => r.map_err(|e| errno(&e)),
+        };
+        match r {
             Ok(a) => reply.attr(&TTL, &file_attr(&a, self.owner)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
