@@ -86,6 +86,15 @@ impl FsError {
                 Reason::TimedOut => libc::ETIMEDOUT,
                 _ => libc::EIO,
             },
+            // The journal's disk is the cache's: a full disk is ENOSPC to programs, as on any disk.
+            FsError::Journal(JournalError::Sqlite(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
+            {
+                libc::ENOSPC
+            }
+            FsError::Journal(JournalError::Io { source, .. }) => {
+                source.raw_os_error().unwrap_or(libc::EIO)
+            }
             FsError::Journal(_) => libc::EIO,
         }
     }
@@ -181,6 +190,19 @@ impl Reason {
             Reason::NotEmpty => "the directory on the share still holds other files",
             Reason::Waiting => "waits for an earlier change that could not be written",
             Reason::Other => "the share refused the change",
+        }
+    }
+
+    /// What the user can do about it, naming the file.
+    pub fn advice_for(self, name: &str) -> String {
+        match self {
+            Reason::Locked | Reason::PermissionDenied => format!(
+                "close {name} in any program that has it open on the share (Excel locks open workbooks) and check that you may write there, then run `sipfs flush` again"
+            ),
+            Reason::NameNotAllowed => format!(
+                "rename {name} (Windows shares refuse names such as CON, aux.txt, names with : * ? \" < > | or a trailing dot or space), then run `sipfs flush` again"
+            ),
+            _ => self.advice().to_owned(),
         }
     }
 

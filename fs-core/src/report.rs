@@ -15,11 +15,13 @@ pub struct PendingItem {
 
 impl PendingItem {
     pub fn new(path: impl ToString, reason: Reason, message: impl ToString) -> Self {
+        let path = path.to_string();
+        let name = path.rsplit('/').next().unwrap_or(&path);
         PendingItem {
-            path: path.to_string(),
+            advice: reason.advice_for(name),
+            path,
             reason,
             message: message.to_string(),
-            advice: reason.advice().to_owned(),
         }
     }
 }
@@ -148,6 +150,14 @@ mod tests {
         assert_eq!(human_bytes(12), "12 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
+    fn advice_names_the_file() {
+        let p = PendingItem::new("results/data.xlsx", Reason::Locked, "EBUSY");
+        assert!(p.advice.starts_with("close data.xlsx in"), "{}", p.advice);
+        let p = PendingItem::new("aux.txt", Reason::NameNotAllowed, "EINVAL");
+        assert!(p.advice.starts_with("rename aux.txt"), "{}", p.advice);
     }
 
     #[test]
