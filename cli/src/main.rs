@@ -114,6 +114,15 @@ struct MountArgs {
     /// Share operations in flight at once during a flush or refresh
     #[arg(long, default_value_t = 8)]
     parallel: usize,
+    /// Apply Windows share rules (refuse names like CON or a:b; names differing only in case
+    /// are one file). On by itself for SMB/CIFS shares; use this for SMB reached otherwise
+    /// (rclone, smbnetfs)
+    #[arg(long)]
+    windows_share: bool,
+    /// Seconds before pending changes that failed for a passing reason (share unreachable,
+    /// file locked) are retried in the background; the delay doubles up to 5 minutes. 0: never
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    retry_after: u64,
 }
 
 #[derive(Args)]

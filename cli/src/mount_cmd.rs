@@ -19,6 +19,24 @@ use crate::{output, Exit, MountArgs};
 
 const DAEMON_CHILD: &str = "SIPFS_DAEMON_CHILD";
 
+/// True for a folder on an SMB/CIFS mount (Linux's own client).
+fn is_smb(p: &Path) -> bool {
+    const CIFS_MAGIC: i64 = 0xFF53_4D42;
+    const SMB2_MAGIC: i64 = 0xFE53_4D42;
+    const SMB_MAGIC: i64 = 0x517B;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is a valid C string, st a valid out-pointer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let t = st.f_type as i64 & 0xFFFF_FFFF;
+    matches!(t, CIFS_MAGIC | SMB2_MAGIC | SMB_MAGIC)
+}
+
 fn check_backing(p: &Path) -> Result<PathBuf> {
     let md = fs::metadata(p).with_context(|| {
         format!(
@@ -141,6 +159,10 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     let mut opts = EngineOptions::new(&cache, backing.display().to_string());
     opts.parallelism = args.parallel.max(1);
     opts.extra_ignore = args.ignore.clone();
+    opts.windows_share = args.windows_share || is_smb(&backing);
+    if opts.windows_share {
+        info!("the share follows Windows rules: names are checked before they are written");
+    }
     let engine = match Engine::open(Arc::new(DirBacking::new(&backing)), opts) {
         Ok(e) => Arc::new(e),
         Err(FsError::Journal(JournalError::InUse(dir))) => bail!(
@@ -168,6 +190,13 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     };
     let handle = fs_unix::mount(engine.clone(), &mountpoint, &mopts)
         .with_context(|| format!("mounting on {}", mountpoint.display()))?;
+    let _retries = (args.retry_after > 0).then(|| {
+        fs_core::auto_retry::AutoRetry {
+            first_delay: Duration::from_secs(args.retry_after),
+            max_delay: Duration::from_secs(300).max(Duration::from_secs(args.retry_after)),
+        }
+        .spawn(engine.clone())
+    });
     eprintln!(
         "sipfs: {} mounted at {} (Ctrl-C to flush and unmount)",
         backing.display(),

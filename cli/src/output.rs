@@ -97,6 +97,9 @@ pub fn print_status(s: &Status) {
         }
         None => println!("last flush: never"),
     }
+    if let Some(r) = &s.last_retry {
+        println!("last retry: {} — {}", r.started_at, r.summary());
+    }
     match &s.last_refresh {
         Some(r) => println!(
             "last refresh: {} — {} new, {} changed, {} removed",

@@ -90,6 +90,11 @@ pub trait Backing: Send + Sync {
     /// `Ok(None)` when nothing exists at `path`.
     fn stat(&self, path: &RelPath) -> io::Result<Option<Stat>>;
     fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>>;
+    /// Like [`Backing::stat`], but bypassing the client's attribute caches where it can:
+    /// used to decide whether someone else changed a file, where a stale answer loses data.
+    fn stat_fresh(&self, path: &RelPath) -> io::Result<Option<Stat>> {
+        self.stat(path)
+    }
     /// Copies the content of the file at `path` into the local file `dest` (created or truncated).
     fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()>;
     fn read_link(&self, path: &RelPath) -> io::Result<String>;
@@ -136,6 +141,19 @@ impl Backing for DirBacking {
             Ok(md) => Ok(Some(Stat::from_metadata(&md))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the file and asks the open handle: SMB and NFS clients revalidate on open
+    /// (close-to-open consistency), where a plain stat may be answered from their caches.
+    fn stat_fresh(&self, path: &RelPath) -> io::Result<Option<Stat>> {
+        match File::open(self.path(path)) {
+            Ok(f) => match f.metadata() {
+                Ok(md) if !md.is_dir() => Ok(Some(Stat::from_metadata(&md))),
+                _ => self.stat(path),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(_) => self.stat(path),
         }
     }
 

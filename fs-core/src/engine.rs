@@ -37,6 +37,9 @@ pub struct EngineOptions {
     /// Extra ignore rules (gitignore syntax), on top of the defaults and `.sipfsignore`.
     pub extra_ignore: Vec<String>,
     pub retry: RetryPolicy,
+    /// The share follows Windows rules: names such as `CON` or `a:b` are refused, and two
+    /// names that differ only in case are the same file. On for SMB shares.
+    pub windows_share: bool,
 }
 
 impl EngineOptions {
@@ -47,6 +50,7 @@ impl EngineOptions {
             parallelism: 8,
             extra_ignore: Vec::new(),
             retry: RetryPolicy::default(),
+            windows_share: cfg!(windows),
         }
     }
 }

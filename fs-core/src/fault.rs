@@ -93,6 +93,10 @@ impl Backing for FaultyBacking {
         self.control.check(&[path], false)?;
         self.inner.stat(path)
     }
+    fn stat_fresh(&self, path: &RelPath) -> io::Result<Option<Stat>> {
+        self.control.check(&[path], false)?;
+        self.inner.stat_fresh(path)
+    }
     fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
         self.control.check(&[dir], false)?;
         self.inner.list(dir)

@@ -33,6 +33,13 @@ use crate::relpath::RelPath;
 use crate::report::{ConflictItem, FlushReport, PendingItem, Progress};
 use crate::tree::Ino;
 
+/// What a retry covers: the paths the last flush left pending, and logged changes up to the
+/// last one it covered.
+struct Scope {
+    paths: std::collections::HashSet<String>,
+    ops_upto: i64,
+}
+
 /// One dirty entry, as it was when the flush began.
 #[derive(Debug, Clone)]
 struct Job {
@@ -124,6 +131,14 @@ impl Ctx<'_> {
     }
 }
 
+/// Equal, or equal once ours is cut to whole seconds (SFTP) or to 100 ns (SMB): the share kept
+/// the time as well as it can.
+fn same_time_at_share_resolution(share_ns: i64, ours_ns: i64) -> bool {
+    share_ns == ours_ns
+        || share_ns == ours_ns - ours_ns.rem_euclid(1_000_000_000)
+        || share_ns == ours_ns - ours_ns.rem_euclid(100)
+}
+
 /// The share cannot set modification times (some SMB clients), as opposed to refusing this one.
 fn times_unsupported(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Unsupported
@@ -149,14 +164,58 @@ impl Engine {
         label: Option<&str>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> FlushReport {
+        self.flush_scoped(label, progress, None)
+    }
+
+    /// Writes again what the last flush left pending, and nothing changed since: a retry must
+    /// not write changes the user has not asked to flush yet. `None` when there is nothing to
+    /// retry.
+    pub fn retry_pending(&self) -> Option<FlushReport> {
+        let last = self.last_flush()?;
+        if last.pending.is_empty() {
+            return None;
+        }
+        let scope = Scope {
+            paths: last.pending.iter().map(|p| p.path.clone()).collect(),
+            ops_upto: last.ops_upto,
+        };
+        Some(self.flush_scoped(Some("retry"), &|_| {}, Some(scope)))
+    }
+
+    /// The report of the last flush the user asked for, as kept in the journal.
+    pub fn last_flush(&self) -> Option<FlushReport> {
+        self.report_of("last_flush")
+    }
+
+    /// The report of the last background retry.
+    pub fn last_retry(&self) -> Option<FlushReport> {
+        self.report_of("last_retry")
+    }
+
+    fn report_of(&self, key: &str) -> Option<FlushReport> {
+        let text = self.journal.lock().get_meta(key).ok().flatten()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn flush_scoped(
+        &self,
+        label: Option<&str>,
+        progress: &(dyn Fn(Progress) + Sync),
+        scope: Option<Scope>,
+    ) -> FlushReport {
         let _flush = self.flush_lock.lock();
         let _span = info_span!("flush", label = label.unwrap_or("")).entered();
         let start = Instant::now();
-        let (jobs, ignored, max_seq) = self.collect_jobs();
+        let (mut jobs, ignored, mut max_seq) = self.collect_jobs();
+        if let Some(scope) = &scope {
+            jobs.retain(|j| scope.paths.contains(j.local.as_str()));
+            max_seq = max_seq.min(scope.ops_upto);
+        }
         let ctx = Ctx {
             report: Mutex::new(FlushReport {
                 label: label.map(str::to_owned),
                 started_at: chrono::Local::now().to_rfc3339(),
+                ops_upto: max_seq,
                 ..Default::default()
             }),
             down: AtomicBool::new(false),
@@ -266,7 +325,7 @@ impl Engine {
         let mut report = ctx.report.into_inner();
         report.duration_ms = start.elapsed().as_millis() as u64;
         info!(summary = %report.summary(), "flush done");
-        self.record_flush(&report);
+        self.record_flush(&report, scope.is_some());
         report
     }
 
@@ -360,8 +419,11 @@ impl Engine {
         }
         let share_dir = target.parent().unwrap_or_default();
         let name = target.name().to_owned();
+        if let Some(item) = self.windows_refusal(&job) {
+            return StageOutcome::Pending(item);
+        }
         let retry = self.opts.retry;
-        let current = match retry.run(|| self.backing.stat(&target)) {
+        let current = match retry.run(|| self.backing.stat_fresh(&target)) {
             Ok(c) => c,
             Err(e) => return StageOutcome::Pending(ctx.pending(&job.local, &e)),
         };
@@ -422,32 +484,79 @@ impl Engine {
                 mtime_ns,
             }),
             Err(e) => {
-                let _ = self.backing.remove_file(&temp);
-                let _ = self.persist(|tx| journal::delete_staged(tx, &temp));
+                // The record goes only with the temporary: if the share cannot be asked to
+                // remove it now, the next flush does.
+                let gone = match self.backing.remove_file(&temp) {
+                    Ok(()) => true,
+                    Err(r) => r.kind() == io::ErrorKind::NotFound,
+                };
+                if gone {
+                    let _ = self.persist(|tx| journal::delete_staged(tx, &temp));
+                }
                 StageOutcome::Pending(ctx.pending(&job.local, &e))
             }
         }
     }
 
-    /// `mkdir -p` on the share.
+    /// What a Windows share would refuse about this entry's name, checked before trying: the
+    /// share's own errors for these are vague or, for names that differ only in case, absent
+    /// (one file silently replaces the other).
+    fn windows_refusal(&self, job: &Job) -> Option<PendingItem> {
+        if !self.opts.windows_share {
+            return None;
+        }
+        let name = job.local.name();
+        if let Some(problem) = names::windows_name_problem(name) {
+            return Some(PendingItem::new(
+                &job.local,
+                Reason::NameNotAllowed,
+                format!("Windows shares refuse this name: it {problem}"),
+            ));
+        }
+        // Another entry here whose name differs only in case: the share keeps one of the two.
+        // The one the share already has wins; of two new ones, the first by name.
+        let tree = self.state.read();
+        let parent = tree.get(job.ino).map(|n| n.parent)?;
+        let siblings = tree.get(parent)?.children.as_ref()?;
+        let folded = name.to_lowercase();
+        let clash = siblings.iter().find(|(other, &ino)| {
+            *other != name
+                && other.to_lowercase() == folded
+                && tree
+                    .get(ino)
+                    .is_some_and(|o| o.in_share || (!job.in_share && other.as_str() < name))
+        })?;
+        if job.in_share {
+            return None;
+        }
+        Some(PendingItem::new(
+            &job.local,
+            Reason::NameNotAllowed,
+            format!(
+                "differs only in case from {}, and the share cannot tell the two apart",
+                clash.0
+            ),
+        ))
+    }
+
+    /// `mkdir -p` on the share. It tries rather than asks first: a client's cache may still
+    /// say a folder exists that someone else deleted.
     fn create_dirs(&self, dir: &RelPath) -> io::Result<()> {
-        let mut missing = Vec::new();
-        let mut cur = Some(dir.clone());
-        while let Some(d) = cur {
-            if d.is_root() || self.backing.stat(&d)?.is_some() {
-                break;
-            }
-            cur = d.parent();
-            missing.push(d);
+        if dir.is_root() {
+            return Ok(());
         }
-        for d in missing.iter().rev() {
-            match self.backing.create_dir(d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
+        match self.backing.create_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.create_dirs(&dir.parent().unwrap_or_default())?;
+                match self.backing.create_dir(dir) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+                    _ => Ok(()),
+                }
             }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     fn mark_ready(&self, staged: &[Staged]) -> Result<(), FsError> {
@@ -533,7 +642,9 @@ impl Engine {
             return None;
         }
         let after = self.backing.stat(&s.target).ok().flatten();
-        if s.job.kind == EntryKind::File && after.is_some_and(|st| st.mtime_ns != s.mtime_ns) {
+        if s.job.kind == EntryKind::File
+            && after.is_some_and(|st| !same_time_at_share_resolution(st.mtime_ns, s.mtime_ns))
+        {
             ctx.warn_once_mtime();
         }
         let base = after.map(|st| Base::of(&st)).unwrap_or(Base {
@@ -652,6 +763,17 @@ impl Engine {
 
     fn exec_op(&self, ctx: &Ctx<'_>, op: &NsOp) -> Result<(), PendingItem> {
         let retry = self.opts.retry;
+        if let (true, NsOp::Mkdir { path: made } | NsOp::Rename { to: made, .. }) =
+            (self.opts.windows_share, op)
+        {
+            if let Some(problem) = names::windows_name_problem(made.name()) {
+                return Err(PendingItem::new(
+                    made,
+                    Reason::NameNotAllowed,
+                    format!("Windows shares refuse this name: it {problem}"),
+                ));
+            }
+        }
         let b = &self.backing;
         let fail = |p: &RelPath, e: io::Error| ctx.pending(p, &e);
         match op {
@@ -678,7 +800,10 @@ impl Engine {
                 Err(e) => Err(fail(path, e)),
             },
             NsOp::Remove { path, kind, base } if *kind != EntryKind::Dir => {
-                match retry.run(|| b.stat(path)).map_err(|e| fail(path, e))? {
+                match retry
+                    .run(|| b.stat_fresh(path))
+                    .map_err(|e| fail(path, e))?
+                {
                     None => Ok(()),
                     Some(st) if st.kind == EntryKind::Dir => Err(PendingItem::new(
                         path,
@@ -757,7 +882,7 @@ impl Engine {
                     return Ok(());
                 }
                 if let Some(db) = dest_base {
-                    if let Some(st) = retry.run(|| b.stat(to)).map_err(|e| fail(to, e))? {
+                    if let Some(st) = retry.run(|| b.stat_fresh(to)).map_err(|e| fail(to, e))? {
                         if st.kind != EntryKind::Dir && !db.matches(&st) {
                             let dir = to.parent().unwrap_or_default();
                             let kept = self
@@ -1046,9 +1171,11 @@ impl Engine {
         Ok((rolled, dirs))
     }
 
-    fn record_flush(&self, report: &FlushReport) {
+    /// Retries are kept apart from the user's flushes: `sipfs flush` reads its own report back.
+    fn record_flush(&self, report: &FlushReport, retry: bool) {
+        let key = if retry { "last_retry" } else { "last_flush" };
         if let Ok(s) = serde_json::to_string(report) {
-            if let Err(e) = self.journal.lock().set_meta("last_flush", &s) {
+            if let Err(e) = self.journal.lock().set_meta(key, &s) {
                 warn!(error = %e, "could not record the flush report");
             }
         }

@@ -7,6 +7,7 @@
 //! [`Engine::flush`] writes exactly the pending changes to the share, and
 //! [`Engine::refresh`] pulls in what others changed there. See `docs/ARCHITECTURE.md`.
 
+pub mod auto_retry;
 pub mod backing;
 pub mod control;
 mod engine;

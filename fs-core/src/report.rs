@@ -51,9 +51,17 @@ pub struct FlushReport {
     pub pending: Vec<PendingItem>,
     pub conflicts: Vec<ConflictItem>,
     pub warnings: Vec<String>,
+    /// The last logged change this flush covered: a retry covers no later ones.
+    #[serde(default)]
+    pub ops_upto: i64,
 }
 
 impl FlushReport {
+    /// True when something stays pending for a reason that may pass by itself.
+    pub fn has_transient_pending(&self) -> bool {
+        self.pending.iter().any(|p| p.reason.is_transient())
+    }
+
     /// Nothing stayed pending and nothing conflicted.
     pub fn is_clean(&self) -> bool {
         self.pending.is_empty() && self.conflicts.is_empty()
@@ -115,6 +123,9 @@ pub struct Status {
     pub cache_bytes: u64,
     pub last_flush: Option<FlushReport>,
     pub last_refresh: Option<RefreshReport>,
+    /// The last background retry of what a flush left pending.
+    #[serde(default)]
+    pub last_retry: Option<FlushReport>,
     pub conflicts: Vec<ConflictItem>,
 }
 

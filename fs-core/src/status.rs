@@ -61,6 +61,11 @@ impl Engine {
             .ok()
             .flatten()
             .and_then(|t| serde_json::from_str::<RefreshReport>(&t).ok());
+        s.last_retry = j
+            .get_meta("last_retry")
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str::<FlushReport>(&t).ok());
         let conflicts: Vec<ConflictItem> = j
             .get_meta("conflicts")
             .ok()

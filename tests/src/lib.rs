@@ -1,5 +1,7 @@
 //! Helpers for the integration tests: real `sipfs` processes on real FUSE mounts, real files.
 
+pub mod ssh_share;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;

@@ -1,0 +1,210 @@
+//! A real network share for tests: an sshd on 127.0.0.1 (own host key, own config, a free
+//! port), reached through sshfs as an unprivileged user, so the server's permission checks
+//! apply. Stopping the server is how the share "goes away"; sshfs reconnects once it is back.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The remote account the share is reached as.
+pub const SHARE_USER: &str = "sipfsshare";
+
+pub struct SshShare {
+    pub dir: PathBuf,
+    /// The exported folder, as the server sees it (tests edit it "as someone else").
+    pub export: PathBuf,
+    /// Where sshfs mounts it: the backing folder sipfs is given.
+    pub mnt: PathBuf,
+    pub port: u16,
+    sshd: Option<Child>,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn uid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+impl SshShare {
+    /// Starts a server exporting a fresh folder owned by [`SHARE_USER`] and mounts it.
+    pub fn start(dir: &Path) -> SshShare {
+        for tool in ["sshd", "sshfs", "ssh-keygen"] {
+            let found = Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("command -v {tool} >/dev/null || test -x /usr/sbin/{tool}"),
+                ])
+                .status()
+                .unwrap()
+                .success();
+            assert!(found, "{tool} is needed (scripts/setup-debian installs it)");
+        }
+        if Command::new("id")
+            .arg(SHARE_USER)
+            .output()
+            .unwrap()
+            .status
+            .code()
+            != Some(0)
+        {
+            let _ = Command::new("useradd")
+                .args(["-M", "-s", "/bin/sh", SHARE_USER])
+                .status();
+        }
+        // No password, but not locked: sshd refuses locked accounts even for key logins.
+        run(Command::new("usermod").args(["-p", "*", SHARE_USER]));
+        let dir = dir.join("ssh");
+        let export = dir.join("export");
+        let mnt = dir.join("sshfs");
+        fs::create_dir_all(&export).unwrap();
+        fs::create_dir_all(&mnt).unwrap();
+        // The server reads keys as the share user: the folders must be traversable.
+        let mut p = dir.clone();
+        while p.parent().is_some() && p != Path::new("/") {
+            let mode = fs::metadata(&p).unwrap().permissions().mode();
+            if mode & 0o005 != 0o005 && p.starts_with(std::env::temp_dir()) {
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode | 0o755)).unwrap();
+            }
+            p = p.parent().unwrap().to_path_buf();
+        }
+        let uid = uid_of(SHARE_USER);
+        std::os::unix::fs::chown(&export, Some(uid), Some(uid)).unwrap();
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join("host_key")));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join("client_key")));
+        fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+        fs::set_permissions(
+            dir.join("authorized_keys"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let port = free_port();
+        fs::write(
+            dir.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pid}\n\
+                 AuthorizedKeysFile {ak}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 UsePAM no\nStrictModes no\nPermitRootLogin no\nAllowUsers {SHARE_USER}\n\
+                 Subsystem sftp internal-sftp\nLogLevel ERROR\n",
+                hk = dir.join("host_key").display(),
+                pid = dir.join("sshd.pid").display(),
+                ak = dir.join("authorized_keys").display(),
+            ),
+        )
+        .unwrap();
+        // sshd wants its privilege-separation folder.
+        fs::create_dir_all("/run/sshd").unwrap();
+        let mut share = SshShare {
+            dir,
+            export,
+            mnt,
+            port,
+            sshd: None,
+        };
+        share.start_server();
+        share.mount();
+        share
+    }
+
+    pub fn start_server(&mut self) {
+        let sshd = if Path::new("/usr/sbin/sshd").exists() {
+            "/usr/sbin/sshd"
+        } else {
+            "sshd"
+        };
+        let mut cmd = Command::new(sshd);
+        cmd.args(["-D", "-e", "-f"])
+            .arg(self.dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.dir.join("sshd.log")).unwrap());
+        self.sshd = Some(cmd.spawn().expect("starting sshd"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The share goes away: the server and all its connections stop. (Each connection is a
+    /// child in a session of its own, so the whole process tree is looked up.)
+    pub fn stop_server(&mut self) {
+        if let Some(mut c) = self.sshd.take() {
+            let mut victims = vec![c.id()];
+            let mut i = 0;
+            while i < victims.len() {
+                victims.extend(children_of(victims[i]));
+                i += 1;
+            }
+            for pid in victims.iter().rev() {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            }
+            let _ = c.wait();
+        }
+    }
+
+    fn mount(&self) {
+        run(Command::new("sshfs")
+            .arg(format!("{SHARE_USER}@127.0.0.1:{}", self.export.display()))
+            .arg(&self.mnt)
+            .args(["-p", &self.port.to_string()])
+            .arg("-o")
+            .arg(format!(
+                "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,\
+                 reconnect,ServerAliveInterval=1,ServerAliveCountMax=3,ConnectTimeout=3,\
+                 dir_cache=no,attr_timeout=0,entry_timeout=0,negative_timeout=0,\
+                 allow_other,LogLevel=ERROR",
+                self.dir.join("client_key").display()
+            )));
+    }
+}
+
+impl Drop for SshShare {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        self.stop_server();
+    }
+}

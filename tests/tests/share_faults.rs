@@ -1,0 +1,491 @@
+//! Failures of a real network share — an sshd on 127.0.0.1 reached through sshfs as an
+//! unprivileged user — and of the local disk. In every scenario nothing is lost.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sipfs_tests::ssh_share::SshShare;
+use sipfs_tests::*;
+
+/// Content and kind equal; times equal at the whole second (SFTP keeps no more).
+fn assert_same_content(share: &Path, mnt: &Path) {
+    let norm = |t: BTreeMap<String, Entry>| -> BTreeMap<String, (Option<Vec<u8>>, i64)> {
+        t.into_iter()
+            .map(|(p, e)| match e {
+                Entry::File { content, mtime_ns } => {
+                    (p, (Some(content), mtime_ns.div_euclid(1_000_000_000)))
+                }
+                Entry::Dir { .. } => (p, (None, 0)),
+                Entry::Link(t) => (p, (Some(t.into_bytes()), 0)),
+            })
+            .collect()
+    };
+    let a = norm(snapshot(share, &default_ignored));
+    let b = norm(snapshot(mnt, &default_ignored));
+    for (p, e) in &b {
+        assert_eq!(a.get(p), Some(e), "{p}: share differs from the mount");
+    }
+    for p in a.keys() {
+        assert!(
+            b.contains_key(p),
+            "{p} is on the share but not in the mount"
+        );
+    }
+}
+
+fn temporaries(root: &Path) -> Vec<String> {
+    snapshot(root, &|_| false)
+        .into_keys()
+        .filter(|p| p.contains(".sipfs-tmp-"))
+        .collect()
+}
+
+fn mount_on(share: &SshShare, s: &Scratch, extra: &[&str]) -> MountProc {
+    MountProc::start(&share.mnt, &s.mnt, &s.cache, extra)
+}
+
+fn flush(mnt: &Path) -> (Option<i32>, String) {
+    let out = sipfs(&["flush", mnt.to_str().unwrap()]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A step's output: many small files and a few large ones.
+fn write_step(dir: &Path, tag: u8, small: usize, large: usize) {
+    fs::create_dir_all(dir).unwrap();
+    for i in 0..small {
+        fs::write(dir.join(format!("s{i}.csv")), vec![tag; 4_000 + i]).unwrap();
+    }
+    for i in 0..large {
+        fs::write(
+            dir.join(format!("L{i}.bin")),
+            vec![tag.wrapping_add(i as u8); 6 << 20],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn share_goes_away_mid_flush() {
+    let s = Scratch::new();
+    let mut share = SshShare::start(s.dir.path());
+    let m = mount_on(&share, &s, &["--retry-after", "0"]);
+    write_step(&s.mnt.join("results"), 1, 300, 3);
+
+    let mnt = s.mnt.clone();
+    let started = Instant::now();
+    let flusher = std::thread::spawn(move || flush(&mnt));
+    std::thread::sleep(Duration::from_millis(150));
+    share.stop_server();
+
+    // The mount keeps working from the cache while the share is gone.
+    for i in 0..50 {
+        let t = Instant::now();
+        let p = s.mnt.join(format!("results/during{i}.txt"));
+        fs::write(&p, format!("{i}")).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), format!("{i}"));
+        assert_eq!(fs::read(s.mnt.join("results/s7.csv")).unwrap().len(), 4_007);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "a local operation waited for the share"
+        );
+    }
+    let (code, out) = flusher.join().unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(90), "the flush took {took:?}");
+    if code == Some(0) {
+        eprintln!("the flush finished before the share went away; nothing to check");
+    } else {
+        assert_eq!(code, Some(3), "{out}");
+        assert!(out.contains("cannot be reached"), "{out}");
+    }
+    // The share holds no half-written file under a real name.
+    let mount_files = snapshot(&s.mnt, &default_ignored);
+    for (p, e) in snapshot(&share.export, &|p| p.contains(".sipfs-tmp-")) {
+        if let (Entry::File { content, .. }, Some(Entry::File { content: ours, .. })) =
+            (&e, mount_files.get(&p))
+        {
+            assert_eq!(content, ours, "{p} is half-written on the share");
+        }
+    }
+
+    share.start_server();
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, out) = flush(&s.mnt);
+    assert_eq!(code, Some(0), "{out}");
+    assert_same_content(&share.export, &s.mnt);
+    assert!(
+        temporaries(&share.export).is_empty(),
+        "{:?}",
+        temporaries(&share.export)
+    );
+    m.stop();
+}
+
+#[test]
+fn kill9_at_many_points_during_flushes() {
+    let s = Scratch::new();
+    let share = SshShare::start(s.dir.path());
+    let mut m = mount_on(&share, &s, &["--retry-after", "0"]);
+    let delays = [0u64, 5, 15, 40, 80, 150, 300];
+    for (round, delay) in delays.iter().enumerate() {
+        write_step(&s.mnt.join(format!("r{round}")), round as u8, 120, 1);
+        fs::write(
+            s.mnt.join("workflow_state.json"),
+            format!("{{\"step\": {round}}}"),
+        )
+        .unwrap();
+        let mnt = s.mnt.clone();
+        let flusher = std::thread::spawn(move || flush(&mnt));
+        std::thread::sleep(Duration::from_millis(*delay));
+        m.kill9();
+        let _ = flusher.join();
+        m = mount_on(&share, &s, &["--retry-after", "0"]);
+    }
+    let (code, out) = flush(&s.mnt);
+    assert_eq!(code, Some(0), "{out}");
+    assert_same_content(&share.export, &s.mnt);
+    assert!(
+        temporaries(&share.export).is_empty(),
+        "{:?}",
+        temporaries(&share.export)
+    );
+    for round in 0..delays.len() {
+        for i in 0..120 {
+            let p = share.export.join(format!("r{round}/s{i}.csv"));
+            assert_eq!(
+                fs::read(&p).unwrap(),
+                vec![round as u8; 4_000 + i],
+                "{}",
+                p.display()
+            );
+        }
+    }
+    m.stop();
+}
+
+#[test]
+fn local_disk_full() {
+    let s = Scratch::new();
+    fs::create_dir_all(&s.cache).unwrap();
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&s.cache)
+        .status()
+        .unwrap()
+        .success());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _cache_fs = Unmount(&s.cache);
+    let m = s.mount(&[]);
+    let mut written = Vec::new();
+    let mut enospc = None;
+    for i in 0..40 {
+        let p = s.mnt.join(format!("chunk{i}.bin"));
+        match fs::write(&p, vec![i as u8; 1 << 20]) {
+            Ok(()) => written.push(i),
+            Err(e) => {
+                enospc = Some(e);
+                break;
+            }
+        }
+    }
+    let e = enospc.expect("the 24 MiB cache filled up");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+    // sipfs is still up and still has every acknowledged write.
+    assert_eq!(
+        sipfs(&["status", s.mnt.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    for &i in &written {
+        assert_eq!(
+            fs::read(s.mnt.join(format!("chunk{i}.bin"))).unwrap(),
+            vec![i as u8; 1 << 20]
+        );
+    }
+    // Space comes back: writing works again.
+    let failed = written.len();
+    let _ = fs::remove_file(s.mnt.join(format!("chunk{failed}.bin")));
+    for &i in written.iter().take(4) {
+        fs::remove_file(s.mnt.join(format!("chunk{i}.bin"))).unwrap();
+    }
+    fs::write(s.mnt.join("after.txt"), "space again").unwrap();
+    let (code, out) = flush(&s.mnt);
+    assert_eq!(code, Some(0), "{out}");
+    for &i in written.iter().skip(4) {
+        assert_eq!(
+            fs::read(s.share.join(format!("chunk{i}.bin"))).unwrap(),
+            vec![i as u8; 1 << 20]
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(s.share.join("after.txt")).unwrap(),
+        "space again"
+    );
+    m.stop();
+}
+
+#[test]
+fn the_share_refuses() {
+    let s = Scratch::new();
+    let share = SshShare::start(s.dir.path());
+    // Set up as the share's owner would: a folder the share user may not write, and a workbook
+    // that cannot be replaced (what an open Excel workbook looks like from the client).
+    fs::create_dir_all(share.export.join("locked")).unwrap();
+    fs::write(share.export.join("data.xlsx"), "old workbook").unwrap();
+    let uid = Command::new("id")
+        .args(["-u", ssh_share_user()])
+        .output()
+        .unwrap();
+    let uid: u32 = String::from_utf8_lossy(&uid.stdout).trim().parse().unwrap();
+    std::os::unix::fs::chown(share.export.join("data.xlsx"), Some(uid), Some(uid)).unwrap();
+    assert!(Command::new("chattr")
+        .arg("+i")
+        .arg(share.export.join("data.xlsx"))
+        .status()
+        .unwrap()
+        .success());
+    struct Mutable(std::path::PathBuf);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        }
+    }
+    let _m = Mutable(share.export.join("data.xlsx"));
+
+    let m = mount_on(&share, &s, &["--windows-share", "--retry-after", "0"]);
+    fs::write(s.mnt.join("locked/new.csv"), "a,b\n").unwrap();
+    fs::write(s.mnt.join("data.xlsx"), "new workbook").unwrap();
+    for bad in ["a:b", "CON", "aux.txt", "trailing.", "trailing "] {
+        fs::write(s.mnt.join(bad), bad).unwrap();
+    }
+    fs::write(s.mnt.join("Results.csv"), "upper").unwrap();
+    fs::write(s.mnt.join("results.csv"), "lower").unwrap();
+    fs::write(s.mnt.join("Report.txt"), "report").unwrap();
+    fs::write(s.mnt.join("fine.csv"), "fine").unwrap();
+    let (code, out) = flush(&s.mnt);
+    assert_eq!(code, Some(3), "{out}");
+    for expect in [
+        "locked/new.csv: permission denied",
+        "data.xlsx: permission denied",
+        "close data.xlsx in",
+        "a:b: the share does not allow this name",
+        "CON: the share does not allow this name",
+        "aux.txt: the share does not allow this name",
+        "trailing.: the share does not allow this name",
+        "results.csv: the share does not allow this name",
+        "differs only in case from Results.csv",
+    ] {
+        assert!(out.contains(expect), "missing {expect:?} in:\n{out}");
+    }
+    // Everything else was written.
+    assert_eq!(
+        fs::read_to_string(share.export.join("fine.csv")).unwrap(),
+        "fine"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("Results.csv")).unwrap(),
+        "upper"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("data.xlsx")).unwrap(),
+        "old workbook"
+    );
+    // A case-only rename is an ordinary rename.
+    fs::rename(s.mnt.join("Report.txt"), s.mnt.join("REPORT.txt")).unwrap();
+
+    // The causes are fixed: nothing was lost, everything gets written.
+    assert!(Command::new("chattr")
+        .arg("-i")
+        .arg(share.export.join("data.xlsx"))
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("chown")
+        .arg(ssh_share_user())
+        .arg(share.export.join("locked"))
+        .status()
+        .unwrap()
+        .success());
+    for bad in ["a:b", "CON", "aux.txt", "trailing.", "trailing "] {
+        fs::rename(
+            s.mnt.join(bad),
+            s.mnt.join(format!(
+                "renamed-{}",
+                bad.replace(':', "-").trim_end_matches(['.', ' '])
+            )),
+        )
+        .unwrap();
+    }
+    fs::rename(s.mnt.join("results.csv"), s.mnt.join("results-lower.csv")).unwrap();
+    let (code, out) = flush(&s.mnt);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        fs::read_to_string(share.export.join("locked/new.csv")).unwrap(),
+        "a,b\n"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("data.xlsx")).unwrap(),
+        "new workbook"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("REPORT.txt")).unwrap(),
+        "report"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("renamed-CON")).unwrap(),
+        "CON"
+    );
+    assert_same_content(&share.export, &s.mnt);
+    m.stop();
+}
+
+fn ssh_share_user() -> &'static str {
+    sipfs_tests::ssh_share::SHARE_USER
+}
+
+#[test]
+fn concurrent_edits_keep_both_versions() {
+    let s = Scratch::new();
+    let share = SshShare::start(s.dir.path());
+    let uid = Command::new("id")
+        .args(["-u", ssh_share_user()])
+        .output()
+        .unwrap();
+    let uid: u32 = String::from_utf8_lossy(&uid.stdout).trim().parse().unwrap();
+    for (p, c) in [
+        ("notes.txt", "v1"),
+        ("old.txt", "keep?"),
+        ("sub/inner.txt", "inner"),
+    ] {
+        let path = share.export.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, c).unwrap();
+    }
+    Command::new("chown")
+        .args(["-R", ssh_share_user()])
+        .arg(&share.export)
+        .status()
+        .unwrap();
+    let _ = uid;
+    let m = mount_on(&share, &s, &["--retry-after", "0"]);
+    // Everything is seen (and cached) here first.
+    assert_eq!(fs::read_to_string(s.mnt.join("notes.txt")).unwrap(), "v1");
+    assert_eq!(fs::read_to_string(s.mnt.join("old.txt")).unwrap(), "keep?");
+    assert_eq!(
+        fs::read_to_string(s.mnt.join("sub/inner.txt")).unwrap(),
+        "inner"
+    );
+
+    // Changed here and on the share.
+    fs::write(s.mnt.join("notes.txt"), "ours").unwrap();
+    fs::write(share.export.join("notes.txt"), "theirs").unwrap();
+    filetime::set_file_mtime(
+        share.export.join("notes.txt"),
+        filetime::FileTime::from_unix_time(2_000_000_000, 0),
+    )
+    .unwrap();
+    // A folder deleted on the share while a file below it changed here.
+    fs::write(s.mnt.join("sub/inner.txt"), "ours inner").unwrap();
+    fs::remove_dir_all(share.export.join("sub")).unwrap();
+    // Deleted here, changed on the share.
+    fs::remove_file(s.mnt.join("old.txt")).unwrap();
+    fs::write(share.export.join("old.txt"), "changed by a colleague").unwrap();
+    filetime::set_file_mtime(
+        share.export.join("old.txt"),
+        filetime::FileTime::from_unix_time(2_000_000_100, 0),
+    )
+    .unwrap();
+
+    let out = sipfs(&["flush", s.mnt.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let conflicts = report["conflicts"].as_array().unwrap();
+    let kept = |path: &str| -> String {
+        conflicts
+            .iter()
+            .find(|c| c["path"] == path)
+            .unwrap_or_else(|| panic!("no conflict for {path}: {conflicts:?}"))["kept_as"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        fs::read_to_string(share.export.join("notes.txt")).unwrap(),
+        "ours"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join(kept("notes.txt"))).unwrap(),
+        "theirs"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join(kept("old.txt"))).unwrap(),
+        "changed by a colleague"
+    );
+    assert!(!share.export.join("old.txt").exists());
+    assert_eq!(
+        fs::read_to_string(share.export.join("sub/inner.txt")).unwrap(),
+        "ours inner"
+    );
+    m.stop();
+}
+
+#[test]
+fn pending_changes_are_retried_when_the_share_comes_back() {
+    let s = Scratch::new();
+    let mut share = SshShare::start(s.dir.path());
+    let m = mount_on(&share, &s, &["--retry-after", "1"]);
+    // The step looks at the project first (a folder never listed needs the share).
+    assert_eq!(fs::read_dir(&s.mnt).unwrap().count(), 0);
+    share.stop_server();
+    write_step(&s.mnt.join("step1"), 1, 20, 0);
+    let (code, out) = flush(&s.mnt);
+    assert_eq!(code, Some(3), "{out}");
+    // status says what is pending and why.
+    let st = sipfs(&["status", s.mnt.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        text.contains("step1/s0.csv") && text.contains("cannot be reached"),
+        "{text}"
+    );
+    // Written after the failed flush: not the user's request yet, so never retried.
+    fs::write(s.mnt.join("later.txt"), "not flushed yet").unwrap();
+
+    share.start_server();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !share.export.join("step1/s19.csv").exists() {
+        assert!(Instant::now() < deadline, "not retried:\n{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..20 {
+        assert_eq!(
+            fs::read(share.export.join(format!("step1/s{i}.csv"))).unwrap(),
+            vec![1u8; 4_000 + i]
+        );
+    }
+    assert!(
+        !share.export.join("later.txt").exists(),
+        "a retry wrote a change nobody flushed"
+    );
+    let log = m.log_text();
+    assert!(log.contains("retry: pending changes written"), "{log}");
+    let (code, out) = flush(&s.mnt);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(share.export.join("later.txt").exists());
+    m.stop();
+}
