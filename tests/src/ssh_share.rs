@@ -19,6 +19,46 @@ pub struct SshShare {
     pub mnt: PathBuf,
     pub port: u16,
     sshd: Option<Child>,
+    /// When set, sshfs reaches the server through a relay that delays every chunk.
+    latency: Option<Duration>,
+}
+
+/// A TCP relay on 127.0.0.1 that holds every chunk for `delay` before passing it on: a slow
+/// link between sshfs and the server. Returns the port to connect to.
+fn slow_link(target: u16, delay: Duration) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                std::thread::sleep(delay);
+                                if to.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    port
 }
 
 fn run(cmd: &mut Command) {
@@ -67,6 +107,11 @@ fn uid_of(user: &str) -> u32 {
 impl SshShare {
     /// Starts a server exporting a fresh folder owned by [`SHARE_USER`] and mounts it.
     pub fn start(dir: &Path) -> SshShare {
+        Self::start_with_latency(dir, None)
+    }
+
+    /// The same, reached over a slow link that delays every chunk by `latency`.
+    pub fn start_with_latency(dir: &Path, latency: Option<Duration>) -> SshShare {
         for tool in ["sshd", "sshfs", "ssh-keygen"] {
             let found = Command::new("sh")
                 .args([
@@ -142,6 +187,7 @@ impl SshShare {
             mnt,
             port,
             sshd: None,
+            latency,
         };
         share.start_server();
         share.mount();
@@ -187,10 +233,14 @@ impl SshShare {
     }
 
     fn mount(&self) {
+        let port = match self.latency {
+            Some(d) => slow_link(self.port, d),
+            None => self.port,
+        };
         run(Command::new("sshfs")
             .arg(format!("{SHARE_USER}@127.0.0.1:{}", self.export.display()))
             .arg(&self.mnt)
-            .args(["-p", &self.port.to_string()])
+            .args(["-p", &port.to_string()])
             .arg("-o")
             .arg(format!(
                 "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,\

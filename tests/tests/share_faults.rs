@@ -489,3 +489,55 @@ fn pending_changes_are_retried_when_the_share_comes_back() {
     assert!(share.export.join("later.txt").exists());
     m.stop();
 }
+
+#[test]
+fn a_busy_step_never_waits_for_a_slow_share() {
+    let s = Scratch::new();
+    let share = SshShare::start_with_latency(s.dir.path(), Some(Duration::from_millis(8)));
+    let m = mount_on(&share, &s, &["--retry-after", "0"]);
+    assert_eq!(fs::read_dir(&s.mnt).unwrap().count(), 0);
+    // Something to flush while the step runs.
+    write_step(&s.mnt.join("previous"), 9, 80, 1);
+    let mnt = s.mnt.clone();
+    let flusher = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = flush(&mnt);
+        (r, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+
+    // The step: many small files and a few large ones, reads of what it wrote, renames.
+    let mut slowest = Duration::ZERO;
+    let step = s.mnt.join("step");
+    fs::create_dir_all(&step).unwrap();
+    for i in 0..100 {
+        let t = Instant::now();
+        let p = step.join(format!("f{i}.csv"));
+        fs::write(&p, format!("{i}\n").repeat(50)).unwrap();
+        assert_eq!(fs::read(&p).unwrap().len(), format!("{i}\n").len() * 50);
+        if i % 40 == 0 {
+            fs::write(step.join(format!("big{i}.bin")), vec![7u8; 2 << 20]).unwrap();
+            fs::rename(
+                step.join(format!("big{i}.bin")),
+                step.join(format!("big{i}.done")),
+            )
+            .unwrap();
+        }
+        slowest = slowest.max(t.elapsed());
+    }
+    let ((code, out), flush_took) = flusher.join().unwrap();
+    eprintln!("slowest local operation: {slowest:?}; concurrent flush: {flush_took:?}");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        flush_took > slowest * 3,
+        "the share was not slow enough to tell (flush {flush_took:?}, slowest op {slowest:?})"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a local operation waited {slowest:?}"
+    );
+    let (code, out) = flush(&s.mnt);
+    assert_eq!(code, Some(0), "{out}");
+    assert_same_content(&share.export, &s.mnt);
+    m.stop();
+}
