@@ -203,7 +203,11 @@ impl Backing for DirBacking {
             // leaves a half-written file under the real name.
             out.sync_all()?;
             let t = filetime_from_ns(mtime_ns);
-            filetime::set_file_handle_times(&out, Some(t), Some(t))?;
+            // Some shares cannot keep times (rclone's SMB client says EPERM): the file is
+            // still written; the flush compares times afterwards and warns once.
+            if let Err(e) = filetime::set_file_handle_times(&out, Some(t), Some(t)) {
+                tracing::debug!(path = %dest.display(), error = %e, "share did not take the time");
+            }
             set_permissions(&dest, mode);
             Ok(())
         })();

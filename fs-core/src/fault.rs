@@ -20,6 +20,10 @@ pub struct FaultControl {
     /// When positive: this many more operations succeed, then the share goes offline.
     ops_until_offline: AtomicI64,
     refused: Mutex<Vec<(RelPath, i32)>>,
+    /// Setting times fails with this errno (a share that cannot keep times).
+    times_errno: std::sync::atomic::AtomicI32,
+    /// Operations asked of the share so far.
+    ops: std::sync::atomic::AtomicU64,
 }
 
 impl FaultControl {
@@ -54,7 +58,18 @@ impl FaultControl {
         self.refused.lock().clear();
     }
 
+    /// Makes setting modification times fail with `errno` (0: works again).
+    pub fn refuse_times(&self, errno: i32) {
+        self.times_errno.store(errno, Ordering::SeqCst);
+    }
+
+    /// How many operations were asked of the share so far.
+    pub fn ops(&self) -> u64 {
+        self.ops.load(Ordering::SeqCst)
+    }
+
     fn check(&self, paths: &[&RelPath], mutating: bool) -> io::Result<()> {
+        self.ops.fetch_add(1, Ordering::SeqCst);
         let left = self.ops_until_offline.load(Ordering::SeqCst);
         if left > 0 && self.ops_until_offline.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.offline.store(true, Ordering::SeqCst);
@@ -135,6 +150,10 @@ impl Backing for FaultyBacking {
     }
     fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
         self.control.check(&[path], true)?;
+        let errno = self.control.times_errno.load(Ordering::SeqCst);
+        if errno != 0 {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         self.inner.set_mtime(path, mtime_ns)
     }
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {

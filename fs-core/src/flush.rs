@@ -140,11 +140,19 @@ fn same_time_at_share_resolution(share_ns: i64, ours_ns: i64) -> bool {
 }
 
 /// The share cannot set modification times (some SMB clients), as opposed to refusing this one.
+/// (Setting a time is refused with EPERM by shares that cannot keep times, e.g. rclone's SMB
+/// client; a share that refuses this one file says EACCES.)
 fn times_unsupported(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Unsupported
         || is_kind(
             e,
-            &[libc::ENOTSUP, libc::EOPNOTSUPP, libc::ENOSYS, libc::EINVAL],
+            &[
+                libc::ENOTSUP,
+                libc::EOPNOTSUPP,
+                libc::ENOSYS,
+                libc::EINVAL,
+                libc::EPERM,
+            ],
         )
 }
 
@@ -634,11 +642,24 @@ impl Engine {
                 &e,
                 &[libc::EISDIR, libc::ENOTEMPTY, libc::EEXIST, libc::ENOTDIR],
             );
+            // The temporary is there but the name "does not exist": the server hides the name
+            // (Samba's `veto files`, for one).
+            let hidden = e.kind() == io::ErrorKind::NotFound
+                && matches!(self.backing.stat(&s.temp), Ok(Some(_)));
             abandon(true);
             if taken {
                 return Some(s.job);
             }
-            ctx.push_pending(ctx.pending(&s.job.local, &e));
+            let item = if hidden {
+                PendingItem::new(
+                    &s.job.local,
+                    Reason::NameNotAllowed,
+                    "the share refused this name (a rule on the server, such as Samba's `veto files`, hides it)",
+                )
+            } else {
+                ctx.pending(&s.job.local, &e)
+            };
+            ctx.push_pending(item);
             return None;
         }
         let after = self.backing.stat(&s.target).ok().flatten();

@@ -541,3 +541,128 @@ fn a_busy_step_never_waits_for_a_slow_share() {
     assert_same_content(&share.export, &s.mnt);
     m.stop();
 }
+
+/// SMB semantics through a real Samba server: names compared without case, names Windows
+/// refuses, vetoed names, and a client that cannot keep modification times.
+#[test]
+fn an_smb_share_with_windows_rules() {
+    let s = Scratch::new();
+    let share = sipfs_tests::smb_share::SmbShare::start(s.dir.path());
+    fs::write(share.export.join("Report.txt"), "report").unwrap();
+    let m = MountProc::start(
+        &share.mnt,
+        &s.mnt,
+        &s.cache,
+        &["--windows-share", "--retry-after", "0"],
+    );
+    assert!(s.mnt.join("Report.txt").exists());
+    fs::create_dir_all(s.mnt.join("results")).unwrap();
+    fs::write(s.mnt.join("results/Data.csv"), "upper").unwrap();
+    fs::write(s.mnt.join("results/data.csv"), "lower").unwrap();
+    fs::write(s.mnt.join("results/a:b"), "colon").unwrap();
+    fs::write(s.mnt.join("results/aux.txt"), "device").unwrap();
+    fs::write(s.mnt.join("results/fine.csv"), "fine").unwrap();
+    fs::write(s.mnt.join("notes.vetoed"), "vetoed by the server").unwrap();
+    fs::rename(s.mnt.join("Report.txt"), s.mnt.join("REPORT.txt")).unwrap();
+
+    let out = sipfs(&["flush", s.mnt.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{report:#}");
+    let pending: Vec<&str> = report["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    for p in [
+        "results/data.csv",
+        "results/a:b",
+        "results/aux.txt",
+        "notes.vetoed",
+    ] {
+        assert!(pending.contains(&p), "{p} should stay pending: {report:#}");
+    }
+    let vetoed = report["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"] == "notes.vetoed")
+        .unwrap();
+    assert!(
+        vetoed["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused this name"),
+        "{vetoed}"
+    );
+    // New files keep their times, to SMB's 100 ns.
+    let time = |p: &Path| {
+        let d = fs::metadata(p)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        d.as_nanos() / 100
+    };
+    assert_eq!(
+        time(&s.mnt.join("results/Data.csv")),
+        time(&share.export.join("results/Data.csv"))
+    );
+    assert!(
+        report["warnings"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("results/Data.csv")).unwrap(),
+        "upper"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("results/fine.csv")).unwrap(),
+        "fine"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("REPORT.txt")).unwrap(),
+        "report"
+    );
+    assert!(!share.export.join("Report.txt").exists() || share.export.join("REPORT.txt").exists());
+
+    // A change of time alone reaches the server too.
+    let t = filetime::FileTime::from_unix_time(1_700_000_000, 0);
+    filetime::set_file_mtime(s.mnt.join("results/fine.csv"), t).unwrap();
+    let out = sipfs(&["flush", s.mnt.to_str().unwrap(), "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!r["pending"].to_string().contains("fine.csv"), "{r:#}");
+    assert_eq!(
+        fs::metadata(share.export.join("results/fine.csv"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    );
+
+    // Renamed to names the share takes: everything is written, nothing was lost.
+    fs::rename(
+        s.mnt.join("results/data.csv"),
+        s.mnt.join("results/data-lower.csv"),
+    )
+    .unwrap();
+    fs::rename(s.mnt.join("results/a:b"), s.mnt.join("results/a-b")).unwrap();
+    fs::rename(
+        s.mnt.join("results/aux.txt"),
+        s.mnt.join("results/aux-file.txt"),
+    )
+    .unwrap();
+    fs::rename(s.mnt.join("notes.vetoed"), s.mnt.join("notes.txt")).unwrap();
+    let (code, out) = flush(&s.mnt);
+    assert_eq!(code, Some(0), "{out}");
+    for (p, c) in [
+        ("results/data-lower.csv", "lower"),
+        ("results/a-b", "colon"),
+        ("results/aux-file.txt", "device"),
+        ("notes.txt", "vetoed by the server"),
+    ] {
+        assert_eq!(fs::read_to_string(share.export.join(p)).unwrap(), c, "{p}");
+    }
+    m.stop();
+}

@@ -1,0 +1,175 @@
+//! Engine scenarios beyond the model: cost of a flush, writes during a flush, shares that
+//! cannot keep times, and background retries.
+
+use std::fs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fs_core::auto_retry::AutoRetry;
+use fs_core::fault::{FaultControl, FaultyBacking};
+use fs_core::{Backing, DirBacking, Engine, EngineOptions, RelPath, RetryPolicy, SetAttr};
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    share: std::path::PathBuf,
+    faults: Arc<FaultControl>,
+    engine: Arc<Engine>,
+}
+
+fn rig(prepare: impl FnOnce(&std::path::Path)) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    fs::create_dir_all(&share).unwrap();
+    prepare(&share);
+    let faults = FaultControl::new();
+    let backing: Arc<dyn Backing> = Arc::new(FaultyBacking::new(
+        Arc::new(DirBacking::new(&share)),
+        faults.clone(),
+    ));
+    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
+    opts.retry = RetryPolicy::none();
+    let engine = Arc::new(Engine::open(backing, opts).unwrap());
+    Rig {
+        _dir: dir,
+        share,
+        faults,
+        engine,
+    }
+}
+
+fn write(e: &Engine, path: &str, data: &[u8]) {
+    let p = RelPath::new(path).unwrap();
+    let parent = e.resolve(&p.parent().unwrap()).unwrap();
+    let fh = match e.resolve(&p) {
+        Ok(ino) => e.open_file(ino, true, true).unwrap(),
+        Err(_) => e.create(parent, p.name(), 0o644).unwrap().1,
+    };
+    e.write(&fh, 0, data).unwrap();
+    e.release(fh);
+}
+
+#[test]
+fn flush_cost_follows_what_changed_not_the_tree() {
+    let r = rig(|share| {
+        for d in 0..20 {
+            fs::create_dir_all(share.join(format!("d{d}"))).unwrap();
+            for f in 0..100 {
+                fs::write(share.join(format!("d{d}/f{f}")), "x").unwrap();
+            }
+        }
+    });
+    // Know the whole tree (2 000 files), then change one file.
+    for d in 0..20 {
+        let ino = r
+            .engine
+            .resolve(&RelPath::new(&format!("d{d}")).unwrap())
+            .unwrap();
+        assert_eq!(r.engine.readdir(ino).unwrap().len(), 100);
+    }
+    write(&r.engine, "d7/f3", b"changed");
+    let before = r.faults.ops();
+    let report = r.engine.flush(None);
+    let used = r.faults.ops() - before;
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.files_written, 1);
+    assert!(
+        used < 20,
+        "a flush of one file asked the share {used} times"
+    );
+    assert_eq!(fs::read(r.share.join("d7/f3")).unwrap(), b"changed");
+}
+
+#[test]
+fn a_file_written_during_its_flush_stays_dirty() {
+    let r = rig(|_| {});
+    write(&r.engine, "log.txt", b"first");
+    let root = r.engine.resolve(&RelPath::root()).unwrap();
+    let ino = r.engine.lookup(root, "log.txt").unwrap().ino;
+    // Open for writing while the flush runs (with FUSE passthrough, writes are not seen).
+    let fh = r.engine.open_file(ino, true, false).unwrap();
+    let report = r.engine.flush(None);
+    assert!(report.is_clean());
+    assert!(
+        r.engine.status().pending_files > 0,
+        "an open writer keeps the file dirty"
+    );
+    r.engine.write(&fh, 5, b" second").unwrap();
+    r.engine.release(fh);
+    assert!(r.engine.flush(None).is_clean());
+    assert_eq!(r.engine.status().pending_files, 0);
+    assert_eq!(fs::read(r.share.join("log.txt")).unwrap(), b"first second");
+}
+
+#[test]
+fn a_share_that_cannot_keep_times_is_warned_about_once() {
+    let r = rig(|share| {
+        fs::write(share.join("a.txt"), "a").unwrap();
+        fs::write(share.join("b.txt"), "b").unwrap();
+    });
+    r.faults.refuse_times(libc::EPERM);
+    for name in ["a.txt", "b.txt"] {
+        let ino = r.engine.resolve(&RelPath::new(name).unwrap()).unwrap();
+        r.engine
+            .setattr(
+                ino,
+                SetAttr {
+                    mtime_ns: Some(1_700_000_000_000_000_000),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+    let report = r.engine.flush(None);
+    assert!(report.pending.is_empty(), "{report:?}");
+    assert_eq!(report.warnings.len(), 1, "{report:?}");
+    assert!(report.warnings[0].contains("modification times"));
+    // A refusal is different: it stays pending.
+    r.faults.refuse_times(libc::EACCES);
+    let ino = r.engine.resolve(&RelPath::new("a.txt").unwrap()).unwrap();
+    r.engine
+        .setattr(
+            ino,
+            SetAttr {
+                mtime_ns: Some(1_600_000_000_000_000_000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let report = r.engine.flush(None);
+    assert_eq!(report.pending.len(), 1, "{report:?}");
+}
+
+#[test]
+fn background_retry_writes_only_what_a_flush_left_pending() {
+    let r = rig(|_| {});
+    write(&r.engine, "step1.csv", b"1");
+    r.faults.set_offline(true);
+    let report = r.engine.flush(Some("step-1"));
+    assert!(
+        report.pending.iter().any(|p| p.path == "step1.csv"),
+        "{report:?}"
+    );
+    write(&r.engine, "later.csv", b"not asked for yet");
+    let _retry = AutoRetry {
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+    }
+    .spawn(r.engine.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !r.share.join("step1.csv").exists(),
+        "nothing while the share is away"
+    );
+    r.faults.set_offline(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !r.share.join("step1.csv").exists() {
+        assert!(std::time::Instant::now() < deadline, "not retried");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !r.share.join("later.csv").exists(),
+        "a retry wrote a change nobody flushed"
+    );
+    assert!(r.engine.last_retry().is_some_and(|r| r.pending.is_empty()));
+}
