@@ -10,11 +10,14 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod client;
+mod detect;
 mod exit;
 #[cfg(unix)]
 mod mount_cmd;
 mod output;
 mod paths;
+#[cfg(unix)]
+mod run_cmd;
 
 /// Exit codes, documented in `sipfs --help` and docs/USER_GUIDE.md.
 pub use exit::Exit;
@@ -77,6 +80,27 @@ Files changed here and on the share are left alone; the next flush keeps both ve
     Refresh(ReportArgs),
     /// Show what is pending, the last flush and refresh, conflicts and cache size
     Status(ReportArgs),
+    /// Say whether a folder is on a network share and what sipfs would do about it
+    #[command(after_help = "Examples:
+  sipfs detect /mnt/share/proj
+  sipfs detect Z:\\proj --json
+
+Network file systems: SMB/CIFS, NFS, sshfs, rclone and other network or FUSE file systems
+(Windows: mapped drives and UNC paths). Local folders: nothing to do.")]
+    Detect(ReportPathArgs),
+    /// Run a command on a project, through sipfs when the project is on a network share
+    #[command(after_help = "Examples:
+  sipfs run /mnt/share/proj -- python run.py
+  sipfs run /mnt/share/proj --at ~/proj -- docker compose up
+
+The command gets SMART_SYNC_ENABLED (true/false), NETWORK_PROJECT_PATH (the share),
+LOCAL_PROJECT_PATH and PROJECT_PATH (where to work). For a network project sipfs refreshes,
+mounts, runs the command, then flushes and unmounts. For a local project the command runs
+untouched (SMART_SYNC_ENABLED=false, PROJECT_PATH=the project). Signals go to the command.
+
+Exit code: the command's, or 3 / 4 if the final flush left changes pending or kept conflicting
+versions (sipfs says so).")]
+    Run(RunArgs),
     /// Flush, then unmount
     #[command(after_help = "Example:
   sipfs unmount ~/proj
@@ -147,6 +171,44 @@ struct ReportArgs {
 }
 
 #[derive(Args)]
+struct ReportPathArgs {
+    /// The folder to look at
+    path: PathBuf,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RunMode {
+    /// A FUSE mount backed by the cache
+    Mount,
+    /// A plain local folder kept in sync
+    Mirror,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The project folder on the share
+    backing: PathBuf,
+    /// How to present it (default: what `sipfs detect` recommends)
+    #[arg(long, value_enum)]
+    mode: Option<RunMode>,
+    /// Where the local project appears (default: a new folder under the temp dir)
+    #[arg(long, value_name = "PATH")]
+    at: Option<PathBuf>,
+    /// Local folder for the cache (default: per-user cache dir, one per share path)
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Let other users, and containers running as other users, use the mount
+    #[arg(long)]
+    allow_other: bool,
+    /// The command and its arguments
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
 struct UnmountArgs {
     /// The mount point
     mountpoint: PathBuf,
@@ -161,6 +223,27 @@ fn init_logging(default: &str) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+fn detect_cmd(a: &ReportPathArgs) -> anyhow::Result<Exit> {
+    let d = detect::detect(&a.path)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        println!("{}: {}", d.path.display(), d.explanation);
+        println!(
+            "  file system: {}{}",
+            d.fs_type,
+            d.source
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
+        );
+        if d.windows_share {
+            println!("  Windows share rules apply (names, case)");
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 fn main() -> ExitCode {
@@ -191,6 +274,25 @@ fn main() -> ExitCode {
             init_logging("warn");
             client::unmount(&a.mountpoint)
         }
+        Command::Detect(a) => {
+            init_logging("warn");
+            detect_cmd(&a)
+        }
+        #[cfg(unix)]
+        Command::Run(a) => {
+            init_logging("warn");
+            return match run_cmd::run(a) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("sipfs: {e:#}");
+                    Exit::Error.into()
+                }
+            };
+        }
+        #[cfg(not(unix))]
+        Command::Run(_) => Err(anyhow::anyhow!(
+            "running through a drive on this platform comes with the Windows drive (WinFsp) support"
+        )),
     };
     match result {
         Ok(code) => code.into(),

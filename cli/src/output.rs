@@ -1,43 +1,51 @@
 //! How reports look on a terminal.
 
+use std::io::Write;
+
 use fs_core::report::human_bytes;
 use fs_core::{FlushReport, RefreshReport, Status};
 
 const SHOWN: usize = 20;
 
 pub fn print_flush(r: &FlushReport) {
+    print_flush_to(&mut std::io::stdout(), r);
+}
+
+pub fn print_flush_to(w: &mut dyn Write, r: &FlushReport) {
     let label = r
         .label
         .as_deref()
         .map(|l| format!(" [{l}]"))
         .unwrap_or_default();
-    println!("flush{label}: {}", r.summary());
+    let _ = writeln!(w, "flush{label}: {}", r.summary());
     if r.rolled_forward > 0 {
-        println!(
+        let _ = writeln!(
+            w,
             "  finished {} file(s) an interrupted flush had left",
             r.rolled_forward
         );
     }
-    for w in &r.warnings {
-        println!("  warning: {w}");
+    for warning in &r.warnings {
+        let _ = writeln!(w, "  warning: {warning}");
     }
     if !r.pending.is_empty() {
-        println!("pending (kept in the cache, nothing lost):");
+        let _ = writeln!(w, "pending (kept in the cache, nothing lost):");
         for p in r.pending.iter().take(SHOWN) {
-            println!("  {}: {} ({})", p.path, p.reason.describe(), p.message);
-            println!("    → {}", p.advice);
+            let _ = writeln!(w, "  {}: {} ({})", p.path, p.reason.describe(), p.message);
+            let _ = writeln!(w, "    → {}", p.advice);
         }
         if r.pending.len() > SHOWN {
-            println!(
+            let _ = writeln!(
+                w,
                 "  ... and {} more (see `sipfs status --json`)",
                 r.pending.len() - SHOWN
             );
         }
     }
     if !r.conflicts.is_empty() {
-        println!("conflicts (both versions kept):");
+        let _ = writeln!(w, "conflicts (both versions kept):");
         for c in &r.conflicts {
-            println!("  {}: the share's version is now {}", c.path, c.kept_as);
+            let _ = writeln!(w, "  {}: the share's version is now {}", c.path, c.kept_as);
         }
     }
 }

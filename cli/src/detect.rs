@@ -1,0 +1,215 @@
+//! `sipfs detect`: is a folder on a network file system, and what would sipfs do about it?
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A virtual drive / FUSE mount backed by the cache.
+    Mount,
+    /// A plain local folder kept in sync (where a virtual drive cannot be shared with Docker).
+    Mirror,
+    /// Local already: nothing to do.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Detection {
+    pub path: PathBuf,
+    /// The file system type as the OS names it (`cifs`, `nfs4`, `fuse.sshfs`, `ext4`...).
+    pub fs_type: String,
+    /// Where it is mounted from (`//server/share`, `user@host:/dir`), when known.
+    pub source: Option<String>,
+    pub network: bool,
+    pub windows_share: bool,
+    pub recommended: Mode,
+    pub explanation: String,
+}
+
+/// File system types that live on another machine.
+pub fn is_network_fs(fs_type: &str) -> bool {
+    let t = fs_type.to_ascii_lowercase();
+    let base = t.strip_prefix("fuse.").unwrap_or(&t);
+    matches!(
+        base,
+        "cifs"
+            | "smb3"
+            | "smbfs"
+            | "smb2"
+            | "nfs"
+            | "nfs4"
+            | "afs"
+            | "ceph"
+            | "glusterfs"
+            | "9p"
+            | "davfs"
+            | "webdav"
+            | "afpfs"
+            | "sshfs"
+            | "rclone"
+            | "smbnetfs"
+            | "s3fs"
+            | "gcsfuse"
+            | "lustre"
+            | "beegfs"
+            | "gpfs"
+            | "ncpfs"
+            | "coda"
+    )
+}
+
+pub fn is_windows_share_fs(fs_type: &str) -> bool {
+    let t = fs_type.to_ascii_lowercase();
+    matches!(
+        t.strip_prefix("fuse.").unwrap_or(&t),
+        "cifs" | "smb3" | "smbfs" | "smb2" | "smbnetfs"
+    )
+}
+
+/// The mount (type, source) a path lives on: the longest mount point that contains it.
+#[cfg(target_os = "linux")]
+fn mount_of(path: &Path) -> Result<(String, Option<String>)> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mut best: Option<(usize, String, String)> = None;
+    for line in info.lines() {
+        // id parent major:minor root mountpoint options [optional...] - fstype source superopts
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_point = left
+            .split_whitespace()
+            .nth(4)
+            .map(unescape)
+            .unwrap_or_default();
+        let mut r = right.split_whitespace();
+        let (fstype, source) = (r.next().unwrap_or(""), r.next().unwrap_or(""));
+        if path.starts_with(&mount_point) && best.as_ref().is_none_or(|b| mount_point.len() >= b.0)
+        {
+            best = Some((mount_point.len(), fstype.to_owned(), source.to_owned()));
+        }
+    }
+    let (_, t, s) = best.context("no mount contains this path")?;
+    Ok((t, Some(s)))
+}
+
+#[cfg(target_os = "linux")]
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\134", "\\")
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn mount_of(path: &Path) -> Result<(String, Option<String>)> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: c is a valid C string and st a valid out-pointer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("statfs");
+    }
+    // SAFETY: f_fstypename and f_mntfromname are NUL-terminated.
+    let name = unsafe { std::ffi::CStr::from_ptr(st.f_fstypename.as_ptr()) };
+    let from = unsafe { std::ffi::CStr::from_ptr(st.f_mntfromname.as_ptr()) };
+    Ok((
+        name.to_string_lossy().into_owned(),
+        Some(from.to_string_lossy().into_owned()),
+    ))
+}
+
+#[cfg(windows)]
+fn mount_of(path: &Path) -> Result<(String, Option<String>)> {
+    // A UNC path is a share; a drive letter is one if Windows says the drive is remote.
+    let s = path.to_string_lossy();
+    if s.starts_with(r"\\") && !s.starts_with(r"\\?\") {
+        return Ok(("smb".into(), Some(s.into_owned())));
+    }
+    if let Some(letter) = s.get(..2).filter(|d| d.ends_with(':')) {
+        let root: Vec<u16> = format!("{letter}\\")
+            .encode_utf16()
+            .chain(Some(0))
+            .collect();
+        // SAFETY: root is a NUL-terminated wide string.
+        let kind = unsafe { windows_sys_get_drive_type(root.as_ptr()) };
+        const DRIVE_REMOTE: u32 = 4;
+        if kind == DRIVE_REMOTE {
+            return Ok(("smb".into(), Some(letter.to_owned())));
+        }
+    }
+    Ok(("local".into(), None))
+}
+
+#[cfg(windows)]
+#[link(name = "kernel32")]
+extern "system" {
+    #[link_name = "GetDriveTypeW"]
+    fn windows_sys_get_drive_type(root: *const u16) -> u32;
+}
+
+pub fn detect(path: &Path) -> Result<Detection> {
+    let canon = path
+        .canonicalize()
+        .with_context(|| format!("{} cannot be reached", path.display()))?;
+    let (fs_type, source) = mount_of(&canon)?;
+    let network = is_network_fs(&fs_type);
+    let windows_share = is_windows_share_fs(&fs_type) || fs_type == "smb";
+    let fuse_ok = cfg!(windows) || Path::new("/dev/fuse").exists() || cfg!(target_os = "macos");
+    let (recommended, explanation) = match (network, fuse_ok) {
+        (false, _) => (Mode::None, "a local folder: programs can use it as it is".to_owned()),
+        (true, true) => (
+            Mode::Mount,
+            format!("on a network file system ({fs_type}): mount it through a local cache with `sipfs mount` or `sipfs run`"),
+        ),
+        (true, false) => (
+            Mode::Mirror,
+            format!("on a network file system ({fs_type}), and FUSE is not available here: keep a local mirror folder"),
+        ),
+    };
+    Ok(Detection {
+        path: canon,
+        fs_type,
+        source,
+        network,
+        windows_share,
+        recommended,
+        explanation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_types() {
+        for t in ["cifs", "smb3", "nfs4", "fuse.sshfs", "fuse.rclone", "9p"] {
+            assert!(is_network_fs(t), "{t}");
+        }
+        for t in [
+            "ext4", "xfs", "tmpfs", "btrfs", "fuse", "overlay", "apfs", "ntfs",
+        ] {
+            assert!(!is_network_fs(t), "{t}");
+        }
+        assert!(is_windows_share_fs("cifs") && !is_windows_share_fs("nfs"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_local_temp_folder_needs_nothing() {
+        let d = tempfile_dir();
+        let det = detect(&d).unwrap();
+        assert!(!det.network, "{det:?}");
+        assert_eq!(det.recommended, Mode::None);
+        let _ = std::fs::remove_dir(&d);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sipfs-detect-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,147 @@
+//! `sipfs run BACKING -- COMMAND...`: the launcher's one call. For a project on a network share
+//! it mounts the project through the cache, runs COMMAND with the Smart Sync variables set,
+//! flushes and unmounts when COMMAND ends; for a local project it runs COMMAND untouched.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use fs_core::{DirBacking, Engine, EngineOptions};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::detect::{detect, Mode};
+use crate::paths::default_cache_dir;
+use crate::{output, Exit, RunArgs};
+
+/// Runs the command with the variables the workflow manager's launcher defines.
+fn run_command(cmd: &[String], enabled: bool, network: &Path, local: &Path) -> Result<i32> {
+    let (prog, rest) = cmd.split_first().context("no command given after --")?;
+    let mut child = Command::new(prog)
+        .args(rest)
+        .env("SMART_SYNC_ENABLED", if enabled { "true" } else { "false" })
+        .env("NETWORK_PROJECT_PATH", network)
+        .env("LOCAL_PROJECT_PATH", local)
+        .env("PROJECT_PATH", local)
+        .spawn()
+        .with_context(|| format!("starting {prog}"))?;
+    // Ctrl-C and stop requests go to the command; sipfs flushes once it has ended.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let handle = signals.handle();
+    let pid = child.id() as i32;
+    let forwarder = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe { libc::kill(pid, sig) };
+        }
+    });
+    let status = child.wait()?;
+    handle.close();
+    let _ = forwarder.join();
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let det = detect(&args.backing)?;
+    let mode = args.mode.map(Mode::from).unwrap_or(det.recommended);
+    match mode {
+        Mode::None => {
+            // A local project: nothing changes for its users.
+            let code = run_command(&args.command, false, &args.backing, &args.backing)?;
+            Ok(code)
+        }
+        Mode::Mirror => bail!(
+            "mirror mode is not available yet; use --mode mount (FUSE) for {}",
+            args.backing.display()
+        ),
+        Mode::Mount => run_mounted(&args, det.windows_share),
+    }
+}
+
+fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
+    let backing = args.backing.canonicalize()?;
+    let (at, made_at) = match &args.at {
+        Some(p) => (p.clone(), false),
+        None => {
+            let name = backing
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let p = std::env::temp_dir().join(format!("sipfs-run-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&p)?;
+            (p, true)
+        }
+    };
+    let cache = args
+        .cache
+        .clone()
+        .unwrap_or_else(|| default_cache_dir(&backing));
+    let mut opts = EngineOptions::new(&cache, backing.display().to_string());
+    opts.windows_share = windows_share;
+    let engine = Arc::new(
+        Engine::open(Arc::new(DirBacking::new(&backing)), opts)
+            .with_context(|| format!("opening the cache {}", cache.display()))?,
+    );
+    // Before the command: pull in what others changed since this cache last looked.
+    let refresh = engine.refresh();
+    if !refresh.errors.is_empty() {
+        eprintln!(
+            "sipfs: warning: the refresh could not reach every folder; working from the cache"
+        );
+    }
+    let handle = fs_unix::mount(
+        engine.clone(),
+        &at,
+        &fs_unix::MountOptions {
+            allow_other: args.allow_other,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("mounting on {}", at.display()))?;
+    eprintln!("sipfs: {} mounted at {}", backing.display(), at.display());
+    let code = run_command(&args.command, true, &args.backing, &at);
+    let first = handle.flush(Some("final"));
+    if let Err(e) = handle.unmount(Duration::from_secs(10)) {
+        eprintln!("sipfs: warning: unmount: {e}");
+    }
+    let mut last = engine.flush(Some("final"));
+    last.conflicts.extend(first.conflicts);
+    last.files_written += first.files_written;
+    last.bytes_written += first.bytes_written;
+    if made_at {
+        let _ = std::fs::remove_dir(&at);
+    }
+    let code = code?;
+    eprint_report(&last);
+    Ok(match Exit::of_flush(&last) {
+        Exit::Ok => code,
+        Exit::Pending => {
+            eprintln!("sipfs: the command exited with {code}, but changes stay pending in {}: run `sipfs mount` and `sipfs flush` later", cache.display());
+            Exit::Pending as i32
+        }
+        other => {
+            eprintln!("sipfs: the command exited with {code}; conflicting versions were kept on the share");
+            other as i32
+        }
+    })
+}
+
+fn eprint_report(r: &fs_core::FlushReport) {
+    // The command's own output is on stdout: the report goes to stderr.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    output::print_flush_to(&mut std::io::stderr(), r);
+}
+
+impl From<crate::RunMode> for Mode {
+    fn from(m: crate::RunMode) -> Mode {
+        match m {
+            crate::RunMode::Mount => Mode::Mount,
+            crate::RunMode::Mirror => Mode::Mirror,
+        }
+    }
+}

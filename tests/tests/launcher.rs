@@ -1,0 +1,121 @@
+//! `sipfs detect` and `sipfs run`: what the workflow manager's launcher calls.
+
+use std::fs;
+use std::process::Command;
+
+use sipfs_tests::ssh_share::SshShare;
+use sipfs_tests::*;
+
+#[test]
+fn detect_tells_local_from_network() {
+    let s = Scratch::new();
+    let out = sipfs(&["detect", s.share.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["network"], false, "{d:#}");
+    assert_eq!(d["recommended"], "none");
+
+    let share = SshShare::start(s.dir.path());
+    let out = sipfs(&["detect", share.mnt.to_str().unwrap(), "--json"]);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["network"], true, "{d:#}");
+    assert_eq!(d["fs_type"], "fuse.sshfs");
+    assert_eq!(d["recommended"], "mount");
+    let out = sipfs(&["detect", share.mnt.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("network file system"));
+}
+
+#[test]
+fn run_on_a_local_project_changes_nothing() {
+    let s = Scratch::new();
+    let out = sipfs(&[
+        "run",
+        s.share.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo \"$SMART_SYNC_ENABLED $PROJECT_PATH\"; echo local > \"$PROJECT_PATH/out.txt\"; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "the command's exit code");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("false {}", s.share.display())
+    );
+    assert_eq!(
+        fs::read_to_string(s.share.join("out.txt")).unwrap(),
+        "local\n"
+    );
+}
+
+#[test]
+fn run_on_a_network_project_mounts_flushes_and_passes_the_exit_code() {
+    let s = Scratch::new();
+    let share = SshShare::start(s.dir.path());
+    fs::write(share.export.join("input.csv"), "a,b\n").unwrap();
+    Command::new("chown")
+        .args([sipfs_tests::ssh_share::SHARE_USER])
+        .arg(share.export.join("input.csv"))
+        .status()
+        .unwrap();
+    let at = s.dir.path().join("work");
+    fs::create_dir_all(&at).unwrap();
+    let script = "set -e; test \"$SMART_SYNC_ENABLED\" = true; test \"$LOCAL_PROJECT_PATH\" = \"$PROJECT_PATH\"; \
+                  cat \"$PROJECT_PATH/input.csv\" > \"$PROJECT_PATH/copy.csv\"; \
+                  echo \"$NETWORK_PROJECT_PATH\" > \"$PROJECT_PATH/network.txt\"; \
+                  test ! -e \"$NETWORK_PROJECT_PATH/copy.csv\"; exit 5";
+    let out = sipfs(&[
+        "run",
+        share.mnt.to_str().unwrap(),
+        "--at",
+        at.to_str().unwrap(),
+        "--cache",
+        s.cache.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the command's exit code passes through"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("copy.csv")).unwrap(),
+        "a,b\n",
+        "flushed at the end"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("network.txt"))
+            .unwrap()
+            .trim(),
+        share.mnt.to_str().unwrap()
+    );
+    assert!(fs::read_dir(&at).unwrap().next().is_none(), "unmounted");
+
+    // A final flush that cannot finish says so, with exit code 3.
+    Command::new("chattr")
+        .arg("+i")
+        .arg(share.export.join("copy.csv"))
+        .status()
+        .unwrap();
+    let out = sipfs(&[
+        "run",
+        share.mnt.to_str().unwrap(),
+        "--at",
+        at.to_str().unwrap(),
+        "--cache",
+        s.cache.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo changed > \"$PROJECT_PATH/copy.csv\"",
+    ]);
+    Command::new("chattr")
+        .arg("-i")
+        .arg(share.export.join("copy.csv"))
+        .status()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stay pending"));
+}
