@@ -295,6 +295,37 @@ impl Engine {
         self.journal.lock().batch(f).map_err(FsError::from)
     }
 
+    /// Records one namespace change in one journal transaction — nodes written, nodes deleted,
+    /// a logged change taken back, logged changes added — then appends the added ones to the
+    /// in-memory log. Callers hold the state lock, so the log and the journal agree.
+    fn record(
+        &self,
+        tree: &mut Tree,
+        put: &[&Node],
+        delete: &[Ino],
+        drop_op: Option<i64>,
+        ops: Vec<NsOp>,
+    ) -> Result<(), FsError> {
+        let mut seqs = Vec::with_capacity(ops.len());
+        self.persist(|tx| {
+            for &i in delete {
+                journal::delete_node(tx, i)?;
+            }
+            for n in put {
+                journal::put_node(tx, n)?;
+            }
+            if let Some(s) = drop_op {
+                journal::delete_op(tx, s)?;
+            }
+            for op in &ops {
+                seqs.push(journal::push_op(tx, op)?);
+            }
+            Ok(())
+        })?;
+        tree.ops.extend(seqs.into_iter().zip(ops));
+        Ok(())
+    }
+
     pub(crate) fn live(&self, ino: Ino) -> Arc<Live> {
         self.live.entry(ino).or_default().clone()
     }
@@ -657,16 +688,14 @@ impl Engine {
         };
         tree.insert(node.clone());
         let pnode = Self::touch_dir(&mut tree, parent, now);
-        let res = self.persist(|tx| {
-            journal::put_node(tx, &node)?;
-            if let Some(p) = &pnode {
-                journal::put_node(tx, p)?;
-            }
-            if let Some((seq, _)) = adopted {
-                journal::delete_op(tx, seq)?;
-            }
-            Ok(())
-        });
+        let put: Vec<&Node> = std::iter::once(&node).chain(pnode.as_ref()).collect();
+        let res = self.record(
+            &mut tree,
+            &put,
+            &[],
+            adopted.map(|(seq, _)| seq),
+            Vec::new(),
+        );
         if let Err(e) = res {
             tree.remove_subtree(ino);
             let _ = fs::remove_file(&cache);
@@ -763,20 +792,8 @@ impl Engine {
         let op = (!ignored).then(|| NsOp::Mkdir { path: path.clone() });
         tree.insert(node.clone());
         let pnode = Self::touch_dir(&mut tree, parent, now);
-        let mut seq = None;
-        self.persist(|tx| {
-            journal::put_node(tx, &node)?;
-            if let Some(p) = &pnode {
-                journal::put_node(tx, p)?;
-            }
-            if let Some(op) = &op {
-                seq = Some(journal::push_op(tx, op)?);
-            }
-            Ok(())
-        })?;
-        if let (Some(seq), Some(op)) = (seq, op) {
-            tree.ops.push((seq, op));
-        }
+        let put: Vec<&Node> = std::iter::once(&node).chain(pnode.as_ref()).collect();
+        self.record(&mut tree, &put, &[], None, op.into_iter().collect())?;
         self.attr_of(&tree, &node)
     }
 
@@ -834,21 +851,8 @@ impl Engine {
         });
         tree.remove_subtree(ino);
         let pnode = Self::touch_dir(&mut tree, parent, now_ns());
-        let mut seq = None;
-        self.persist(|tx| {
-            journal::delete_node(tx, ino)?;
-            if let Some(p) = &pnode {
-                journal::put_node(tx, p)?;
-            }
-            if let Some(op) = &op {
-                seq = Some(journal::push_op(tx, op)?);
-            }
-            Ok(())
-        })?;
-        if let (Some(seq), Some(op)) = (seq, op) {
-            tree.ops.push((seq, op));
-        }
-        Ok(())
+        let put: Vec<&Node> = pnode.iter().collect();
+        self.record(&mut tree, &put, &[ino], None, op.into_iter().collect())
     }
 
     /// Lists every directory below `ino` and fetches every file, so that the subtree can be
@@ -1106,29 +1110,14 @@ impl Engine {
                 changed.push(n.clone());
             }
         }
-        let mut seqs = Vec::new();
-        let result = self.persist(|tx| {
-            if let Some(d) = dst {
-                journal::delete_node(tx, d)?;
-            }
-            for n in &changed {
-                journal::put_node(tx, n)?;
-            }
-            if let Some(s) = dropped_op {
-                journal::delete_op(tx, s)?;
-            }
-            for op in &ops {
-                seqs.push(journal::push_op(tx, op)?);
-            }
-            Ok(())
-        });
-        if let Err(e) = result {
+        let put: Vec<&Node> = changed.iter().collect();
+        let deleted: Vec<Ino> = dst.into_iter().collect();
+        let result = self.record(&mut tree, &put, &deleted, dropped_op, ops);
+        if result.is_err() {
             // Keep the cache tree where the journal says it is.
             let _ = fs::rename(&dst_cache, &src_cache);
-            return Err(e);
         }
-        tree.ops.extend(seqs.into_iter().zip(ops));
-        Ok(())
+        result
     }
 
     // ----- files -----
