@@ -90,7 +90,9 @@ fn progress_watcher(mountpoint: &Path) -> Option<(Arc<AtomicBool>, std::thread::
                 continue;
             }
             let Ok(st) = read_status(&mp) else { continue };
-            let Some(p) = st.flush_progress else { continue };
+            let Some(p) = st.flush_progress.filter(|p| p.total > 0) else {
+                continue;
+            };
             let b = bar.get_or_insert_with(|| {
                 let b = indicatif::ProgressBar::new(p.total);
                 b.set_style(

@@ -79,6 +79,9 @@ Exit codes: 0 all written, 3 changes remain pending, 4 conflicting versions kept
 Files changed here and on the share are left alone; the next flush keeps both versions.")]
     Refresh(ReportArgs),
     /// Show what is pending, the last flush and refresh, conflicts and cache size
+    #[command(after_help = "Examples:
+  sipfs status ~/proj
+  sipfs status ~/proj --json     # what MOUNTPOINT/.sipfs/status holds")]
     Status(ReportArgs),
     /// Say whether a folder is on a network share and what sipfs would do about it
     #[command(after_help = "Examples:

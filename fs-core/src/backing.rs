@@ -280,3 +280,61 @@ pub fn make_symlink(_target: &str, _at: &Path) -> io::Result<()> {
         "symbolic links are not supported on this platform",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn stage_writes_a_new_durable_temporary_with_the_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let share = dir.path().join("share");
+        fs::create_dir_all(&share).unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, b"content").unwrap();
+        let b = DirBacking::new(&share);
+        let t = 1_700_000_000_123_456_789;
+        b.stage(&src, &rel(".f.sipfs-tmp-1"), t, 0o640).unwrap();
+        let st = b.stat(&rel(".f.sipfs-tmp-1")).unwrap().unwrap();
+        assert_eq!((st.size, st.mtime_ns), (7, t));
+        assert_eq!(fs::read(share.join(".f.sipfs-tmp-1")).unwrap(), b"content");
+        // A temporary never overwrites anything.
+        assert!(b.stage(&src, &rel(".f.sipfs-tmp-1"), t, 0o640).is_err());
+        // Renaming it over the target replaces the target in one step.
+        fs::write(share.join("f"), b"old").unwrap();
+        b.rename(&rel(".f.sipfs-tmp-1"), &rel("f")).unwrap();
+        assert_eq!(fs::read(share.join("f")).unwrap(), b"content");
+        assert!(b.stat(&rel(".f.sipfs-tmp-1")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_failed_stage_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = DirBacking::new(dir.path());
+        let missing = dir.path().join("no-such-source");
+        assert!(b.stage(&missing, &rel(".x.sipfs-tmp-2"), 0, 0o644).is_err());
+        assert!(b.stat(&rel(".x.sipfs-tmp-2")).unwrap().is_none());
+        // In a folder that does not exist: the error says so (the flush creates it and retries).
+        let src = dir.path().join("src");
+        fs::write(&src, b"x").unwrap();
+        let e = b
+            .stage(&src, &rel("gone/.x.sipfs-tmp-3"), 0, 0o644)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn stat_fresh_agrees_with_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"abc").unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        let b = DirBacking::new(dir.path());
+        assert_eq!(b.stat_fresh(&rel("a")).unwrap(), b.stat(&rel("a")).unwrap());
+        assert_eq!(b.stat_fresh(&rel("d")).unwrap(), b.stat(&rel("d")).unwrap());
+        assert!(b.stat_fresh(&rel("none")).unwrap().is_none());
+    }
+}

@@ -233,6 +233,12 @@ impl Engine {
             total: jobs.iter().filter(|j| j.content).count() as u64,
             touched_dirs: Mutex::new(BTreeSet::new()),
         };
+        // The total is known now: progress bars can show it before the first file lands.
+        progress(Progress {
+            done: 0,
+            total: ctx.total,
+            bytes: 0,
+        });
         match self.recover_staged() {
             Ok((n, dirs)) => {
                 ctx.report.lock().rolled_forward = n;
