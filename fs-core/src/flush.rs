@@ -502,7 +502,10 @@ impl Engine {
                 // remove it now, the next flush does.
                 let gone = match self.backing.remove_file(&temp) {
                     Ok(()) => true,
-                    Err(r) => r.kind() == io::ErrorKind::NotFound,
+                    Err(r) => {
+                        r.kind() == io::ErrorKind::NotFound
+                            || matches!(self.backing.stat(&temp), Ok(None))
+                    }
                 };
                 if gone {
                     let _ = self.persist(|tx| journal::delete_staged(tx, &temp));
@@ -1104,7 +1107,9 @@ impl Engine {
                 Err(e) if times_unsupported(&e) => ctx.warn_once_mtime(),
                 Err(e) => {
                     if job.is_some() {
-                        ctx.push_pending(ctx.pending(&path, &e));
+                        let mut item = ctx.pending(&path, &e);
+                        item.message = format!("the folder's modification time: {e}");
+                        ctx.push_pending(item);
                     }
                     continue;
                 }
@@ -1190,6 +1195,8 @@ impl Engine {
                 match self.backing.remove_file(&row.temp) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Never created (the share refused it): nothing to remove.
+                    Err(_) if matches!(self.backing.stat(&row.temp), Ok(None)) => {}
                     Err(e) => return Err(FsError::share(&row.temp, e)),
                 }
                 self.persist(|tx| journal::delete_staged(tx, &row.temp))?;

@@ -16,7 +16,11 @@ pub struct PendingItem {
 impl PendingItem {
     pub fn new(path: impl ToString, reason: Reason, message: impl ToString) -> Self {
         let path = path.to_string();
-        let name = path.rsplit('/').next().unwrap_or(&path);
+        // The project folder itself shows as "/".
+        let name = match path.rsplit('/').next() {
+            Some(n) if !n.is_empty() => n,
+            _ => "the project folder",
+        };
         PendingItem {
             advice: reason.advice_for(name),
             path,
