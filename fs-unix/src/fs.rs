@@ -88,6 +88,13 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+fn reply_empty(reply: ReplyEmpty, r: Result<(), FsError>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
 }
@@ -403,20 +410,14 @@ impl Filesystem for SipFs {
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.engine.unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.engine.unlink(parent.0, name))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.engine.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.engine.rmdir(parent.0, name))
     }
 
     fn symlink(
@@ -453,13 +454,11 @@ impl Filesystem for SipFs {
             return reply.error(Errno::EINVAL);
         };
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self
-            .engine
-            .rename(parent.0, name, newparent.0, newname, noreplace)
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            reply,
+            self.engine
+                .rename(parent.0, name, newparent.0, newname, noreplace),
+        )
     }
 
     fn link(
@@ -742,10 +741,7 @@ impl Filesystem for SipFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.engine.sync_journal() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.engine.sync_journal())
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -39,6 +39,20 @@ pub fn sipfs_bin() -> PathBuf {
     .clone()
 }
 
+/// Fails with a clear message when a tool the test starts is missing.
+pub fn require_tools(tools: &[&str]) {
+    for tool in tools {
+        let found = Command::new("sh")
+            .args([
+                "-c",
+                &format!("command -v {tool} >/dev/null || test -x /usr/sbin/{tool}"),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(found, "{tool} is needed (scripts/setup-debian installs it)");
+    }
+}
+
 /// Runs `sipfs ARGS` to completion.
 pub fn sipfs(args: &[&str]) -> Output {
     let out = Command::new(sipfs_bin())

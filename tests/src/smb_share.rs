@@ -26,17 +26,7 @@ fn free_port() -> u16 {
 
 impl SmbShare {
     pub fn start(dir: &Path) -> SmbShare {
-        for tool in ["smbd", "rclone"] {
-            let found = Command::new("sh")
-                .args([
-                    "-c",
-                    &format!("command -v {tool} >/dev/null || test -x /usr/sbin/{tool}"),
-                ])
-                .status()
-                .unwrap()
-                .success();
-            assert!(found, "{tool} is needed (scripts/setup-debian installs it)");
-        }
+        crate::require_tools(&["smbd", "rclone"]);
         let dir = dir.join("smb");
         let run = dir.join("run");
         let export = dir.join("export");

@@ -112,17 +112,7 @@ impl SshShare {
 
     /// The same, reached over a slow link that delays every chunk by `latency`.
     pub fn start_with_latency(dir: &Path, latency: Option<Duration>) -> SshShare {
-        for tool in ["sshd", "sshfs", "ssh-keygen"] {
-            let found = Command::new("sh")
-                .args([
-                    "-c",
-                    &format!("command -v {tool} >/dev/null || test -x /usr/sbin/{tool}"),
-                ])
-                .status()
-                .unwrap()
-                .success();
-            assert!(found, "{tool} is needed (scripts/setup-debian installs it)");
-        }
+        crate::require_tools(&["sshd", "sshfs", "ssh-keygen"]);
         if Command::new("id")
             .arg(SHARE_USER)
             .output()
