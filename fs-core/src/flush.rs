@@ -701,8 +701,9 @@ impl Engine {
         let mut changed = None;
         if let Some(n) = tree.get_mut(job.ino) {
             if unmoved {
-                if base.is_some() {
-                    n.base = base;
+                if let Some(b) = base {
+                    n.base = Some(b);
+                    n.size = b.size;
                     n.in_share = true;
                 }
                 if n.gen == job.node_gen && live_same {

@@ -40,13 +40,18 @@ impl Engine {
                     s.pending_paths.push(op.shown_path().to_string());
                 }
             }
+            // No stat per cached file: status is read while flushes run (progress bars poll
+            // it). A clean cached file has the size its node records; only files changed since
+            // their last flush are asked, and they were stat'ed above already.
             for n in tree.nodes() {
                 if n.cached && n.kind == EntryKind::File {
                     s.cached_files += 1;
-                    s.cache_bytes += tree
-                        .path_of(n.ino)
-                        .and_then(|p| fs::metadata(self.cache_path(&p)).ok())
-                        .map_or(n.size, |m| m.len());
+                    s.cache_bytes += match (n.content_dirty, tree.path_of(n.ino)) {
+                        (true, Some(p)) => {
+                            fs::metadata(self.cache_path(&p)).map_or(n.size, |m| m.len())
+                        }
+                        _ => n.size,
+                    };
                 }
             }
         }

@@ -39,6 +39,15 @@ pub fn sipfs_bin() -> PathBuf {
     .clone()
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Fails with a clear message when a tool the test starts is missing.
 pub fn require_tools(tools: &[&str]) {
     for tool in tools {

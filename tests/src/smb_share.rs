@@ -16,14 +16,6 @@ pub struct SmbShare {
     rclone: Child,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl SmbShare {
     pub fn start(dir: &Path) -> SmbShare {
         crate::require_tools(&["smbd", "rclone"]);
@@ -35,7 +27,7 @@ impl SmbShare {
             fs::create_dir_all(d).unwrap();
         }
         fs::set_permissions(&export, fs::Permissions::from_mode(0o777)).unwrap();
-        let port = free_port();
+        let port = crate::free_port();
         let conf = dir.join("smb.conf");
         let r = run.display();
         fs::write(

@@ -91,14 +91,6 @@ fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn uid_of(user: &str) -> u32 {
     let out = Command::new("id").args(["-u", user]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
@@ -155,7 +147,7 @@ impl SshShare {
             fs::Permissions::from_mode(0o644),
         )
         .unwrap();
-        let port = free_port();
+        let port = crate::free_port();
         fs::write(
             dir.join("sshd_config"),
             format!(
