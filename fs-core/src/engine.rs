@@ -40,6 +40,9 @@ pub struct EngineOptions {
     /// The share follows Windows rules: names such as `CON` or `a:b` are refused, and two
     /// names that differ only in case are the same file. On for SMB shares.
     pub windows_share: bool,
+    /// Where the cache tree lives when it is not `cache_dir/tree`: in mirror mode it is the
+    /// mirror folder the user works in.
+    pub tree_dir: Option<PathBuf>,
 }
 
 impl EngineOptions {
@@ -51,6 +54,7 @@ impl EngineOptions {
             extra_ignore: Vec::new(),
             retry: RetryPolicy::default(),
             windows_share: cfg!(windows),
+            tree_dir: None,
         }
     }
 }
@@ -123,7 +127,25 @@ pub struct Engine {
     pub(crate) flush_lock: Mutex<()>,
     pub(crate) ignore: RwLock<IgnoreRules>,
     pub(crate) pool: rayon::ThreadPool,
+    /// Set in mirror mode, where people change the cache tree directly.
+    pub(crate) local_changes: std::sync::OnceLock<Arc<dyn LocalChanges>>,
     _cache_lock: File,
+}
+
+/// What a mirror folder knows and the engine does not: whether someone changed the cache tree
+/// behind the engine's back since the engine last recorded it. A refresh never replaces or
+/// removes such a copy, and a fetch never overwrites a file someone put in its place.
+pub trait LocalChanges: Send + Sync {
+    /// True when the cached entry at `path` (node `ino`) is not what the engine last recorded.
+    fn changed(&self, ino: Ino, path: &RelPath) -> bool;
+}
+
+/// Whether a namespace change must still be made in the cache tree, or was made there already
+/// by someone working in the mirror folder and is only being recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheSide {
+    Apply,
+    AlreadyDone,
 }
 
 #[cfg(unix)]
@@ -165,7 +187,10 @@ impl Engine {
     /// share can be reached.
     pub fn open(backing: Arc<dyn Backing>, opts: EngineOptions) -> Result<Engine, FsError> {
         let _span = info_span!("open", cache = %opts.cache_dir.display()).entered();
-        let tree_dir = opts.cache_dir.join("tree");
+        let tree_dir = opts
+            .tree_dir
+            .clone()
+            .unwrap_or_else(|| opts.cache_dir.join("tree"));
         let tmp_dir = opts.cache_dir.join("tmp");
         for d in [&opts.cache_dir, &tree_dir, &tmp_dir] {
             fs::create_dir_all(d).map_err(|e| JournalError::Io {
@@ -241,6 +266,7 @@ impl Engine {
             ignore: RwLock::new(IgnoreRules::defaults()),
             pool,
             opts,
+            local_changes: std::sync::OnceLock::new(),
             _cache_lock: cache_lock,
         };
         engine.reload_ignore_rules();
@@ -261,6 +287,22 @@ impl Engine {
     /// The folder that mirrors the project's layout with every cached file.
     pub fn cache_tree(&self) -> &Path {
         &self.tree_dir
+    }
+
+    /// Installs the mirror folder's change detector (once).
+    pub fn set_local_changes(&self, detector: Arc<dyn LocalChanges>) {
+        let _ = self.local_changes.set(detector);
+    }
+
+    /// True when someone changed the cached copy of `ino`, or of anything below it, directly in
+    /// the cache tree (mirror mode) and the engine has not recorded it yet.
+    pub(crate) fn changed_locally(&self, tree: &Tree, ino: Ino) -> bool {
+        let Some(lc) = self.local_changes.get() else {
+            return false;
+        };
+        std::iter::once(ino)
+            .chain(tree.descendants(ino))
+            .any(|i| tree.path_of(i).is_some_and(|p| lc.changed(i, &p)))
     }
 
     /// Re-reads `.sipfsignore` (from the cache when it is cached, else from the share).
@@ -564,6 +606,12 @@ impl Engine {
             }
             let path = tree.path_of(ino).expect("exists");
             let dest = self.cache_path(&path);
+            if self.local_changes.get().is_some() && fs::symlink_metadata(&dest).is_ok() {
+                // Mirror mode: someone put an entry here before the share's was fetched. Theirs
+                // stays; the next scan records it as a local change.
+                let _ = fs::remove_file(&tmp);
+                return Ok(());
+            }
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(io_err(&path))?;
             }
@@ -639,27 +687,33 @@ impl Engine {
     }
 
     /// Creates a new file (or a symlink when `link` is given) and records it.
-    fn create_entry(
+    pub(crate) fn create_entry(
         &self,
         parent: Ino,
         name: &str,
         mode: u32,
         link: Option<&str>,
+        side: CacheSide,
     ) -> Result<(Attr, Option<FileHandle>), FsError> {
         self.ensure_listed(parent)?;
         let mut tree = self.state.write();
         let path = self.lookup_free(&tree, parent, name)?;
         let _span = info_span!("create", path = %path).entered();
         let cache = self.cache_path(&path);
-        if let Some(dir) = cache.parent() {
-            fs::create_dir_all(dir).map_err(io_err(&path))?;
+        if side == CacheSide::Apply {
+            if let Some(dir) = cache.parent() {
+                fs::create_dir_all(dir).map_err(io_err(&path))?;
+            }
         }
-        let file = match link {
-            Some(target) => {
+        let file = match (side, link) {
+            (CacheSide::AlreadyDone, _) => None,
+            (CacheSide::Apply, Some(target)) => {
                 backing::make_symlink(target, &cache).map_err(io_err(&path))?;
                 None
             }
-            None => Some(create_cache_file(&cache, mode).map_err(io_err(&path))?),
+            (CacheSide::Apply, None) => {
+                Some(create_cache_file(&cache, mode).map_err(io_err(&path))?)
+            }
         };
         let adopted = Self::adopt_removed(&mut tree, &path);
         let ino = tree.alloc_ino();
@@ -698,7 +752,9 @@ impl Engine {
         );
         if let Err(e) = res {
             tree.remove_subtree(ino);
-            let _ = fs::remove_file(&cache);
+            if side == CacheSide::Apply {
+                let _ = fs::remove_file(&cache);
+            }
             return Err(e);
         }
         let attr = self.attr_of(&tree, &node)?;
@@ -721,12 +777,14 @@ impl Engine {
         name: &str,
         mode: u32,
     ) -> Result<(Attr, FileHandle), FsError> {
-        let (attr, fh) = self.create_entry(parent, name, mode, None)?;
+        let (attr, fh) = self.create_entry(parent, name, mode, None, CacheSide::Apply)?;
         Ok((attr, fh.expect("files get a handle")))
     }
 
     pub fn symlink(&self, parent: Ino, name: &str, target: &str) -> Result<Attr, FsError> {
-        Ok(self.create_entry(parent, name, 0o777, Some(target))?.0)
+        Ok(self
+            .create_entry(parent, name, 0o777, Some(target), CacheSide::Apply)?
+            .0)
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<String, FsError> {
@@ -798,7 +856,7 @@ impl Engine {
     }
 
     pub fn unlink(&self, parent: Ino, name: &str) -> Result<(), FsError> {
-        self.remove_entry(parent, name, false)
+        self.remove_entry(parent, name, false, CacheSide::Apply)
     }
 
     pub fn rmdir(&self, parent: Ino, name: &str) -> Result<(), FsError> {
@@ -810,10 +868,16 @@ impl Engine {
                 self.ensure_listed(child)?;
             }
         }
-        self.remove_entry(parent, name, true)
+        self.remove_entry(parent, name, true, CacheSide::Apply)
     }
 
-    fn remove_entry(&self, parent: Ino, name: &str, dir: bool) -> Result<(), FsError> {
+    pub(crate) fn remove_entry(
+        &self,
+        parent: Ino,
+        name: &str,
+        dir: bool,
+        side: CacheSide,
+    ) -> Result<(), FsError> {
         check_name(name)?;
         self.ensure_listed(parent)?;
         let mut tree = self.state.write();
@@ -834,10 +898,10 @@ impl Engine {
             (false, false) => {}
         }
         let cache = self.cache_path(&path);
-        let removed = if dir {
-            fs::remove_dir_all(&cache)
-        } else {
-            fs::remove_file(&cache)
+        let removed = match (side, dir) {
+            (CacheSide::AlreadyDone, _) => Ok(()),
+            (CacheSide::Apply, true) => fs::remove_dir_all(&cache),
+            (CacheSide::Apply, false) => fs::remove_file(&cache),
         };
         match removed {
             Ok(()) => {}
@@ -918,17 +982,22 @@ impl Engine {
         if needs_all {
             self.materialize_subtree(src)?;
         }
-        self.rename_locked(src, parent, name, new_parent, new_name, noreplace)
+        self.rename_locked(
+            src,
+            (parent, name),
+            (new_parent, new_name),
+            noreplace,
+            CacheSide::Apply,
+        )
     }
 
-    fn rename_locked(
+    pub(crate) fn rename_locked(
         &self,
         src: Ino,
-        parent: Ino,
-        name: &str,
-        new_parent: Ino,
-        new_name: &str,
+        (parent, name): (Ino, &str),
+        (new_parent, new_name): (Ino, &str),
         noreplace: bool,
+        side: CacheSide,
     ) -> Result<(), FsError> {
         let mut tree = self.state.write();
         if tree.child(parent, name) != Some(src) {
@@ -1057,23 +1126,8 @@ impl Engine {
         // The cache tree follows the namespace.
         let src_cache = self.cache_path(&from);
         let dst_cache = self.cache_path(&to);
-        if let Some(d) = &dnode {
-            let r = if d.is_dir() {
-                fs::remove_dir_all(&dst_cache)
-            } else {
-                fs::remove_file(&dst_cache)
-            };
-            if let Err(e) = r {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(FsError::cache(&to, e));
-                }
-            }
-        }
-        if fs::symlink_metadata(&src_cache).is_ok() {
-            if let Some(p) = dst_cache.parent() {
-                fs::create_dir_all(p).map_err(io_err(&to))?;
-            }
-            fs::rename(&src_cache, &dst_cache).map_err(io_err(&to))?;
+        if side == CacheSide::Apply {
+            self.move_in_cache(dnode.as_ref(), &src_cache, &dst_cache, &to)?;
         }
 
         if let Some(d) = dst {
@@ -1113,11 +1167,40 @@ impl Engine {
         let put: Vec<&Node> = changed.iter().collect();
         let deleted: Vec<Ino> = dst.into_iter().collect();
         let result = self.record(&mut tree, &put, &deleted, dropped_op, ops);
-        if result.is_err() {
+        if result.is_err() && side == CacheSide::Apply {
             // Keep the cache tree where the journal says it is.
             let _ = fs::rename(&dst_cache, &src_cache);
         }
         result
+    }
+
+    /// Moves an entry in the cache tree for a rename, replacing what `dnode` was there.
+    fn move_in_cache(
+        &self,
+        dnode: Option<&Node>,
+        src_cache: &Path,
+        dst_cache: &Path,
+        to: &RelPath,
+    ) -> Result<(), FsError> {
+        if let Some(d) = dnode {
+            let r = if d.is_dir() {
+                fs::remove_dir_all(dst_cache)
+            } else {
+                fs::remove_file(dst_cache)
+            };
+            if let Err(e) = r {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(FsError::cache(to, e));
+                }
+            }
+        }
+        if fs::symlink_metadata(src_cache).is_ok() {
+            if let Some(p) = dst_cache.parent() {
+                fs::create_dir_all(p).map_err(io_err(to))?;
+            }
+            fs::rename(src_cache, dst_cache).map_err(io_err(to))?;
+        }
+        Ok(())
     }
 
     // ----- files -----

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::backing::EntryKind;
 use crate::error::JournalError;
+use crate::mirror::stamp::{Check, Stamp};
 use crate::pending::{Base, Logged, NsOp};
 use crate::relpath::RelPath;
 use crate::tree::{Ino, Node};
@@ -42,6 +43,17 @@ CREATE TABLE IF NOT EXISTS staged(
     conflict TEXT,
     ino INTEGER NOT NULL,
     ready INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stamp(
+    ino INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime INTEGER NOT NULL,
+    ctime INTEGER NOT NULL,
+    dev INTEGER NOT NULL,
+    fino INTEGER NOT NULL,
+    checked INTEGER NOT NULL,
+    hash INTEGER NOT NULL
 );
 ";
 
@@ -179,6 +191,32 @@ impl Journal {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Mirror mode: what each entry of the mirror folder looked like when last accounted for.
+    pub fn load_stamps(&self) -> Result<Vec<(Ino, Stamp)>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT ino, kind, size, mtime, ctime, dev, fino, checked, hash FROM stamp")?;
+        let rows = st.query_map([], |r| {
+            let check = match r.get::<_, i64>(7)? {
+                0 => Check::Meta,
+                1 => Check::Hash(r.get::<_, i64>(8)? as u64),
+                _ => Check::Always,
+            };
+            Ok((
+                r.get::<_, i64>(0)? as Ino,
+                Stamp {
+                    kind: kind_of(r.get(1)?),
+                    size: r.get::<_, i64>(2)? as u64,
+                    mtime_ns: r.get(3)?,
+                    ctime_ns: r.get(4)?,
+                    file_id: (r.get::<_, i64>(5)? as u64, r.get::<_, i64>(6)? as u64),
+                    check,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn get_meta(&self, key: &str) -> Result<Option<String>, JournalError> {
         Ok(self
             .conn
@@ -263,6 +301,36 @@ pub fn put_staged(c: &Connection, s: &StagedRow) -> Result<(), JournalError> {
 pub fn delete_staged(c: &Connection, temp: &RelPath) -> Result<(), JournalError> {
     c.prepare_cached("DELETE FROM staged WHERE temp = ?1")?
         .execute([temp.as_str()])?;
+    Ok(())
+}
+
+pub fn put_stamp(c: &Connection, ino: Ino, s: &Stamp) -> Result<(), JournalError> {
+    let (checked, hash) = match s.check {
+        Check::Meta => (0, 0),
+        Check::Hash(h) => (1, h),
+        Check::Always => (2, 0),
+    };
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO stamp(ino, kind, size, mtime, ctime, dev, fino, checked, hash)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        ino as i64,
+        kind_code(s.kind),
+        s.size as i64,
+        s.mtime_ns,
+        s.ctime_ns,
+        s.file_id.0 as i64,
+        s.file_id.1 as i64,
+        checked,
+        hash as i64
+    ])?;
+    Ok(())
+}
+
+pub fn delete_stamp(c: &Connection, ino: Ino) -> Result<(), JournalError> {
+    c.prepare_cached("DELETE FROM stamp WHERE ino = ?1")?
+        .execute([ino as i64])?;
     Ok(())
 }
 

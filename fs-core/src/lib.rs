@@ -7,6 +7,7 @@
 //! [`Engine::flush`] writes exactly the pending changes to the share, and
 //! [`Engine::refresh`] pulls in what others changed there. See `docs/ARCHITECTURE.md`.
 
+mod adopt;
 pub mod auto_retry;
 pub mod backing;
 pub mod control;
@@ -16,6 +17,7 @@ pub mod fault;
 mod flush;
 pub mod ignore_rules;
 pub mod journal;
+pub mod mirror;
 pub mod names;
 pub mod pending;
 mod prefetch;
@@ -26,10 +28,12 @@ pub mod retry;
 mod status;
 pub mod tree;
 
+pub use adopt::KnownEntry;
 pub use backing::{Backing, DirBacking, EntryKind, Stat};
 pub use control::{ControlCommand, ControlOutcome};
-pub use engine::{Attr, DirEntry, Engine, EngineOptions, FileHandle, SetAttr};
+pub use engine::{Attr, DirEntry, Engine, EngineOptions, FileHandle, LocalChanges, SetAttr};
 pub use error::{FsError, JournalError, Reason};
+pub use mirror::{Mirror, MirrorError, SyncReport};
 pub use relpath::RelPath;
 pub use report::{ConflictItem, FlushReport, PendingItem, Progress, RefreshReport, Status};
 pub use retry::RetryPolicy;

@@ -105,7 +105,16 @@ impl Engine {
                 let Some(c) = tree.get(cino).cloned() else {
                     continue;
                 };
+                // Changed in the mirror folder since the last scan: the next flush settles it.
+                // Looked at only where the share's version would replace or remove the copy.
+                let replaces = match &st {
+                    None => c.in_share,
+                    Some(st) if st.kind != c.kind => true,
+                    Some(_) if c.is_dir() => false,
+                    Some(st) => !c.base.is_some_and(|b| b.matches(st)),
+                };
                 match st {
+                    _ if replaces && self.changed_locally(&tree, cino) => report.kept_local += 1,
                     None if !c.in_share => {}
                     None if subtree_clean(&tree, cino) => {
                         self.drop_cached(&tree, cino);

@@ -1,0 +1,431 @@
+//! Mirror mode: the project as a plain local folder, for where a virtual drive cannot be
+//! shared with Docker (Docker Desktop on Windows and drives other than C:, WinFsp drives and
+//! WSL2). The folder *is* the engine's cache tree: a first sync fills it, a refresh pulls in
+//! what others changed, and a flush finds what changed in it by comparing every entry with its
+//! [`Stamp`] (see `stamp.rs`), records the changes in the engine (see `scan.rs`), and writes
+//! them with the same atomic, mtime-keeping, conflict-safe flush as a mount.
+//!
+//! The folder holds a `.sipfs/` directory of its own: `mirror.json` (which share and cache it
+//! belongs to), `control` (requests from programs that cannot run sipfs, see `requests.rs`)
+//! and `status`. It is never synced.
+
+pub mod requests;
+mod scan;
+pub mod stamp;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tracing::{info, info_span, warn};
+
+use crate::backing::{self, Backing, EntryKind};
+use crate::engine::{now_ns, Engine, EngineOptions, LocalChanges};
+use crate::error::{FsError, Reason};
+use crate::ignore_rules::CONTROL_DIR;
+use crate::journal;
+use crate::relpath::RelPath;
+use crate::report::{FlushReport, PendingItem, Progress, RefreshReport};
+use crate::tree::Ino;
+
+pub use scan::ScanReport;
+use stamp::Stamp;
+
+/// The file in `.sipfs/` that marks a folder as a mirror and says what it mirrors.
+pub const MARKER_FILE: &str = "mirror.json";
+const JOURNAL_KEY: &str = "mirror_folder";
+
+/// What `.sipfs/mirror.json` holds: enough for `sipfs flush FOLDER` to find the cache when no
+/// sipfs process serves the folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    pub backing: String,
+    pub cache_dir: PathBuf,
+    #[serde(default)]
+    pub windows_share: bool,
+}
+
+impl Marker {
+    pub fn path(folder: &Path) -> PathBuf {
+        folder.join(CONTROL_DIR).join(MARKER_FILE)
+    }
+
+    /// The marker of `folder`, if it is a mirror folder.
+    pub fn read(folder: &Path) -> Option<Marker> {
+        let text = fs::read(Marker::path(folder)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(
+        "{folder} is not empty and is not a sipfs mirror folder; choose a new or empty folder \
+         (sipfs fills it from the share)"
+    )]
+    NotAMirror { folder: PathBuf },
+    #[error(
+        "the mirror folder {folder} is missing, or has lost its .sipfs folder; what was not yet \
+         flushed is still recorded in the cache {cache}. Put the folder back to flush it, or \
+         move the cache aside to start over"
+    )]
+    Gone { folder: PathBuf, cache: PathBuf },
+    #[error(
+        "{folder} is a mirror folder, but the cache {cache} has no record of it (was the cache \
+         deleted?). Nothing was changed: move the folder aside (flush its changes by hand if it \
+         has any) and start again"
+    )]
+    Unrecorded { folder: PathBuf, cache: PathBuf },
+    #[error("{folder} mirrors {recorded}, not {requested}")]
+    OtherBacking {
+        folder: PathBuf,
+        recorded: String,
+        requested: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] FsError),
+}
+
+/// What a sync (first fill or refresh) did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub scan: ScanReport,
+    pub refresh: RefreshReport,
+    /// Files copied from the share into the folder.
+    pub fetched: u64,
+    /// Why some entries could not be fetched yet (the share is offline...).
+    pub errors: Vec<PendingItem>,
+}
+
+/// The stamps of the folder's entries, shared with the engine's refresh (through
+/// [`LocalChanges`]) so that it never replaces a copy someone changed since the last scan.
+struct Stamps {
+    root: PathBuf,
+    map: Mutex<HashMap<Ino, Stamp>>,
+}
+
+impl LocalChanges for Stamps {
+    fn changed(&self, ino: Ino, path: &RelPath) -> bool {
+        let abs = path.to_path(&self.root);
+        let Ok(now) = Stamp::read(&abs) else {
+            return true;
+        };
+        let recorded = self.map.lock().get(&ino).copied();
+        match (recorded, now) {
+            (None, None) => false,
+            (Some(s), Some(n)) => s.differs(&n, &abs),
+            _ => true,
+        }
+    }
+}
+
+pub struct Mirror {
+    engine: Arc<Engine>,
+    root: PathBuf,
+    stamps: Arc<Stamps>,
+    /// One scan, flush or sync at a time: each compares the folder with the stamps.
+    op: Mutex<()>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MirrorError + '_ {
+    move |source| MirrorError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Mirror {
+    /// Opens the mirror `folder` of `backing`, creating it (empty, to be filled by
+    /// [`Mirror::sync`]) if it is new. `opts.cache_dir` holds the journal.
+    pub fn open(
+        backing: Arc<dyn Backing>,
+        mut opts: EngineOptions,
+        folder: &Path,
+    ) -> Result<Mirror, MirrorError> {
+        let _span = info_span!("mirror_open", folder = %folder.display()).entered();
+        let marker = Marker::read(folder);
+        let is_empty = match fs::read_dir(folder) {
+            Ok(mut rd) => rd.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(io(folder)(e)),
+        };
+        if marker.is_none() && !is_empty {
+            return Err(MirrorError::NotAMirror {
+                folder: folder.to_path_buf(),
+            });
+        }
+        if let Some(m) = &marker {
+            if m.backing != opts.backing_id {
+                return Err(MirrorError::OtherBacking {
+                    folder: folder.to_path_buf(),
+                    recorded: m.backing.clone(),
+                    requested: opts.backing_id.clone(),
+                });
+            }
+        }
+        fs::create_dir_all(folder).map_err(io(folder))?;
+        let root = folder.canonicalize().map_err(io(folder))?;
+        let recorded = {
+            // Look before the engine creates anything in the folder.
+            let j = journal::Journal::open(&opts.cache_dir.join("journal.sqlite"));
+            match j {
+                Ok(j) => j.get_meta(JOURNAL_KEY).map_err(FsError::from)?,
+                Err(_) => None,
+            }
+        };
+        match (&recorded, &marker) {
+            (Some(_), None) => {
+                return Err(MirrorError::Gone {
+                    folder: root,
+                    cache: opts.cache_dir.clone(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(MirrorError::Unrecorded {
+                    folder: root,
+                    cache: opts.cache_dir.clone(),
+                })
+            }
+            _ => {}
+        }
+        opts.tree_dir = Some(root.clone());
+        let cache_dir = opts.cache_dir.clone();
+        let windows_share = opts.windows_share;
+        let engine = Arc::new(Engine::open(backing, opts)?);
+        let stored = engine.journal.lock().load_stamps().map_err(FsError::from)?;
+        // Stamps of nodes that are gone (a crash came between the two records) would attach
+        // to a reused inode number: drop them now.
+        let live: std::collections::HashSet<Ino> =
+            engine.known_entries().iter().map(|k| k.ino).collect();
+        let (keep, stale): (Vec<_>, Vec<_>) =
+            stored.into_iter().partition(|(i, _)| live.contains(i));
+        if !stale.is_empty() {
+            engine.persist(|tx| {
+                for (i, _) in &stale {
+                    journal::delete_stamp(tx, *i)?;
+                }
+                Ok(())
+            })?;
+        }
+        let stamps = Arc::new(Stamps {
+            root: root.clone(),
+            map: Mutex::new(keep.into_iter().collect()),
+        });
+        engine.set_local_changes(stamps.clone());
+        if marker.is_none() {
+            let m = Marker {
+                backing: engine.options().backing_id.clone(),
+                cache_dir,
+                windows_share,
+            };
+            write_marker(&root, &m)?;
+            engine
+                .journal
+                .lock()
+                .set_meta(JOURNAL_KEY, &root.display().to_string())
+                .map_err(FsError::from)?;
+            info!("new mirror folder");
+        }
+        Ok(Mirror {
+            engine,
+            root,
+            stamps,
+            op: Mutex::new(()),
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn folder(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder is still there and still this mirror: a scan of a vanished folder would
+    /// take every file for deleted.
+    fn check_folder(&self) -> Result<(), MirrorError> {
+        if Marker::read(&self.root).is_none() {
+            return Err(MirrorError::Gone {
+                folder: self.root.clone(),
+                cache: self.engine.options().cache_dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn apply_stamps(&self, changes: scan::StampChanges) -> Result<(), FsError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.engine.persist(|tx| {
+            for (ino, s) in &changes {
+                match s {
+                    Some(s) => journal::put_stamp(tx, *ino, s)?,
+                    None => journal::delete_stamp(tx, *ino)?,
+                }
+            }
+            Ok(())
+        })?;
+        let mut map = self.stamps.map.lock();
+        for (ino, s) in changes {
+            match s {
+                Some(s) => map.insert(ino, s),
+                None => map.remove(&ino),
+            };
+        }
+        Ok(())
+    }
+
+    fn scan_locked(&self) -> Result<ScanReport, MirrorError> {
+        self.check_folder()?;
+        let recorded = self.stamps.map.lock().clone();
+        let (report, changes) = scan::scan(&self.engine, &self.root, &recorded);
+        self.apply_stamps(changes)?;
+        Ok(report)
+    }
+
+    /// Records what changed in the folder since the last scan, without writing anything to the
+    /// share. `sipfs status` runs this so that it lists every pending change.
+    pub fn scan(&self) -> Result<ScanReport, MirrorError> {
+        let _op = self.op.lock();
+        self.scan_locked()
+    }
+
+    /// Writes every change made in the folder to the share.
+    pub fn flush(&self, label: Option<&str>) -> Result<FlushReport, MirrorError> {
+        self.flush_with_progress(label, &|_| {})
+    }
+
+    pub fn flush_with_progress(
+        &self,
+        label: Option<&str>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<FlushReport, MirrorError> {
+        let _op = self.op.lock();
+        let _span = info_span!("mirror_flush", label = label.unwrap_or("")).entered();
+        let scanned = self.scan_locked()?;
+        let mut report = self.engine.flush_with_progress(label, progress);
+        report.warnings.extend(
+            scanned
+                .skipped
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message)),
+        );
+        Ok(report)
+    }
+
+    /// Pulls in what others changed on the share (and, the first time, fills the folder).
+    /// Entries changed in the folder are recorded first and are never replaced.
+    pub fn sync(&self, progress: &(dyn Fn(Progress) + Sync)) -> Result<SyncReport, MirrorError> {
+        let _op = self.op.lock();
+        let _span = info_span!("mirror_sync").entered();
+        let scan = self.scan_locked()?;
+        let refresh = self.engine.refresh();
+        let mut errors = refresh.errors.clone();
+        // Files the refresh dropped are fetched again below; until then they have no stamp,
+        // so a scan in between can never take them for deleted.
+        let fetched = match self.engine.prefetch(progress) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "could not fetch everything; the folder is incomplete");
+                errors.push(PendingItem::new(
+                    "/",
+                    match &e {
+                        FsError::Share { reason, .. } => *reason,
+                        _ => Reason::Other,
+                    },
+                    format!("could not fetch every file yet: {e}"),
+                ));
+                0
+            }
+        };
+        self.settle_after_sync()?;
+        Ok(SyncReport {
+            scan,
+            refresh,
+            fetched,
+            errors,
+        })
+    }
+
+    /// After a refresh and fetch: folders get the share's times, and every entry the engine
+    /// wrote into the folder gets a stamp.
+    fn settle_after_sync(&self) -> Result<(), MirrorError> {
+        let now = now_ns();
+        let known = self.engine.known_entries();
+        let mut changes: scan::StampChanges = Vec::new();
+        {
+            let map = self.stamps.map.lock();
+            for k in known.iter().rev() {
+                let abs = k.path.to_path(&self.root);
+                if !k.present {
+                    if map.contains_key(&k.ino) {
+                        changes.push((k.ino, None));
+                    }
+                    continue;
+                }
+                let Ok(Some(mut now_st)) = Stamp::read(&abs) else {
+                    continue;
+                };
+                if k.kind == EntryKind::Dir && !k.meta_dirty && now_st.mtime_ns != k.mtime_ns {
+                    let ft = backing::filetime_from_ns(k.mtime_ns);
+                    if filetime::set_symlink_file_times(&abs, ft, ft).is_ok() {
+                        now_st = Stamp::read(&abs).ok().flatten().unwrap_or(now_st);
+                    }
+                }
+                let stale = match map.get(&k.ino) {
+                    None => true,
+                    // A file the refresh replaced: its content is the share's version now.
+                    Some(s) => {
+                        k.kind != EntryKind::File
+                            || (!s.same_metadata(&now_st)
+                                && k.base.is_some_and(|b| {
+                                    b.size == now_st.size && b.mtime_ns == now_st.mtime_ns
+                                })
+                                && !self.is_dirty(k.ino))
+                    }
+                };
+                if stale {
+                    changes.push((k.ino, Some(now_st.settle(&abs, now))));
+                }
+            }
+        }
+        self.apply_stamps(changes)?;
+        Ok(())
+    }
+
+    fn is_dirty(&self, ino: Ino) -> bool {
+        self.engine
+            .state
+            .read()
+            .get(ino)
+            .is_some_and(|n| n.content_dirty)
+    }
+
+    /// Everything the engine reports, after recording what changed in the folder.
+    pub fn status(&self) -> Result<crate::report::Status, MirrorError> {
+        self.scan()?;
+        Ok(self.engine.status())
+    }
+}
+
+fn write_marker(root: &Path, m: &Marker) -> Result<(), MirrorError> {
+    let dir = root.join(CONTROL_DIR);
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let path = dir.join(MARKER_FILE);
+    let tmp = dir.join(format!("{MARKER_FILE}.tmp"));
+    fs::write(&tmp, serde_json::to_vec_pretty(m).expect("serializes")).map_err(io(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    requests::prepare(root).map_err(io(&dir))?;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Requests to the process serving a mirror folder from programs that cannot run sipfs (a
+//! step in a container): the same `.sipfs/control` file as in a mount, and the same commands
+//! (`flush [LABEL]`, `refresh`).
+//!
+//! A mount answers a write when the command is done. A plain folder cannot, so here the file
+//! is the request queue of one: the serving process looks at it a few times a second, runs
+//! the command, writes the outcome to `.sipfs/result` (one line: `ok`, `pending` or `error`,
+//! then the command and a summary) and `.sipfs/status` (JSON, as in a mount), and then empties
+//! `control`. A requester waits until `control` is empty again:
+//!
+//! ```sh
+//! echo "flush step-3" > /data/.sipfs/control
+//! while [ -s /data/.sipfs/control ]; do sleep 0.2; done   # returns at once on a mount
+//! cat /data/.sipfs/result
+//! ```
+//!
+//! Polling, not file-change notification: notifications do not cross Docker Desktop's file
+//! sharing reliably, and a stat a few times a second costs nothing. One request at a time: a
+//! second request written while the first runs is taken after it, but one written in the
+//! instant between the reply and the emptying is lost, so requesters wait for the reply.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use super::Mirror;
+use crate::control::{ControlCommand, CONTROL_FILE, STATUS_FILE};
+use crate::ignore_rules::CONTROL_DIR;
+
+/// The reply to the last request, one line.
+pub const RESULT_FILE: &str = "result";
+
+/// How often the control file is looked at.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A request without its final newline is taken once it has not changed for this long (a
+/// writer may still be writing it).
+const PARTIAL_GRACE: Duration = Duration::from_secs(1);
+
+fn control_dir(root: &Path) -> PathBuf {
+    root.join(CONTROL_DIR)
+}
+
+/// Creates the control files of a mirror folder (an empty `control`, writable by every user:
+/// a step in a container may run as anyone).
+pub fn prepare(root: &Path) -> io::Result<()> {
+    let dir = control_dir(root);
+    fs::create_dir_all(&dir)?;
+    let control = dir.join(CONTROL_FILE);
+    if !control.exists() {
+        fs::write(&control, b"")?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&control, fs::Permissions::from_mode(0o666))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
+    }
+    Ok(())
+}
+
+/// Progress of the flush a request runs, shown in `.sipfs/status`.
+#[derive(Debug, Default)]
+pub struct FlushProgress {
+    pub running: AtomicBool,
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// Writes `.sipfs/status`: the engine's status and who serves the folder, as a mount's
+/// `.sipfs/status` reads.
+pub fn write_status(mirror: &Mirror, progress: Option<&FlushProgress>) -> io::Result<()> {
+    let mut v = serde_json::to_value(mirror.engine().status()).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("pid".into(), std::process::id().into());
+        o.insert("mode".into(), "mirror".into());
+        o.insert(
+            "folder".into(),
+            mirror.folder().display().to_string().into(),
+        );
+        if let Some(p) = progress.filter(|p| p.running.load(Ordering::Relaxed)) {
+            o.insert(
+                "flush_progress".into(),
+                serde_json::json!({
+                    "done": p.done.load(Ordering::Relaxed),
+                    "total": p.total.load(Ordering::Relaxed),
+                    "bytes": p.bytes.load(Ordering::Relaxed),
+                }),
+            );
+        }
+    }
+    let mut text = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    text.push(b'\n');
+    replace_file(&control_dir(mirror.folder()).join(STATUS_FILE), &text)
+}
+
+/// Writes a file whole, so a reader never sees half of it.
+fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data)?;
+    fs::rename(&tmp, path)
+}
+
+/// Runs one request if one is waiting. Returns what was done, for logs and tests.
+pub fn poll_once(mirror: &Mirror, progress: &FlushProgress) -> Option<String> {
+    let path = control_dir(mirror.folder()).join(CONTROL_FILE);
+    let data = match fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let _ = prepare(mirror.folder());
+            return None;
+        }
+        Err(e) => {
+            warn!(error = %e, "could not read the control file");
+            return None;
+        }
+    };
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    if !data.ends_with(b"\n") {
+        let age = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        if age.is_none_or(|a| a < PARTIAL_GRACE) {
+            return None;
+        }
+    }
+    let line = String::from_utf8_lossy(&data).trim().to_owned();
+    info!(request = %line, "mirror request");
+    let result = match ControlCommand::parse(&data) {
+        Ok(ControlCommand::Flush { label }) => {
+            progress.running.store(true, Ordering::Relaxed);
+            progress.done.store(0, Ordering::Relaxed);
+            progress.bytes.store(0, Ordering::Relaxed);
+            let r = mirror.flush_with_progress(label.as_deref(), &|p| {
+                progress.done.store(p.done, Ordering::Relaxed);
+                progress.total.store(p.total, Ordering::Relaxed);
+                progress.bytes.fetch_add(p.bytes, Ordering::Relaxed);
+            });
+            progress.running.store(false, Ordering::Relaxed);
+            match r {
+                Ok(r) if r.pending.is_empty() && r.conflicts.is_empty() => {
+                    format!("ok {line}: {}", r.summary())
+                }
+                Ok(r) if r.pending.is_empty() => format!("conflict {line}: {}", r.summary()),
+                Ok(r) => format!("pending {line}: {}", r.summary()),
+                Err(e) => format!("error {line}: {e}"),
+            }
+        }
+        Ok(ControlCommand::Refresh) => match mirror.sync(&|_| {}) {
+            Ok(r) if r.errors.is_empty() => format!(
+                "ok {line}: {} added, {} changed, {} removed, {} fetched",
+                r.refresh.added, r.refresh.changed, r.refresh.removed, r.fetched
+            ),
+            Ok(r) => format!("pending {line}: {} folder(s) not reached", r.errors.len()),
+            Err(e) => format!("error {line}: {e}"),
+        },
+        Err(e) => format!("error {e}"),
+    };
+    let dir = control_dir(mirror.folder());
+    if let Err(e) = write_status(mirror, None) {
+        warn!(error = %e, "could not write the status file");
+    }
+    if let Err(e) = replace_file(&dir.join(RESULT_FILE), format!("{result}\n").as_bytes()) {
+        warn!(error = %e, "could not write the result file");
+    }
+    // The reply: `control` empties, unless a new request replaced this one meanwhile.
+    if fs::read(&path).is_ok_and(|now| now == data) {
+        if let Err(e) = OpenOptions::new().write(true).truncate(true).open(&path) {
+            warn!(error = %e, "could not empty the control file");
+        }
+    }
+    Some(result)
+}
+
+/// Serves requests until `stop` is set.
+pub fn serve(mirror: &Mirror, stop: &AtomicBool, progress: &FlushProgress) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(POLL_INTERVAL);
+        poll_once(mirror, progress);
+    }
+}
