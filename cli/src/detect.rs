@@ -156,7 +156,8 @@ pub fn detect(path: &Path) -> Result<Detection> {
     let (fs_type, source) = mount_of(&canon)?;
     let network = is_network_fs(&fs_type);
     let windows_share = is_windows_share_fs(&fs_type) || fs_type == "smb";
-    let fuse_ok = cfg!(windows) || Path::new("/dev/fuse").exists() || cfg!(target_os = "macos");
+    // Windows: the WinFsp drive is not there yet, so the mirror folder is what works.
+    let fuse_ok = (cfg!(unix) && Path::new("/dev/fuse").exists()) || cfg!(target_os = "macos");
     let (recommended, explanation) = match (network, fuse_ok) {
         (false, _) => (Mode::None, "a local folder: programs can use it as it is".to_owned()),
         (true, true) => (

@@ -8,15 +8,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use fs_core::mirror::Marker;
 
 mod client;
 mod detect;
 mod exit;
+mod mirror_cmd;
 #[cfg(unix)]
 mod mount_cmd;
 mod output;
 mod paths;
-#[cfg(unix)]
 mod run_cmd;
 
 /// Exit codes, documented in `sipfs --help` and docs/USER_GUIDE.md.
@@ -95,16 +96,33 @@ Network file systems: SMB/CIFS, NFS, sshfs, rclone and other network or FUSE fil
     #[command(after_help = "Examples:
   sipfs run /mnt/share/proj -- python run.py
   sipfs run /mnt/share/proj --at ~/proj -- docker compose up
+  sipfs run Z:\\proj --mode mirror --at C:\\temp\\sip_workflow\\proj -- python run.py
 
 The command gets SMART_SYNC_ENABLED (true/false), NETWORK_PROJECT_PATH (the share),
 LOCAL_PROJECT_PATH and PROJECT_PATH (where to work). For a network project sipfs refreshes,
-mounts, runs the command, then flushes and unmounts. For a local project the command runs
+mounts (or fills and serves the mirror folder), runs the command, then flushes and unmounts. For a local project the command runs
 untouched (SMART_SYNC_ENABLED=false, PROJECT_PATH=the project). Signals go to the command.
 
 Exit code: the command's, or 3 / 4 if the final flush left changes pending or kept conflicting
 versions (sipfs says so).")]
     Run(RunArgs),
-    /// Flush, then unmount
+    /// Keep a plain local folder in sync with a share-backed project (mirror mode)
+    #[command(after_help = "Examples:
+  sipfs mirror /mnt/share/proj ~/proj-mirror
+  sipfs mirror Z:\\proj C:\\temp\\sip_workflow\\proj
+
+For where a mounted drive cannot be used (Docker Desktop on Windows with drives other than C:,
+WSL2). The folder is filled from the share first, then served until Ctrl-C: programs work in it
+directly; `sipfs flush FOLDER`, `sipfs refresh FOLDER`, or a request written to
+FOLDER/.sipfs/control (from a container) writes changes back or pulls others' in. Changes are
+found by comparing each entry with what was last synced (size, mtime, file id), so files
+written by containers or with skewed clocks are never missed. Stopping flushes once more;
+what cannot be written stays pending, and `sipfs flush FOLDER` writes it later, with or without
+a running `sipfs mirror`.
+
+Exit codes: as for `sipfs flush` (3: changes remain pending, 4: conflicts kept).")]
+    Mirror(MirrorArgs),
+    /// Flush, then unmount (or stop serving a mirror folder)
     #[command(after_help = "Example:
   sipfs unmount ~/proj
 
@@ -153,8 +171,32 @@ struct MountArgs {
 }
 
 #[derive(Args)]
+struct MirrorArgs {
+    /// The project folder on the share (e.g. /mnt/share/proj, Z:\proj)
+    backing: PathBuf,
+    /// The local folder to keep in sync: new or empty the first time
+    folder: PathBuf,
+    /// Local folder for the journal (default: per-user cache dir, one per share and folder)
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Extra paths never written back, in gitignore syntax (repeatable)
+    #[arg(long = "ignore", value_name = "RULE")]
+    ignore: Vec<String>,
+    /// Share operations in flight at once during a flush or refresh
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    /// Apply Windows share rules (on by itself for SMB/CIFS shares)
+    #[arg(long)]
+    windows_share: bool,
+    /// Seconds before changes left pending for a passing reason are retried in the
+    /// background; the delay doubles up to 5 minutes. 0: never
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    retry_after: u64,
+}
+
+#[derive(Args)]
 struct FlushArgs {
-    /// The mount point
+    /// The mount point or mirror folder
     mountpoint: PathBuf,
     /// A label for the report, such as the workflow step
     #[arg(long, value_name = "LABEL")]
@@ -166,7 +208,7 @@ struct FlushArgs {
 
 #[derive(Args)]
 struct ReportArgs {
-    /// The mount point
+    /// The mount point or mirror folder
     mountpoint: PathBuf,
     /// Print JSON
     #[arg(long)]
@@ -197,7 +239,9 @@ struct RunArgs {
     /// How to present it (default: what `sipfs detect` recommends)
     #[arg(long, value_enum)]
     mode: Option<RunMode>,
-    /// Where the local project appears (default: a new folder under the temp dir)
+    /// Where the local project appears. Mount mode: an empty folder (default: a new one under
+    /// the temp dir). Mirror mode: the mirror folder (default: TEMP/sip_workflow/NAME-HASH,
+    /// kept between runs so the next run only pulls in what changed)
     #[arg(long, value_name = "PATH")]
     at: Option<PathBuf>,
     /// Local folder for the cache (default: per-user cache dir, one per share path)
@@ -213,7 +257,7 @@ struct RunArgs {
 
 #[derive(Args)]
 struct UnmountArgs {
-    /// The mount point
+    /// The mount point or mirror folder
     mountpoint: PathBuf,
 }
 
@@ -261,27 +305,43 @@ fn main() -> ExitCode {
         Command::Mount(_) => Err(anyhow::anyhow!(
             "mounting on this platform comes with the Windows drive (WinFsp) support"
         )),
+        Command::Mirror(a) => {
+            init_logging("info");
+            mirror_cmd::run(a)
+        }
+        // A mirror folder is a plain folder with a marker; anything else is taken for a mount.
         Command::Flush(a) => {
             init_logging("warn");
-            client::flush(&a.mountpoint, a.step.as_deref(), a.json)
+            match Marker::read(&a.mountpoint) {
+                Some(m) => mirror_cmd::flush(&a.mountpoint, m, a.step.as_deref(), a.json),
+                None => client::flush(&a.mountpoint, a.step.as_deref(), a.json),
+            }
         }
         Command::Refresh(a) => {
             init_logging("warn");
-            client::refresh(&a.mountpoint, a.json)
+            match Marker::read(&a.mountpoint) {
+                Some(m) => mirror_cmd::refresh(&a.mountpoint, m, a.json),
+                None => client::refresh(&a.mountpoint, a.json),
+            }
         }
         Command::Status(a) => {
             init_logging("warn");
-            client::status(&a.mountpoint, a.json)
+            match Marker::read(&a.mountpoint) {
+                Some(m) => mirror_cmd::status(&a.mountpoint, m, a.json),
+                None => client::status(&a.mountpoint, a.json),
+            }
         }
         Command::Unmount(a) => {
             init_logging("warn");
-            client::unmount(&a.mountpoint)
+            match Marker::read(&a.mountpoint) {
+                Some(m) => mirror_cmd::stop(&a.mountpoint, m),
+                None => client::unmount(&a.mountpoint),
+            }
         }
         Command::Detect(a) => {
             init_logging("warn");
             detect_cmd(&a)
         }
-        #[cfg(unix)]
         Command::Run(a) => {
             init_logging("warn");
             return match run_cmd::run(a) {
@@ -292,10 +352,6 @@ fn main() -> ExitCode {
                 }
             };
         }
-        #[cfg(not(unix))]
-        Command::Run(_) => Err(anyhow::anyhow!(
-            "running through a drive on this platform comes with the Windows drive (WinFsp) support"
-        )),
     };
     match result {
         Ok(code) => code.into(),

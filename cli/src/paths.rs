@@ -36,6 +36,32 @@ pub fn default_cache_dir(backing: &Path) -> PathBuf {
     base.join(format!("{name}-{:016x}", stable_hash(key.as_bytes())))
 }
 
+/// The cache of a mirror folder: one per share path and folder, beside the mount caches.
+pub fn default_mirror_cache_dir(backing: &Path, folder: &Path) -> PathBuf {
+    let mount = default_cache_dir(backing);
+    let key = folder.to_string_lossy();
+    let name = mount
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    mount.with_file_name(format!(
+        "{name}-mirror-{:08x}",
+        stable_hash(key.as_bytes()) as u32
+    ))
+}
+
+/// Where `sipfs run --mode mirror` puts the project when not told: a stable folder per share
+/// path (the original Smart Sync design's staging folder, `%TEMP%\sip_workflow\NAME`), so
+/// the next run finds it filled.
+pub fn default_mirror_folder(backing: &Path) -> PathBuf {
+    let cache = default_cache_dir(backing);
+    let name = cache
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "project".into());
+    std::env::temp_dir().join("sip_workflow").join(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

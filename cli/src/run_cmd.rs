@@ -1,19 +1,17 @@
 //! `sipfs run BACKING -- COMMAND...`: the launcher's one call. For a project on a network share
-//! it mounts the project through the cache, runs COMMAND with the Smart Sync variables set,
-//! flushes and unmounts when COMMAND ends; for a local project it runs COMMAND untouched.
+//! it mounts (or mirrors) the project through the cache, runs COMMAND with the Smart Sync
+//! variables set, flushes and unmounts when COMMAND ends; for a local project it runs COMMAND
+//! untouched.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use fs_core::{DirBacking, Engine, EngineOptions};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use anyhow::{Context, Result};
 
 use crate::detect::{detect, Mode};
-use crate::paths::default_cache_dir;
+use crate::mirror_cmd;
+use crate::paths::default_mirror_folder;
 use crate::{output, Exit, RunArgs};
 
 /// Runs the command with the variables the workflow manager's launcher defines.
@@ -27,7 +25,15 @@ fn run_command(cmd: &[String], enabled: bool, network: &Path, local: &Path) -> R
         .env("PROJECT_PATH", local)
         .spawn()
         .with_context(|| format!("starting {prog}"))?;
-    // Ctrl-C and stop requests go to the command; sipfs flushes once it has ended.
+    wait_forwarding_signals(&mut child)
+}
+
+/// Ctrl-C and stop requests go to the command; sipfs flushes once it has ended.
+#[cfg(unix)]
+fn wait_forwarding_signals(child: &mut std::process::Child) -> Result<i32> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::iterator::Signals;
+    use std::os::unix::process::ExitStatusExt;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let handle = signals.handle();
     let pid = child.id() as i32;
@@ -40,10 +46,16 @@ fn run_command(cmd: &[String], enabled: bool, network: &Path, local: &Path) -> R
     let status = child.wait()?;
     handle.close();
     let _ = forwarder.join();
-    use std::os::unix::process::ExitStatusExt;
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The console's Ctrl-C reaches the command by itself; sipfs only must outlive it to flush.
+#[cfg(not(unix))]
+fn wait_forwarding_signals(child: &mut std::process::Child) -> Result<i32> {
+    let _ = ctrlc::set_handler(|| {});
+    Ok(child.wait()?.code().unwrap_or(1))
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
@@ -55,15 +67,71 @@ pub fn run(args: RunArgs) -> Result<i32> {
             let code = run_command(&args.command, false, &args.backing, &args.backing)?;
             Ok(code)
         }
-        Mode::Mirror => bail!(
-            "mirror mode is not available yet; use --mode mount (FUSE) for {}",
-            args.backing.display()
-        ),
+        Mode::Mirror => run_mirrored(&args, det.windows_share),
+        #[cfg(unix)]
         Mode::Mount => run_mounted(&args, det.windows_share),
+        #[cfg(not(unix))]
+        Mode::Mount => anyhow::bail!(
+            "the mounted drive on Windows comes with WinFsp support; use --mode mirror"
+        ),
     }
 }
 
+fn run_mirrored(args: &RunArgs, windows_share: bool) -> Result<i32> {
+    let folder = args
+        .at
+        .clone()
+        .unwrap_or_else(|| default_mirror_folder(&args.backing));
+    let setup = mirror_cmd::Setup {
+        backing: args.backing.clone(),
+        folder: folder.clone(),
+        cache: args.cache.clone(),
+        ignore: Vec::new(),
+        windows_share,
+        parallel: 8,
+    };
+    let mirror = Arc::new(mirror_cmd::open(&setup)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another sipfs process already serves the mirror folder {}",
+            folder.display()
+        )
+    })?);
+    // Before the command: fill the folder, or pull in what others changed since last time.
+    mirror_cmd::sync(&mirror)?;
+    let server = mirror_cmd::Server::start(mirror.clone(), 10);
+    eprintln!(
+        "sipfs: {} mirrored in {}",
+        args.backing.display(),
+        mirror.folder().display()
+    );
+    let code = run_command(&args.command, true, &args.backing, mirror.folder());
+    server.stop();
+    let last = mirror_cmd::flush_now(&mirror, Some("final"))?;
+    finish(code?, &last, &mirror.engine().options().cache_dir)
+}
+
+/// The exit code: the command's, unless the final flush left something to say.
+fn finish(code: i32, last: &fs_core::FlushReport, cache: &Path) -> Result<i32> {
+    eprint_report(last);
+    Ok(match Exit::of_flush(last) {
+        Exit::Ok => code,
+        Exit::Pending => {
+            eprintln!("sipfs: the command exited with {code}, but changes stay pending in {}: run `sipfs flush` on the project later", cache.display());
+            Exit::Pending as i32
+        }
+        other => {
+            eprintln!("sipfs: the command exited with {code}; conflicting versions were kept on the share");
+            other as i32
+        }
+    })
+}
+
+#[cfg(unix)]
 fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
+    use crate::paths::default_cache_dir;
+    use fs_core::{DirBacking, Engine, EngineOptions};
+    use std::time::Duration;
+
     let backing = args.backing.canonicalize()?;
     let (at, made_at) = match &args.at {
         Some(p) => (p.clone(), false),
@@ -116,19 +184,7 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
     if made_at {
         let _ = std::fs::remove_dir(&at);
     }
-    let code = code?;
-    eprint_report(&last);
-    Ok(match Exit::of_flush(&last) {
-        Exit::Ok => code,
-        Exit::Pending => {
-            eprintln!("sipfs: the command exited with {code}, but changes stay pending in {}: run `sipfs mount` and `sipfs flush` later", cache.display());
-            Exit::Pending as i32
-        }
-        other => {
-            eprintln!("sipfs: the command exited with {code}; conflicting versions were kept on the share");
-            other as i32
-        }
-    })
+    finish(code?, &last, &cache)
 }
 
 fn eprint_report(r: &fs_core::FlushReport) {

@@ -1,0 +1,395 @@
+//! Mirror mode from the command line: `sipfs mirror` (fill a plain folder from the share and
+//! serve requests until stopped), and `flush` / `refresh` / `status` / `unmount` on a mirror
+//! folder. Works the same on every platform: it is the Windows fallback where a drive cannot
+//! be shared with Docker.
+
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use fs_core::ignore_rules::CONTROL_DIR;
+use fs_core::mirror::requests::{self, FlushProgress};
+use fs_core::mirror::Marker;
+use fs_core::{
+    DirBacking, EngineOptions, FlushReport, FsError, JournalError, Mirror, MirrorError,
+    RefreshReport, Status,
+};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::paths::default_mirror_cache_dir;
+use crate::{output, Exit, MirrorArgs};
+
+/// How a mirror is set up, from `sipfs mirror`, `sipfs run --mode mirror` or a marker.
+pub struct Setup {
+    pub backing: PathBuf,
+    pub folder: PathBuf,
+    pub cache: Option<PathBuf>,
+    pub ignore: Vec<String>,
+    pub windows_share: bool,
+    pub parallel: usize,
+}
+
+/// Opens the mirror. `Ok(None)`: another sipfs process serves it (ask that one).
+pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
+    let backing = fs::metadata(&setup.backing)
+        .with_context(|| {
+            format!(
+                "the share folder {} cannot be reached (is the share mounted?)",
+                setup.backing.display()
+            )
+        })
+        .and_then(|md| {
+            if md.is_dir() {
+                Ok(setup.backing.canonicalize()?)
+            } else {
+                bail!(
+                    "the share folder {} is not a directory",
+                    setup.backing.display()
+                )
+            }
+        })?;
+    let folder = absolute(&setup.folder)?;
+    let cache = setup
+        .cache
+        .clone()
+        .unwrap_or_else(|| default_mirror_cache_dir(&backing, &folder));
+    let mut opts = EngineOptions::new(&cache, backing.display().to_string());
+    opts.extra_ignore = setup.ignore.clone();
+    opts.windows_share = setup.windows_share;
+    opts.parallelism = setup.parallel.max(1);
+    match Mirror::open(Arc::new(DirBacking::new(&backing)), opts, &folder) {
+        Ok(m) => Ok(Some(m)),
+        Err(MirrorError::Engine(FsError::Journal(JournalError::InUse(_)))) => Ok(None),
+        Err(e) => Err(anyhow!(e)),
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+fn progress_bar(what: &'static str) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{what} {{bar:30}} {{pos}}/{{len}} files {{elapsed}}"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    })
+}
+
+/// Brings the folder up to date with the share (the first time: fills it).
+pub fn sync(mirror: &Mirror) -> Result<fs_core::SyncReport> {
+    let bar = progress_bar("copying from the share");
+    let r = mirror.sync(&|p| {
+        if let Some(b) = &bar {
+            b.set_length(p.total);
+            b.set_position(p.done);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    for e in &r.errors {
+        eprintln!(
+            "sipfs: warning: {}: {} — working from what the folder has",
+            e.path, e.message
+        );
+    }
+    let _ = requests::write_status(mirror, None);
+    Ok(r)
+}
+
+/// Serves requests from the control file until `stop` is set, keeping `.sipfs/status`
+/// current while a flush runs (progress bars of `sipfs flush FOLDER` read it).
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    _retries: Option<fs_core::auto_retry::AutoRetryHandle>,
+}
+
+impl Server {
+    pub fn start(mirror: Arc<Mirror>, retry_after: u64) -> Server {
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(FlushProgress::default());
+        let mut threads = Vec::new();
+        {
+            let (m, s, p) = (mirror.clone(), stop.clone(), progress.clone());
+            threads.push(std::thread::spawn(move || requests::serve(&m, &s, &p)));
+        }
+        {
+            let (m, s, p) = (mirror.clone(), stop.clone(), progress);
+            threads.push(std::thread::spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    if p.running.load(Ordering::Relaxed) {
+                        let _ = requests::write_status(&m, Some(&p));
+                    }
+                }
+            }));
+        }
+        let retries = (retry_after > 0).then(|| {
+            fs_core::auto_retry::AutoRetry {
+                first_delay: Duration::from_secs(retry_after),
+                max_delay: Duration::from_secs(300).max(Duration::from_secs(retry_after)),
+            }
+            .spawn(mirror.engine().clone())
+        });
+        Server {
+            stop,
+            threads,
+            _retries: retries,
+        }
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The last flush, with a progress bar when a person watches.
+pub fn flush_now(mirror: &Mirror, label: Option<&str>) -> Result<FlushReport> {
+    let bar = progress_bar("flushing");
+    let r = mirror.flush_with_progress(label, &|p| {
+        if let Some(b) = &bar {
+            b.set_length(p.total);
+            b.set_position(p.done);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let _ = requests::write_status(mirror, None);
+    Ok(r?)
+}
+
+/// `sipfs mirror BACKING FOLDER`.
+pub fn run(args: MirrorArgs) -> Result<Exit> {
+    let setup = Setup {
+        backing: args.backing.clone(),
+        folder: args.folder.clone(),
+        cache: args.cache.clone(),
+        ignore: args.ignore.clone(),
+        windows_share: args.windows_share
+            || crate::detect::detect(&args.backing).is_ok_and(|d| d.windows_share),
+        parallel: args.parallel,
+    };
+    let Some(mirror) = open(&setup)? else {
+        bail!(
+            "another sipfs process already serves the mirror folder {}",
+            args.folder.display()
+        );
+    };
+    let mirror = Arc::new(mirror);
+    sync(&mirror)?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    {
+        let s = stopping.clone();
+        ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
+            .context("installing the stop handler")?;
+    }
+    let server = Server::start(mirror.clone(), args.retry_after);
+    eprintln!(
+        "sipfs: {} mirrored in {} (Ctrl-C to flush and stop)",
+        args.backing.display(),
+        mirror.folder().display()
+    );
+    while !stopping.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    info!("stopping: a last flush");
+    server.stop();
+    let r = flush_now(&mirror, Some("stop"))?;
+    output::print_flush(&r);
+    Ok(Exit::of_flush(&r))
+}
+
+/// What `.sipfs/status` of a served mirror holds.
+#[derive(Deserialize)]
+struct ServedStatus {
+    #[serde(flatten)]
+    status: Status,
+    pid: u32,
+}
+
+fn setup_of(folder: &Path, marker: Marker) -> Setup {
+    Setup {
+        backing: PathBuf::from(marker.backing),
+        folder: folder.to_path_buf(),
+        cache: Some(marker.cache_dir),
+        ignore: Vec::new(),
+        windows_share: marker.windows_share,
+        parallel: 8,
+    }
+}
+
+fn read_served(folder: &Path) -> Result<ServedStatus> {
+    let path = folder.join(CONTROL_DIR).join(fs_core::control::STATUS_FILE);
+    let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Asks the process serving `folder` to run `command`, and waits for its answer.
+fn request(folder: &Path, command: &str) -> Result<String> {
+    let dir = folder.join(CONTROL_DIR);
+    let control = dir.join(fs_core::control::CONTROL_FILE);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // One request at a time: wait for an earlier one to be answered.
+    while fs::metadata(&control).is_ok_and(|m| m.len() > 0) {
+        if Instant::now() > deadline {
+            bail!(
+                "the sipfs process serving {} has not taken the request waiting in {} for 10 s",
+                folder.display(),
+                control.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fs::write(&control, command).with_context(|| format!("writing {}", control.display()))?;
+    let bar = progress_bar("flushing");
+    let start = Instant::now();
+    while fs::metadata(&control).is_ok_and(|m| m.len() > 0) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let (Some(b), Ok(s)) = (&bar, fs::read(dir.join(fs_core::control::STATUS_FILE))) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&s) {
+                if let Some(p) = v.get("flush_progress") {
+                    b.set_length(p["total"].as_u64().unwrap_or(0));
+                    b.set_position(p["done"].as_u64().unwrap_or(0));
+                }
+            }
+        }
+        if start.elapsed() > Duration::from_secs(30) && !server_alive(folder) {
+            bail!(
+                "the sipfs process serving {} is gone; run the command again to do it here",
+                folder.display()
+            );
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(fs::read_to_string(dir.join(requests::RESULT_FILE)).unwrap_or_default())
+}
+
+/// Whether a process still holds the mirror's cache (tells a crashed server from a slow one).
+fn server_alive(folder: &Path) -> bool {
+    let Some(marker) = Marker::read(folder) else {
+        return false;
+    };
+    fs::OpenOptions::new()
+        .write(true)
+        .open(marker.cache_dir.join("lock"))
+        .is_ok_and(|f| f.try_lock().is_err())
+}
+
+pub fn flush(folder: &Path, marker: Marker, label: Option<&str>, json: bool) -> Result<Exit> {
+    let report = match open(&setup_of(folder, marker))? {
+        Some(m) => flush_now(&m, label)?,
+        None => {
+            let command = match label {
+                Some(l) if l.contains('\n') => bail!("a step label must be one line"),
+                Some(l) => format!("flush {l}\n"),
+                None => "flush\n".to_owned(),
+            };
+            let answer = request(folder, &command)?;
+            if answer.starts_with("error") {
+                bail!("{}", answer.trim());
+            }
+            read_served(folder)?
+                .status
+                .last_flush
+                .ok_or_else(|| anyhow!("the mirror reported no flush"))?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        output::print_flush(&report);
+    }
+    Ok(Exit::of_flush(&report))
+}
+
+pub fn refresh(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
+    let report: RefreshReport = match open(&setup_of(folder, marker))? {
+        Some(m) => sync(&m)?.refresh,
+        None => {
+            let answer = request(folder, "refresh\n")?;
+            if answer.starts_with("error") {
+                bail!("{}", answer.trim());
+            }
+            read_served(folder)?
+                .status
+                .last_refresh
+                .ok_or_else(|| anyhow!("the mirror reported no refresh"))?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        output::print_refresh(&report);
+    }
+    Ok(if report.errors.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Error
+    })
+}
+
+pub fn status(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
+    let status = match open(&setup_of(folder, marker))? {
+        Some(m) => {
+            let s = m.status()?;
+            let _ = requests::write_status(&m, None);
+            s
+        }
+        // Served: what the server last wrote (its scan runs at the next request).
+        None => read_served(folder)?.status,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        output::print_status(&status);
+    }
+    Ok(Exit::Ok)
+}
+
+/// Stops the process serving a mirror folder after a last flush.
+pub fn stop(folder: &Path, marker: Marker) -> Result<Exit> {
+    if !server_alive(folder) {
+        // Nothing serves it: flushing is all there is to do.
+        return flush(folder, marker, Some("stop"), false);
+    }
+    let pid = read_served(folder)?.pid;
+    let exit = flush(folder, marker, Some("stop"), false)?;
+    #[cfg(unix)]
+    {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while server_alive(folder) {
+            if Instant::now() > deadline {
+                warn!(pid, "the serving process did not stop within 2 minutes");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    #[cfg(not(unix))]
+    eprintln!("sipfs: flushed; stop the sipfs process {pid} serving the folder with Ctrl-C");
+    Ok(exit)
+}

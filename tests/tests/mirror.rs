@@ -1,0 +1,203 @@
+//! Mirror mode from the command line, on a real network share (sshfs on 127.0.0.1): `sipfs
+//! mirror` serving a folder, `sipfs flush/status/unmount FOLDER` asking it, the same commands
+//! with nothing serving it, and `sipfs run --mode mirror`.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sipfs_tests::ssh_share::{SshShare, SHARE_USER};
+use sipfs_tests::*;
+
+fn chown_share(p: &Path) {
+    Command::new("chown")
+        .args(["-R", SHARE_USER])
+        .arg(p)
+        .status()
+        .unwrap();
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `sipfs mirror` process, killed if the test fails before it stops.
+struct Server(Option<Child>);
+
+impl Server {
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.take().unwrap().wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_mirror(share: &Path, folder: &Path, cache: &Path) -> Server {
+    let child = Command::new(sipfs_bin())
+        .args(["mirror"])
+        .arg(share)
+        .arg(folder)
+        .arg("--cache")
+        .arg(cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let server = Server(Some(child));
+    // Ready once the first sync has written the status file.
+    wait_for("the mirror to be filled", Duration::from_secs(60), || {
+        folder.join(".sipfs/status").exists()
+    });
+    server
+}
+
+#[test]
+fn a_served_mirror_folder_answers_flush_status_and_stop() {
+    let s = Scratch::new();
+    let share = SshShare::start(s.dir.path());
+    fs::create_dir_all(share.export.join("data")).unwrap();
+    fs::write(share.export.join("data/input.csv"), "x,y\n1,2\n").unwrap();
+    chown_share(&share.export);
+    let folder = s.dir.path().join("mirror");
+    let mut server = start_mirror(&share.mnt, &folder, &s.cache);
+    assert_eq!(
+        fs::read_to_string(folder.join("data/input.csv")).unwrap(),
+        "x,y\n1,2\n",
+        "filled from the share"
+    );
+
+    fs::write(folder.join("data/output.csv"), "x,y\n3,4\n").unwrap();
+    fs::remove_file(folder.join("data/input.csv")).unwrap();
+    assert!(
+        share.export.join("data/input.csv").exists(),
+        "not before a flush"
+    );
+    let out = sipfs(&["flush", folder.to_str().unwrap(), "--step", "s1", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["label"], "s1", "{r:#}");
+    assert_eq!(
+        fs::read_to_string(share.export.join("data/output.csv")).unwrap(),
+        "x,y\n3,4\n"
+    );
+    assert!(!share.export.join("data/input.csv").exists());
+    // sshfs (SFTP) keeps whole seconds only.
+    let secs = |p: &Path| {
+        fs::metadata(p)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    assert_eq!(
+        secs(&folder.join("data/output.csv")),
+        secs(&share.export.join("data/output.csv")),
+        "mtime kept"
+    );
+
+    // status lists what is pending, found by comparing the folder with the journal.
+    fs::write(folder.join("late.txt"), "late\n").unwrap();
+    fs::write(folder.join(".sipfs/control"), "flush\n").unwrap();
+    wait_for(
+        "the request to be answered",
+        Duration::from_secs(30),
+        || fs::metadata(folder.join(".sipfs/control")).is_ok_and(|m| m.len() == 0),
+    );
+    assert!(fs::read_to_string(folder.join(".sipfs/result"))
+        .unwrap()
+        .starts_with("ok flush"));
+    assert!(share.export.join("late.txt").exists());
+
+    fs::write(folder.join("last.txt"), "last\n").unwrap();
+    let out = sipfs(&["unmount", folder.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let status = server.wait();
+    assert!(status.success(), "the server stops cleanly: {status}");
+    assert_eq!(
+        fs::read_to_string(share.export.join("last.txt")).unwrap(),
+        "last\n"
+    );
+
+    // Nothing serves the folder now: the commands do the work themselves.
+    fs::write(
+        folder.join("offline-edit.txt"),
+        "edited without sipfs running\n",
+    )
+    .unwrap();
+    let out = sipfs(&["status", folder.to_str().unwrap(), "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["pending_files"], 1, "{st:#}");
+    let out = sipfs(&["flush", folder.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(share.export.join("offline-edit.txt").exists());
+    // Others' changes come in with a refresh.
+    fs::write(share.export.join("theirs.txt"), "from a colleague\n").unwrap();
+    chown_share(&share.export);
+    let out = sipfs(&["refresh", folder.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        fs::read_to_string(folder.join("theirs.txt")).unwrap(),
+        "from a colleague\n"
+    );
+}
+
+#[test]
+fn run_in_mirror_mode_fills_serves_requests_and_flushes_at_the_end() {
+    let s = Scratch::new();
+    let share = SshShare::start(s.dir.path());
+    fs::write(share.export.join("input.csv"), "a,b\n").unwrap();
+    chown_share(&share.export);
+    let at = s.dir.path().join("staging");
+    let script = "set -e; test \"$SMART_SYNC_ENABLED\" = true; test \"$PROJECT_PATH\" = \"$LOCAL_PROJECT_PATH\"; \
+        cat \"$PROJECT_PATH/input.csv\" > \"$PROJECT_PATH/copy.csv\"; \
+        test ! -e \"$NETWORK_PROJECT_PATH/copy.csv\"; \
+        echo 'flush step-1' > \"$PROJECT_PATH/.sipfs/control\"; \
+        while [ -s \"$PROJECT_PATH/.sipfs/control\" ]; do sleep 0.1; done; \
+        grep -q '^ok flush step-1' \"$PROJECT_PATH/.sipfs/result\"; \
+        test -e \"$NETWORK_PROJECT_PATH/copy.csv\"; \
+        echo after > \"$PROJECT_PATH/after.txt\"; exit 5";
+    let out = sipfs(&[
+        "run",
+        share.mnt.to_str().unwrap(),
+        "--mode",
+        "mirror",
+        "--at",
+        at.to_str().unwrap(),
+        "--cache",
+        s.cache.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(out.status.code(), Some(5), "the command's exit code");
+    assert_eq!(
+        fs::read_to_string(share.export.join("copy.csv")).unwrap(),
+        "a,b\n"
+    );
+    assert_eq!(
+        fs::read_to_string(share.export.join("after.txt")).unwrap(),
+        "after\n",
+        "the final flush"
+    );
+    assert!(
+        !share.export.join(".sipfs").exists(),
+        "control files stay local"
+    );
+    // The folder stays for the next run, which only pulls in what changed.
+    assert!(at.join("copy.csv").exists());
+}
