@@ -1,5 +1,6 @@
 //! Helpers for the integration tests: real `sipfs` processes on real FUSE mounts, real files.
 
+pub mod docker;
 pub mod smb_share;
 pub mod ssh_share;
 

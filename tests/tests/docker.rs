@@ -1,0 +1,261 @@
+//! The design's main use, end to end with a real Docker engine: the launcher (`sipfs run`)
+//! presents the project, a container gets it as a bind mount, three workflow steps run in it
+//! and each ends with `echo "flush step-N" > /data/.sipfs/control`. After each step's control
+//! write the share holds exactly the project as the container left it (content and mtimes of
+//! every file and folder), and before it the share has none of that step's results.
+//!
+//! Four ways: a FUSE mount or a mirror folder, each with `docker run -v` and with a
+//! docker-compose.yml that takes the project from `PROJECT_PATH`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sipfs_tests::docker::{docker_ready, IMAGE};
+use sipfs_tests::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Mount,
+    Mirror,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Launch {
+    DockerRun,
+    Compose,
+}
+
+const STEPS: u32 = 3;
+
+/// The project view minus sipfs's own control folder and what is never written back.
+fn view(root: &Path) -> BTreeMap<String, Entry> {
+    snapshot(root, &|p| p == ".sipfs" || default_ignored(p))
+}
+
+fn share_view(root: &Path) -> BTreeMap<String, Entry> {
+    snapshot(root, &|_| false)
+}
+
+/// Kills the launcher if the test fails half-way (and the containers it started, which would
+/// wait for the handshake, and the mount it leaves), and shows what it printed.
+struct Launcher {
+    child: Option<Child>,
+    log: PathBuf,
+    containers: String,
+    mount: PathBuf,
+}
+
+impl Launcher {
+    fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "docker ps -aq --filter name={} | xargs -r docker rm -f",
+                    self.containers
+                ))
+                .output();
+            let _ = Command::new("umount").arg("-l").arg(&self.mount).output();
+        }
+    }
+}
+
+fn wait_for(launcher: &mut Launcher, path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !path.exists() {
+        assert!(
+            launcher.alive(),
+            "the launcher ended before {}:\n{}",
+            path.display(),
+            launcher.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {}:\n{}",
+            path.display(),
+            launcher.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn compose_file(sync: &Path) -> PathBuf {
+    let path = sync.join("docker-compose.yml");
+    fs::write(
+        &path,
+        format!(
+            "version: \"3\"
+services:
+  step:
+    image: {IMAGE}
+    network_mode: none
+    volumes:
+      - ${{PROJECT_PATH}}:/data
+      - {sync}:/sync
+    command: python3 /sync/container_workflow.py {STEPS}
+",
+            sync = sync.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn scenario(mode: Mode, launch: Launch) {
+    if !docker_ready() {
+        return;
+    }
+    let s = Scratch::new();
+    // The project on the share: a folder here, so times are compared to the nanosecond.
+    fs::write(s.share.join("input.csv"), "sample,value\ns0,1\n").unwrap();
+    fs::write(s.share.join("workflow_state.json"), "{\"steps_done\": []}").unwrap();
+    let sync = s.dir.path().join("sync");
+    fs::create_dir_all(&sync).unwrap();
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/container_workflow.py"),
+        sync.join("container_workflow.py"),
+    )
+    .unwrap();
+    let at = match mode {
+        Mode::Mount => s.mnt.clone(),
+        Mode::Mirror => s.dir.path().join("staging"),
+    };
+    // Unique per test (they run in parallel in one process); compose wants lowercase.
+    let name: String = s
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_lowercase();
+    let inner = match launch {
+        Launch::DockerRun => format!(
+            "exec docker run --rm --name {name} --network none -v \"$PROJECT_PATH\":/data -v {}:/sync {IMAGE} python3 /sync/container_workflow.py {STEPS}",
+            sync.display()
+        ),
+        Launch::Compose => format!(
+            "exec docker-compose -f {} -p {name} run --rm step",
+            compose_file(&sync).display()
+        ),
+    };
+    let log = s.dir.path().join("launcher.log");
+    let mode_arg = match mode {
+        Mode::Mount => "mount",
+        Mode::Mirror => "mirror",
+    };
+    let child = Command::new(sipfs_bin())
+        .arg("run")
+        .arg(&s.share)
+        .args(["--mode", mode_arg, "--allow-other", "--at"])
+        .arg(&at)
+        .arg("--cache")
+        .arg(&s.cache)
+        .args(["--", "sh", "-c", &inner])
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(fs::File::options().append(true).open(&log).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut launcher = Launcher {
+        child: Some(child),
+        log,
+        containers: name.clone(),
+        mount: at.clone(),
+    };
+
+    let mut before = share_view(&s.share);
+    for n in 1..=STEPS {
+        wait_for(&mut launcher, &sync.join(format!("ready-{n}")));
+        // The step has written everything; nothing of it may be on the share yet.
+        assert_eq!(
+            share_view(&s.share),
+            before,
+            "step {n}: the share changed before the control write"
+        );
+        assert!(!s.share.join(format!("results/step-{n}.csv")).exists());
+        fs::write(sync.join(format!("go-{n}")), "1").unwrap();
+
+        wait_for(&mut launcher, &sync.join(format!("flushed-{n}")));
+        let share = share_view(&s.share);
+        assert_same_tree(&share, &view(&at));
+        for f in [
+            format!("results/step-{n}.csv"),
+            format!(".workflow_status/step-{n}.done"),
+            format!(".snapshots/step-{n}.zip"),
+            "results/measurements.sqlite".to_owned(),
+        ] {
+            assert!(share.contains_key(&f), "step {n}: {f} missing on the share");
+        }
+        let log = fs::read_to_string(s.share.join(".workflow_logs/workflow.log")).unwrap();
+        assert_eq!(log.lines().count(), n as usize, "{log}");
+        let state: serde_json::Value =
+            serde_json::from_slice(&fs::read(s.share.join("workflow_state.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            state["steps_done"],
+            serde_json::json!((1..=n).collect::<Vec<_>>())
+        );
+        assert!(
+            !share.keys().any(|k| k.contains(".sipfs")),
+            "sipfs's own files reached the share: {:?}",
+            share
+                .keys()
+                .filter(|k| k.contains(".sipfs"))
+                .collect::<Vec<_>>()
+        );
+        before = share;
+        fs::write(sync.join(format!("next-{n}")), "1").unwrap();
+    }
+    let status = launcher.child.as_mut().unwrap().wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the launcher passes the container's exit code:\n{}",
+        launcher.log()
+    );
+    assert!(
+        launcher.log().contains(&format!("{STEPS} steps done")),
+        "{}",
+        launcher.log()
+    );
+    // The final flush found nothing left: every step's flush had written it all.
+    assert_eq!(share_view(&s.share), before);
+}
+
+#[test]
+fn steps_in_docker_run_on_a_mount() {
+    scenario(Mode::Mount, Launch::DockerRun);
+}
+
+#[test]
+fn steps_in_docker_compose_on_a_mount() {
+    scenario(Mode::Mount, Launch::Compose);
+}
+
+#[test]
+fn steps_in_docker_run_on_a_mirror_folder() {
+    scenario(Mode::Mirror, Launch::DockerRun);
+}
+
+#[test]
+fn steps_in_docker_compose_on_a_mirror_folder() {
+    scenario(Mode::Mirror, Launch::Compose);
+}
