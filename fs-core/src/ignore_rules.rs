@@ -12,8 +12,15 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use crate::relpath::RelPath;
 
-/// Never written back, whatever the configuration says.
-pub const DEFAULT_RULES: &[&str] = &["__pycache__/", ".DS_Store", "Thumbs.db", ".sync_log.json"];
+/// Never written back, whatever the configuration says. `.sipfs/` folders below the root are
+/// copies of a mirror folder's control folder (a snapshot of the project copies it along).
+pub const DEFAULT_RULES: &[&str] = &[
+    "__pycache__/",
+    ".DS_Store",
+    "Thumbs.db",
+    ".sync_log.json",
+    ".sipfs/",
+];
 
 /// The name of the per-project rules file, read from the project root.
 pub const IGNORE_FILE: &str = ".sipfsignore";
