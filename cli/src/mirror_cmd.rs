@@ -261,16 +261,22 @@ fn request(folder: &Path, command: &str) -> Result<String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     fs::write(&control, command).with_context(|| format!("writing {}", control.display()))?;
-    let bar = progress_bar("flushing");
+    // A bar once the serving process reports a flush in progress.
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let start = Instant::now();
     while fs::metadata(&control).is_ok_and(|m| m.len() > 0) {
         std::thread::sleep(Duration::from_millis(100));
-        if let (Some(b), Ok(s)) = (&bar, fs::read(dir.join(fs_core::control::STATUS_FILE))) {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&s) {
-                if let Some(p) = v.get("flush_progress") {
-                    b.set_length(p["total"].as_u64().unwrap_or(0));
-                    b.set_position(p["done"].as_u64().unwrap_or(0));
-                }
+        let progress = fs::read(dir.join(fs_core::control::STATUS_FILE))
+            .ok()
+            .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())
+            .and_then(|v| v.get("flush_progress").cloned());
+        if let Some(p) = progress {
+            if bar.is_none() {
+                bar = progress_bar("flushing");
+            }
+            if let Some(b) = &bar {
+                b.set_length(p["total"].as_u64().unwrap_or(0));
+                b.set_position(p["done"].as_u64().unwrap_or(0));
             }
         }
         if start.elapsed() > Duration::from_secs(30) && !server_alive(folder) {
@@ -357,8 +363,14 @@ pub fn status(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
             let _ = requests::write_status(&m, None);
             s
         }
-        // Served: what the server last wrote (its scan runs at the next request).
-        None => read_served(folder)?.status,
+        // Served: the serving process scans and writes the status file.
+        None => {
+            let answer = request(folder, "status\n")?;
+            if answer.starts_with("error") {
+                bail!("{}", answer.trim());
+            }
+            read_served(folder)?.status
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);

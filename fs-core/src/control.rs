@@ -1,8 +1,10 @@
 //! The control protocol: what a program inside the mount (a step in a container) writes to
 //! `.sipfs/control` to flush or refresh, without a sipfs binary of its own.
 //!
-//! One command a write: `flush [LABEL]`, `refresh`. The write returns when the command is done,
-//! and fails when a flush left changes pending (the adapter maps that to EIO).
+//! One command a write: `flush [LABEL]`, `refresh`, `status`. On a mount the write returns when
+//! the command is done, and fails when a flush left changes pending (the adapter maps that to
+//! EIO). `status` brings `.sipfs/status` up to date: a mount's always is; a mirror folder's
+//! serving process scans the folder first (see `mirror::requests`).
 
 use crate::engine::Engine;
 
@@ -14,10 +16,11 @@ pub const STATUS_FILE: &str = "status";
 pub enum ControlCommand {
     Flush { label: Option<String> },
     Refresh,
+    Status,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown control command {0:?}: write `flush [LABEL]` or `refresh`")]
+#[error("unknown control command {0:?}: write `flush [LABEL]`, `refresh` or `status`")]
 pub struct ControlParseError(pub String);
 
 impl ControlCommand {
@@ -31,6 +34,7 @@ impl ControlCommand {
                 label: (!rest.is_empty()).then(|| rest.chars().take(200).collect()),
             }),
             "refresh" if rest.is_empty() => Ok(ControlCommand::Refresh),
+            "status" if rest.is_empty() => Ok(ControlCommand::Status),
             _ => Err(ControlParseError(line.chars().take(80).collect())),
         }
     }
@@ -62,6 +66,10 @@ impl Engine {
                     json: serde_json::to_string_pretty(&r).expect("serializes"),
                 }
             }
+            ControlCommand::Status => ControlOutcome {
+                ok: true,
+                json: self.status_json(),
+            },
         }
     }
 }
@@ -88,5 +96,9 @@ mod tests {
         );
         assert!(ControlCommand::parse(b"rm -rf /").is_err());
         assert!(ControlCommand::parse(b"refresh now").is_err());
+        assert_eq!(
+            ControlCommand::parse(b"status\n"),
+            Ok(ControlCommand::Status)
+        );
     }
 }

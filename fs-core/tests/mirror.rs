@@ -189,6 +189,23 @@ fn a_request_in_the_control_file_is_served_and_answered() {
     assert_eq!(status["last_flush"]["label"], "step-1");
     // The control folder itself never reaches the share.
     assert!(!rig.share.join(".sipfs").exists());
+    // Before a step: pull in what others changed.
+    fs::write(rig.share.join("results/colleague.csv"), b"c\n").unwrap();
+    fs::write(&control, b"refresh\n").unwrap();
+    let answer = requests::poll_once(&m, &progress).expect("served");
+    assert!(answer.starts_with("ok refresh"), "{answer}");
+    assert_eq!(read(rig.folder.join("results/colleague.csv")), "c\n");
+    // status: the folder is scanned, so the status file lists what is pending.
+    fs::write(rig.folder.join("results/mine.csv"), b"m\n").unwrap();
+    fs::write(&control, b"status\n").unwrap();
+    let answer = requests::poll_once(&m, &progress).expect("served");
+    assert!(answer.starts_with("ok status: 1 file(s)"), "{answer}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(rig.folder.join(".sipfs/status")).unwrap()).unwrap();
+    assert_eq!(
+        status["pending_paths"],
+        serde_json::json!(["results/mine.csv"])
+    );
     // A bad request is answered with an error, and emptied too.
     fs::write(&control, b"format c:\n").unwrap();
     let answer = requests::poll_once(&m, &progress).expect("served");

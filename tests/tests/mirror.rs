@@ -123,6 +123,13 @@ fn a_served_mirror_folder_answers_flush_status_and_stop() {
     assert!(share.export.join("late.txt").exists());
 
     fs::write(folder.join("last.txt"), "last\n").unwrap();
+    let out = sipfs(&["status", folder.to_str().unwrap(), "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        st["pending_paths"],
+        serde_json::json!(["last.txt"]),
+        "the serving process scans for status: {st:#}"
+    );
     let out = sipfs(&["unmount", folder.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     let status = server.wait();

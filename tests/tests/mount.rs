@@ -84,6 +84,12 @@ fn workflow_steps_reach_the_share_only_when_flushed() {
     assert!(s.share.join("empty2").is_dir(), "empty directory written");
     let status = fs::read_to_string(s.mnt.join(".sipfs/status")).unwrap();
     assert!(status.contains("\"label\": \"step-2\""), "{status}");
+    // The request a mirror folder needs for an up-to-date status is accepted here too.
+    control(&s.mnt, "status\n").expect("control status");
+    assert!(
+        control(&s.mnt, "status please\n").is_err(),
+        "bad requests fail"
+    );
 
     // The databases on the share are the same, readable databases.
     let q = std::process::Command::new("python3")

@@ -1,6 +1,7 @@
 //! Requests to the process serving a mirror folder from programs that cannot run sipfs (a
 //! step in a container): the same `.sipfs/control` file as in a mount, and the same commands
-//! (`flush [LABEL]`, `refresh`).
+//! (`flush [LABEL]`, `refresh`, `status`: scan the folder so `.sipfs/status` lists every
+//! pending change).
 //!
 //! A mount answers a write when the command is done. A plain folder cannot, so here the file
 //! is the request queue of one: the serving process looks at it a few times a second, runs
@@ -154,6 +155,16 @@ pub fn poll_once(mirror: &Mirror, progress: &FlushProgress) -> Option<String> {
                 Err(e) => format!("error {line}: {e}"),
             }
         }
+        Ok(ControlCommand::Status) => match mirror.scan() {
+            Ok(_) => {
+                let s = mirror.engine().status();
+                format!(
+                    "ok {line}: {} file(s) and {} other change(s) pending",
+                    s.pending_files, s.pending_changes
+                )
+            }
+            Err(e) => format!("error {line}: {e}"),
+        },
         Ok(ControlCommand::Refresh) => match mirror.sync(&|_| {}) {
             Ok(r) if r.errors.is_empty() => format!(
                 "ok {line}: {} added, {} changed, {} removed, {} fetched",
