@@ -35,32 +35,46 @@ pub struct Setup {
 }
 
 /// Opens the mirror. `Ok(None)`: another sipfs process serves it (ask that one).
+///
+/// A share that cannot be reached is not an error when the folder mirrors it already: work
+/// goes on from the folder, with a warning, and flushes leave changes pending until the share
+/// is back. Without a mirror yet there is nothing to work on, and that is an error.
 pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
-    let backing = fs::metadata(&setup.backing)
-        .with_context(|| {
-            format!(
-                "the share folder {} cannot be reached (is the share mounted?)",
-                setup.backing.display()
-            )
-        })
-        .and_then(|md| {
-            if md.is_dir() {
-                Ok(setup.backing.canonicalize()?)
-            } else {
-                bail!(
-                    "the share folder {} is not a directory",
-                    setup.backing.display()
-                )
-            }
-        })?;
     let folder = absolute(&setup.folder)?;
+    let marker = Marker::read(&folder);
+    let backing = match fs::metadata(&setup.backing) {
+        Ok(md) if md.is_dir() => setup
+            .backing
+            .canonicalize()
+            .with_context(|| format!("resolving {}", setup.backing.display()))?,
+        Ok(_) => bail!(
+            "the share folder {} is not a directory",
+            setup.backing.display()
+        ),
+        Err(e) => match &marker {
+            Some(m) => {
+                eprintln!(
+                    "sipfs: warning: the share folder {} cannot be reached ({e}); working from the mirror folder {}; changes stay pending until the share is back",
+                    setup.backing.display(),
+                    folder.display()
+                );
+                PathBuf::from(&m.backing)
+            }
+            None => bail!(
+                "the share folder {} cannot be reached ({e}; is the share mounted?), and {} holds no copy of it yet",
+                setup.backing.display(),
+                folder.display()
+            ),
+        },
+    };
     let cache = setup
         .cache
         .clone()
+        .or_else(|| marker.as_ref().map(|m| m.cache_dir.clone()))
         .unwrap_or_else(|| default_mirror_cache_dir(&backing, &folder));
     let mut opts = EngineOptions::new(&cache, backing.display().to_string());
     opts.extra_ignore = setup.ignore.clone();
-    opts.windows_share = setup.windows_share;
+    opts.windows_share = setup.windows_share || marker.as_ref().is_some_and(|m| m.windows_share);
     opts.parallelism = setup.parallel.max(1);
     match Mirror::open(Arc::new(DirBacking::new(&backing)), opts, &folder) {
         Ok(m) => Ok(Some(m)),

@@ -59,17 +59,29 @@ fn wait_forwarding_signals(child: &mut std::process::Child) -> Result<i32> {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let det = detect(&args.backing)?;
-    let mode = args.mode.map(Mode::from).unwrap_or(det.recommended);
+    let (mode, windows_share) = match (detect(&args.backing), args.mode) {
+        (Ok(det), mode) => (
+            mode.map(Mode::from).unwrap_or(det.recommended),
+            det.windows_share,
+        ),
+        // The share may only be offline: with the mode given, work goes on from the local copy
+        // if there is one (the mode's own checks say so).
+        (Err(_), Some(mode)) => (Mode::from(mode), false),
+        (Err(e), None) => {
+            return Err(e.context(
+                "cannot tell what the project needs; with --mode mirror or --mode mount, sipfs works from an earlier local copy while the share is away",
+            ))
+        }
+    };
     match mode {
         Mode::None => {
             // A local project: nothing changes for its users.
             let code = run_command(&args.command, false, &args.backing, &args.backing)?;
             Ok(code)
         }
-        Mode::Mirror => run_mirrored(&args, det.windows_share),
+        Mode::Mirror => run_mirrored(&args, windows_share),
         #[cfg(unix)]
-        Mode::Mount => run_mounted(&args, det.windows_share),
+        Mode::Mount => run_mounted(&args, windows_share),
         #[cfg(not(unix))]
         Mode::Mount => anyhow::bail!(
             "the mounted drive on Windows comes with WinFsp support; use --mode mirror"
@@ -132,7 +144,26 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
     use fs_core::{DirBacking, Engine, EngineOptions};
     use std::time::Duration;
 
-    let backing = args.backing.canonicalize()?;
+    // An unreachable share is worked around from the cache, with a warning, when it has one.
+    let backing = match args.backing.canonicalize() {
+        Ok(b) => b,
+        Err(e) => {
+            let b = std::path::absolute(&args.backing)?;
+            let cache = args.cache.clone().unwrap_or_else(|| default_cache_dir(&b));
+            if !cache.join("journal.sqlite").exists() {
+                anyhow::bail!(
+                    "the share folder {} cannot be reached ({e}; is the share mounted?), and there is no cache of it yet",
+                    args.backing.display()
+                );
+            }
+            eprintln!(
+                "sipfs: warning: the share folder {} cannot be reached ({e}); working from the cache {}; changes stay pending until the share is back",
+                args.backing.display(),
+                cache.display()
+            );
+            b
+        }
+    };
     let (at, made_at) = match &args.at {
         Some(p) => (p.clone(), false),
         None => {

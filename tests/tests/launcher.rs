@@ -119,3 +119,54 @@ fn run_on_a_network_project_mounts_flushes_and_passes_the_exit_code() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("stay pending"));
 }
+
+#[test]
+fn run_on_a_mount_works_from_the_cache_while_the_share_is_away() {
+    let s = Scratch::new();
+    let mut share = SshShare::start(s.dir.path());
+    fs::write(share.export.join("input.csv"), "a,b\n").unwrap();
+    Command::new("chown")
+        .args([sipfs_tests::ssh_share::SHARE_USER])
+        .arg(share.export.join("input.csv"))
+        .status()
+        .unwrap();
+    let at = s.dir.path().join("work");
+    fs::create_dir_all(&at).unwrap();
+    let run = |share: &SshShare, script: &str| {
+        sipfs(&[
+            "run",
+            share.mnt.to_str().unwrap(),
+            "--mode",
+            "mount",
+            "--at",
+            at.to_str().unwrap(),
+            "--cache",
+            s.cache.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    // The first run reads the input, so the cache has it.
+    let first = run(&share, "cat \"$PROJECT_PATH/input.csv\" > /dev/null");
+    assert_eq!(first.status.code(), Some(0));
+
+    share.stop_server();
+    let out = run(
+        &share,
+        "cat \"$PROJECT_PATH/input.csv\" > \"$PROJECT_PATH/copy.csv\"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "pending: {err}");
+    assert!(err.contains("cannot be reached"), "{err}");
+
+    // Back: the next run writes what the last one left pending, before anything else.
+    share.start_server();
+    let out = run(&share, "true");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        fs::read_to_string(share.export.join("copy.csv")).unwrap(),
+        "a,b\n"
+    );
+}

@@ -208,3 +208,74 @@ fn run_in_mirror_mode_fills_serves_requests_and_flushes_at_the_end() {
     // The folder stays for the next run, which only pulls in what changed.
     assert!(at.join("copy.csv").exists());
 }
+
+#[test]
+fn run_works_from_the_mirror_while_the_share_is_away() {
+    let s = Scratch::new();
+    let mut share = SshShare::start(s.dir.path());
+    fs::write(share.export.join("input.csv"), "a,b\n").unwrap();
+    chown_share(&share.export);
+    let at = s.dir.path().join("staging");
+    let run = |share: &SshShare, script: &str| {
+        sipfs(&[
+            "run",
+            share.mnt.to_str().unwrap(),
+            "--mode",
+            "mirror",
+            "--at",
+            at.to_str().unwrap(),
+            "--cache",
+            s.cache.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    assert_eq!(
+        run(&share, "true").status.code(),
+        Some(0),
+        "first run fills"
+    );
+
+    // The share goes away: the workflow still runs, from the folder, and is told.
+    share.stop_server();
+    let out = run(
+        &share,
+        "cat \"$PROJECT_PATH/input.csv\" > \"$PROJECT_PATH/copy.csv\"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "pending: {err}");
+    assert!(err.contains("cannot be reached"), "{err}");
+    assert_eq!(fs::read_to_string(at.join("copy.csv")).unwrap(), "a,b\n");
+
+    // Back: the change is written by the next flush, from the folder.
+    share.start_server();
+    let out = sipfs(&["flush", at.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        fs::read_to_string(share.export.join("copy.csv")).unwrap(),
+        "a,b\n"
+    );
+}
+
+#[test]
+fn a_first_run_without_the_share_is_a_clear_error() {
+    let s = Scratch::new();
+    let out = sipfs(&[
+        "run",
+        s.dir.path().join("no-such-share").to_str().unwrap(),
+        "--mode",
+        "mirror",
+        "--at",
+        s.dir.path().join("staging").to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot be reached") && err.contains("no copy"),
+        "{err}"
+    );
+}
