@@ -73,7 +73,11 @@ pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
         .or_else(|| marker.as_ref().map(|m| m.cache_dir.clone()))
         .unwrap_or_else(|| default_mirror_cache_dir(&backing, &folder));
     let mut opts = EngineOptions::new(&cache, backing.display().to_string());
-    opts.extra_ignore = setup.ignore.clone();
+    // Rules given now replace the folder's; none given keeps the folder's.
+    opts.extra_ignore = match (&marker, setup.ignore.is_empty()) {
+        (Some(m), true) => m.ignore.clone(),
+        _ => setup.ignore.clone(),
+    };
     opts.windows_share = setup.windows_share || marker.as_ref().is_some_and(|m| m.windows_share);
     opts.parallelism = setup.parallel.max(1);
     match Mirror::open(Arc::new(DirBacking::new(&backing)), opts, &folder) {

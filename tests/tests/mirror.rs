@@ -51,6 +51,7 @@ fn start_mirror(share: &Path, folder: &Path, cache: &Path) -> Server {
         .arg(folder)
         .arg("--cache")
         .arg(cache)
+        .args(["--ignore", "*.scratch"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -145,12 +146,21 @@ fn a_served_mirror_folder_answers_flush_status_and_stop() {
         "edited without sipfs running\n",
     )
     .unwrap();
+    fs::write(
+        folder.join("notes.scratch"),
+        "kept local by the folder's rules\n",
+    )
+    .unwrap();
     let out = sipfs(&["status", folder.to_str().unwrap(), "--json"]);
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["pending_files"], 1, "{st:#}");
     let out = sipfs(&["flush", folder.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     assert!(share.export.join("offline-edit.txt").exists());
+    assert!(
+        !share.export.join("notes.scratch").exists(),
+        "the rules `sipfs mirror --ignore` set apply without it"
+    );
     // Others' changes come in with a refresh.
     fs::write(share.export.join("theirs.txt"), "from a colleague\n").unwrap();
     chown_share(&share.export);

@@ -46,6 +46,10 @@ pub struct Marker {
     pub cache_dir: PathBuf,
     #[serde(default)]
     pub windows_share: bool,
+    /// Extra ignore rules the folder was set up with: a flush run without the serving process
+    /// must leave out the same paths.
+    #[serde(default)]
+    pub ignore: Vec<String>,
 }
 
 impl Marker {
@@ -221,13 +225,16 @@ impl Mirror {
             map: Mutex::new(keep.into_iter().collect()),
         });
         engine.set_local_changes(stamps.clone());
+        let wanted = Marker {
+            backing: engine.options().backing_id.clone(),
+            cache_dir,
+            windows_share,
+            ignore: engine.options().extra_ignore.clone(),
+        };
+        if marker.as_ref() != Some(&wanted) {
+            write_marker(&root, &wanted)?;
+        }
         if marker.is_none() {
-            let m = Marker {
-                backing: engine.options().backing_id.clone(),
-                cache_dir,
-                windows_share,
-            };
-            write_marker(&root, &m)?;
             engine
                 .journal
                 .lock()
