@@ -310,6 +310,15 @@ fn request(folder: &Path, command: &str) -> Result<String> {
     Ok(fs::read_to_string(dir.join(requests::RESULT_FILE)).unwrap_or_default())
 }
 
+/// Runs `command` in the process serving `folder`; its status afterwards.
+fn ask(folder: &Path, command: &str) -> Result<Status> {
+    let answer = request(folder, command)?;
+    if answer.starts_with("error") {
+        bail!("{}", answer.trim());
+    }
+    Ok(read_served(folder)?.status)
+}
+
 /// Whether a process still holds the mirror's cache (tells a crashed server from a slow one).
 fn server_alive(folder: &Path) -> bool {
     let Some(marker) = Marker::read(folder) else {
@@ -330,12 +339,7 @@ pub fn flush(folder: &Path, marker: Marker, label: Option<&str>, json: bool) -> 
                 Some(l) => format!("flush {l}\n"),
                 None => "flush\n".to_owned(),
             };
-            let answer = request(folder, &command)?;
-            if answer.starts_with("error") {
-                bail!("{}", answer.trim());
-            }
-            read_served(folder)?
-                .status
+            ask(folder, &command)?
                 .last_flush
                 .ok_or_else(|| anyhow!("the mirror reported no flush"))?
         }
@@ -351,16 +355,9 @@ pub fn flush(folder: &Path, marker: Marker, label: Option<&str>, json: bool) -> 
 pub fn refresh(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
     let report: RefreshReport = match open(&setup_of(folder, marker))? {
         Some(m) => sync(&m)?.refresh,
-        None => {
-            let answer = request(folder, "refresh\n")?;
-            if answer.starts_with("error") {
-                bail!("{}", answer.trim());
-            }
-            read_served(folder)?
-                .status
-                .last_refresh
-                .ok_or_else(|| anyhow!("the mirror reported no refresh"))?
-        }
+        None => ask(folder, "refresh\n")?
+            .last_refresh
+            .ok_or_else(|| anyhow!("the mirror reported no refresh"))?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -382,13 +379,7 @@ pub fn status(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
             s
         }
         // Served: the serving process scans and writes the status file.
-        None => {
-            let answer = request(folder, "status\n")?;
-            if answer.starts_with("error") {
-                bail!("{}", answer.trim());
-            }
-            read_served(folder)?.status
-        }
+        None => ask(folder, "status\n")?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);

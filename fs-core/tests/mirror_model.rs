@@ -29,6 +29,9 @@ use fs_core::fault::{FaultControl, FaultyBacking};
 use fs_core::{Backing, DirBacking, EngineOptions, Mirror, RetryPolicy};
 use proptest::prelude::*;
 
+mod common;
+use common::scratch_root;
+
 const LOCAL: &[&str] = &[
     "a",
     "b",
@@ -165,15 +168,6 @@ struct Rig {
     local: BTreeMap<String, Entry>,
     /// A flush or refresh failed since the share was last healthy and fully synced.
     faulted: bool,
-}
-
-fn scratch_root() -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
 }
 
 impl Rig {

@@ -28,6 +28,9 @@ use fs_core::{
 };
 use proptest::prelude::*;
 
+mod common;
+use common::scratch_root;
+
 /// A small set of paths so that operations collide: same names as files and directories,
 /// nested directories, an ignored directory and hidden names.
 const PATHS: &[&str] = &[
@@ -166,16 +169,6 @@ struct Rig {
     faulted: bool,
     remote_clock: i64,
     conflicts_seen: Vec<fs_core::ConflictItem>,
-}
-
-fn scratch_root() -> PathBuf {
-    // tmpfs makes the many fsyncs of flushes cheap; the semantics are the same.
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
 }
 
 impl Rig {

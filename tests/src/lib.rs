@@ -79,6 +79,24 @@ pub fn sipfs(args: &[&str]) -> Output {
     out
 }
 
+/// `sipfs run BACKING --mode MODE --at AT --cache CACHE -- sh -c SCRIPT`, as a launcher calls it.
+pub fn sipfs_run(backing: &Path, mode: &str, at: &Path, cache: &Path, script: &str) -> Output {
+    sipfs(&[
+        "run",
+        backing.to_str().unwrap(),
+        "--mode",
+        mode,
+        "--at",
+        at.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])
+}
+
 /// A share folder, a mount point and a cache folder, removed at the end.
 pub struct Scratch {
     pub dir: tempfile::TempDir,

@@ -240,3 +240,13 @@ impl Drop for SshShare {
         self.stop_server();
     }
 }
+
+/// Gives files the test put in the export to the share's user, as if they were written there.
+pub fn chown_to_share_user(path: &Path) {
+    let st = Command::new("chown")
+        .args(["-R", SHARE_USER])
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(st.success(), "chown {}", path.display());
+}

@@ -3,7 +3,7 @@
 use std::fs;
 use std::process::Command;
 
-use sipfs_tests::ssh_share::SshShare;
+use sipfs_tests::ssh_share::{chown_to_share_user, SshShare};
 use sipfs_tests::*;
 
 #[test]
@@ -52,11 +52,7 @@ fn run_on_a_network_project_mounts_flushes_and_passes_the_exit_code() {
     let s = Scratch::new();
     let share = SshShare::start(s.dir.path());
     fs::write(share.export.join("input.csv"), "a,b\n").unwrap();
-    Command::new("chown")
-        .args([sipfs_tests::ssh_share::SHARE_USER])
-        .arg(share.export.join("input.csv"))
-        .status()
-        .unwrap();
+    chown_to_share_user(&share.export.join("input.csv"));
     let at = s.dir.path().join("work");
     fs::create_dir_all(&at).unwrap();
     let script = "set -e; test \"$SMART_SYNC_ENABLED\" = true; test \"$LOCAL_PROJECT_PATH\" = \"$PROJECT_PATH\"; \
@@ -125,29 +121,11 @@ fn run_on_a_mount_works_from_the_cache_while_the_share_is_away() {
     let s = Scratch::new();
     let mut share = SshShare::start(s.dir.path());
     fs::write(share.export.join("input.csv"), "a,b\n").unwrap();
-    Command::new("chown")
-        .args([sipfs_tests::ssh_share::SHARE_USER])
-        .arg(share.export.join("input.csv"))
-        .status()
-        .unwrap();
+    chown_to_share_user(&share.export.join("input.csv"));
     let at = s.dir.path().join("work");
     fs::create_dir_all(&at).unwrap();
-    let run = |share: &SshShare, script: &str| {
-        sipfs(&[
-            "run",
-            share.mnt.to_str().unwrap(),
-            "--mode",
-            "mount",
-            "--at",
-            at.to_str().unwrap(),
-            "--cache",
-            s.cache.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-    };
+    let run =
+        |share: &SshShare, script: &str| sipfs_run(&share.mnt, "mount", &at, &s.cache, script);
     // The first run reads the input, so the cache has it.
     let first = run(&share, "cat \"$PROJECT_PATH/input.csv\" > /dev/null");
     assert_eq!(first.status.code(), Some(0));

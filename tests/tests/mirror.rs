@@ -7,16 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sipfs_tests::ssh_share::{SshShare, SHARE_USER};
+use sipfs_tests::ssh_share::{chown_to_share_user, SshShare};
 use sipfs_tests::*;
-
-fn chown_share(p: &Path) {
-    Command::new("chown")
-        .args(["-R", SHARE_USER])
-        .arg(p)
-        .status()
-        .unwrap();
-}
 
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -70,7 +62,7 @@ fn a_served_mirror_folder_answers_flush_status_and_stop() {
     let share = SshShare::start(s.dir.path());
     fs::create_dir_all(share.export.join("data")).unwrap();
     fs::write(share.export.join("data/input.csv"), "x,y\n1,2\n").unwrap();
-    chown_share(&share.export);
+    chown_to_share_user(&share.export);
     let folder = s.dir.path().join("mirror");
     let mut server = start_mirror(&share.mnt, &folder, &s.cache);
     assert_eq!(
@@ -163,7 +155,7 @@ fn a_served_mirror_folder_answers_flush_status_and_stop() {
     );
     // Others' changes come in with a refresh.
     fs::write(share.export.join("theirs.txt"), "from a colleague\n").unwrap();
-    chown_share(&share.export);
+    chown_to_share_user(&share.export);
     let out = sipfs(&["refresh", folder.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
@@ -177,7 +169,7 @@ fn run_in_mirror_mode_fills_serves_requests_and_flushes_at_the_end() {
     let s = Scratch::new();
     let share = SshShare::start(s.dir.path());
     fs::write(share.export.join("input.csv"), "a,b\n").unwrap();
-    chown_share(&share.export);
+    chown_to_share_user(&share.export);
     let at = s.dir.path().join("staging");
     let script = "set -e; test \"$SMART_SYNC_ENABLED\" = true; test \"$PROJECT_PATH\" = \"$LOCAL_PROJECT_PATH\"; \
         cat \"$PROJECT_PATH/input.csv\" > \"$PROJECT_PATH/copy.csv\"; \
@@ -187,20 +179,7 @@ fn run_in_mirror_mode_fills_serves_requests_and_flushes_at_the_end() {
         grep -q '^ok flush step-1' \"$PROJECT_PATH/.sipfs/result\"; \
         test -e \"$NETWORK_PROJECT_PATH/copy.csv\"; \
         echo after > \"$PROJECT_PATH/after.txt\"; exit 5";
-    let out = sipfs(&[
-        "run",
-        share.mnt.to_str().unwrap(),
-        "--mode",
-        "mirror",
-        "--at",
-        at.to_str().unwrap(),
-        "--cache",
-        s.cache.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        script,
-    ]);
+    let out = sipfs_run(&share.mnt, "mirror", &at, &s.cache, script);
     assert_eq!(out.status.code(), Some(5), "the command's exit code");
     assert_eq!(
         fs::read_to_string(share.export.join("copy.csv")).unwrap(),
@@ -224,24 +203,10 @@ fn run_works_from_the_mirror_while_the_share_is_away() {
     let s = Scratch::new();
     let mut share = SshShare::start(s.dir.path());
     fs::write(share.export.join("input.csv"), "a,b\n").unwrap();
-    chown_share(&share.export);
+    chown_to_share_user(&share.export);
     let at = s.dir.path().join("staging");
-    let run = |share: &SshShare, script: &str| {
-        sipfs(&[
-            "run",
-            share.mnt.to_str().unwrap(),
-            "--mode",
-            "mirror",
-            "--at",
-            at.to_str().unwrap(),
-            "--cache",
-            s.cache.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-    };
+    let run =
+        |share: &SshShare, script: &str| sipfs_run(&share.mnt, "mirror", &at, &s.cache, script);
     assert_eq!(
         run(&share, "true").status.code(),
         Some(0),
