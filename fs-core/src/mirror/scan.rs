@@ -17,7 +17,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, info_span, warn};
 
-use crate::adopt::KnownEntry;
 use crate::backing::EntryKind;
 use crate::engine::{now_ns, Engine};
 use crate::error::{FsError, Reason};
@@ -163,7 +162,8 @@ pub(super) fn scan(
     };
 
     // 1. Renames: entries whose file id left one path and arrived at another.
-    let known = engine.known_entries();
+    // The namespace as the engine has it, listed again only after a step changed it.
+    let mut known = engine.known_entries();
     let mut left: HashMap<(u64, u64), (Ino, EntryKind)> = HashMap::new();
     for k in known.iter().filter(|k| !k.path.is_root() && k.present) {
         let Some(s) = stamps.get(&k.ino) else {
@@ -199,7 +199,9 @@ pub(super) fn scan(
     }
 
     // 2. Removals, deepest first.
-    let known = engine.known_entries();
+    if report.renamed > 0 {
+        known = engine.known_entries();
+    }
     for k in known.iter().rev().filter(|k| !k.path.is_root()) {
         let here = disk.get(&k.path);
         if here.is_some_and(|d| d.stamp.kind == k.kind) || !readable(&k.path) {
@@ -233,13 +235,12 @@ pub(super) fn scan(
     }
 
     // 3. Creations, parents first (a BTreeMap of paths lists a folder before its entries).
-    let known: HashMap<RelPath, KnownEntry> = engine
-        .known_entries()
-        .into_iter()
-        .map(|k| (k.path.clone(), k))
-        .collect();
+    if report.removed > 0 {
+        known = engine.known_entries();
+    }
+    let known_paths: HashSet<&RelPath> = known.iter().map(|k| &k.path).collect();
     for (path, d) in disk {
-        if path.is_root() || known.contains_key(path) {
+        if path.is_root() || known_paths.contains(path) {
             continue;
         }
         let abs = path.to_path(root);
@@ -259,7 +260,11 @@ pub(super) fn scan(
 
     // 4. Changes of content and times.
     let handled: HashSet<Ino> = changes.iter().map(|(i, _)| *i).collect();
-    for k in engine.known_entries() {
+    // Anything recorded above also gave the folders involved the time of the scan.
+    if report.found_anything() {
+        known = engine.known_entries();
+    }
+    for k in known {
         let Some(d) = disk.get(&k.path) else {
             continue;
         };
