@@ -23,6 +23,7 @@ pub struct KnownEntry {
     pub link: Option<String>,
     /// Files: the share version the cached copy derives from.
     pub base: Option<Base>,
+    pub content_dirty: bool,
     pub meta_dirty: bool,
 }
 
@@ -45,6 +46,7 @@ impl Engine {
                     mtime_ns: n.mtime_ns,
                     link: n.link.clone(),
                     base: n.base,
+                    content_dirty: n.content_dirty,
                     meta_dirty: n.meta_dirty,
                 })
             })

@@ -757,7 +757,20 @@ impl Engine {
             }
             return Err(e);
         }
-        let attr = self.attr_of(&tree, &node)?;
+        let attr = match side {
+            CacheSide::Apply => self.attr_of(&tree, &node)?,
+            // Recorded already; the entry may be gone again from the mirror folder (the next
+            // scan sees that), so its attributes are not looked up: the caller wants the inode.
+            CacheSide::AlreadyDone => Attr {
+                ino,
+                kind: node.kind,
+                size: node.size,
+                mtime_ns: node.mtime_ns,
+                ctime_ns: node.ctime_ns,
+                mode: node.mode,
+                nlink: 1,
+            },
+        };
         drop(tree);
         let fh = file.map(|file| {
             self.live(ino).writers.fetch_add(1, Ordering::SeqCst);

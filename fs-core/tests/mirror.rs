@@ -233,3 +233,19 @@ fn changes_made_while_nothing_serves_the_folder_are_flushed_later() {
     );
     assert!(!rig.share.join("results/run1/log.txt").exists());
 }
+
+#[test]
+fn a_change_recorded_without_its_stamp_and_then_deleted_leaves_nothing_pending() {
+    let rig = Rig::new();
+    let m = rig.filled();
+    // A crash between recording a new file and recording its stamp, as the engine sees it.
+    fs::write(rig.folder.join("results/tmp-journal"), b"x").unwrap();
+    m.engine()
+        .adopt_created(&fs_core::RelPath::new("results/tmp-journal").unwrap(), None)
+        .unwrap();
+    fs::remove_file(rig.folder.join("results/tmp-journal")).unwrap();
+    let r = m.flush(None).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert!(!rig.share.join("results/tmp-journal").exists());
+    assert_eq!(m.engine().status().pending_files, 0);
+}

@@ -212,6 +212,9 @@ pub(super) fn scan(
             (Some(_), _) if k.present => {}
             // Something else took the place of an entry never fetched.
             (None, Some(_)) => {}
+            // A local change recorded without its stamp (a crash came between the two), gone
+            // now: nothing of it is left to write.
+            (None, None) if k.present && k.content_dirty => {}
             // Never fetched, or fetched and then lost without a trace: fetch it again.
             _ => {
                 if k.present && k.kind == EntryKind::File {
