@@ -28,7 +28,7 @@ use crate::engine::Engine;
 use crate::error::{FsError, Reason};
 use crate::journal::{self, StagedRow};
 use crate::names;
-use crate::pending::{share_path_of, touches, Base, Logged, NsOp};
+use crate::pending::{local_path_of, share_path_of, touches, Base, Logged, NsOp};
 use crate::relpath::RelPath;
 use crate::report::{ConflictItem, FlushReport, PendingItem, Progress};
 use crate::tree::Ino;
@@ -775,8 +775,16 @@ impl Engine {
             let _span = info_span!("replay", op = ?op).entered();
             match self.exec_op(ctx, &op) {
                 Ok(()) => {
+                    // The folders it changed, by their local names: changes still to replay
+                    // after this one may have moved them (mkdir e/d, then e renamed to a).
+                    let later: Vec<Logged> = {
+                        let tree = self.state.read();
+                        tree.ops.iter().filter(|(s, _)| *s > seq).cloned().collect()
+                    };
                     for p in op.paths() {
-                        ctx.touched(p);
+                        if let Some(dir) = p.parent().and_then(|d| local_path_of(&d, &later)) {
+                            ctx.touched_dirs.lock().insert(dir);
+                        }
                     }
                     let mut tree = self.state.write();
                     tree.ops.retain(|(s, _)| *s != seq);

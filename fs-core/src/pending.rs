@@ -95,6 +95,29 @@ pub fn share_path_of(path: &RelPath, ops: &[Logged]) -> Option<RelPath> {
     Some(p)
 }
 
+/// Where the entry at share `path` is locally, given the logged changes `later` that are still
+/// to be replayed after the one that put it there; `None` when one of them removes it. The
+/// inverse of [`share_path_of`].
+pub fn local_path_of(path: &RelPath, later: &[Logged]) -> Option<RelPath> {
+    let mut p = path.clone();
+    for (_, op) in later {
+        match op {
+            NsOp::Rename { from, to, .. } => {
+                if let Some(q) = p.rebase(from, to) {
+                    p = q;
+                }
+            }
+            NsOp::Remove { path: gone, .. } => {
+                if p.is_within(gone) {
+                    return None;
+                }
+            }
+            NsOp::Mkdir { .. } => {}
+        }
+    }
+    Some(p)
+}
+
 /// True when some logged change involves `path` or something below or above it.
 pub fn touches(ops: &[Logged], path: &RelPath) -> bool {
     ops.iter()
@@ -140,6 +163,18 @@ mod tests {
         assert_eq!(share_path_of(&p("b/z"), &ops), Some(p("a/z")));
         assert_eq!(share_path_of(&p("a/new"), &ops), None);
         assert_eq!(share_path_of(&p("c"), &ops), Some(p("c")));
+        // And back: a/x on the share, with all three still to replay, is b/y here.
+        assert_eq!(local_path_of(&p("a/x"), &ops), Some(p("b/y")));
+        assert_eq!(local_path_of(&p("c"), &ops), Some(p("c")));
+        let removed = vec![(
+            4,
+            NsOp::Remove {
+                path: p("b"),
+                kind: crate::backing::EntryKind::Dir,
+                base: None,
+            },
+        )];
+        assert_eq!(local_path_of(&p("b/q"), &removed), None);
         assert!(touches(&ops, &p("b")));
         assert!(touches(&ops, &RelPath::root()));
         assert!(!touches(&ops, &p("c")));
