@@ -79,13 +79,20 @@ pub fn sipfs(args: &[&str]) -> Output {
     out
 }
 
-/// `sipfs run BACKING --mode MODE --at AT --cache CACHE -- sh -c SCRIPT`, as a launcher calls it.
-pub fn sipfs_run(backing: &Path, mode: &str, at: &Path, cache: &Path, script: &str) -> Output {
-    sipfs(&[
-        "run",
-        backing.to_str().unwrap(),
-        "--mode",
-        mode,
+/// `sipfs run BACKING [--mode MODE] --at AT --cache CACHE -- sh -c SCRIPT`, as a launcher
+/// calls it; without a mode, sipfs picks one.
+pub fn sipfs_run(
+    backing: &Path,
+    mode: Option<&str>,
+    at: &Path,
+    cache: &Path,
+    script: &str,
+) -> Output {
+    let mut args = vec!["run", backing.to_str().unwrap()];
+    if let Some(m) = mode {
+        args.extend(["--mode", m]);
+    }
+    args.extend([
         "--at",
         at.to_str().unwrap(),
         "--cache",
@@ -94,7 +101,8 @@ pub fn sipfs_run(backing: &Path, mode: &str, at: &Path, cache: &Path, script: &s
         "sh",
         "-c",
         script,
-    ])
+    ]);
+    sipfs(&args)
 }
 
 /// A share folder, a mount point and a cache folder, removed at the end.

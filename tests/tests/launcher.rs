@@ -59,18 +59,7 @@ fn run_on_a_network_project_mounts_flushes_and_passes_the_exit_code() {
                   cat \"$PROJECT_PATH/input.csv\" > \"$PROJECT_PATH/copy.csv\"; \
                   echo \"$NETWORK_PROJECT_PATH\" > \"$PROJECT_PATH/network.txt\"; \
                   test ! -e \"$NETWORK_PROJECT_PATH/copy.csv\"; exit 5";
-    let out = sipfs(&[
-        "run",
-        share.mnt.to_str().unwrap(),
-        "--at",
-        at.to_str().unwrap(),
-        "--cache",
-        s.cache.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        script,
-    ]);
+    let out = sipfs_run(&share.mnt, None, &at, &s.cache, script);
     assert_eq!(
         out.status.code(),
         Some(5),
@@ -95,18 +84,13 @@ fn run_on_a_network_project_mounts_flushes_and_passes_the_exit_code() {
         .arg(share.export.join("copy.csv"))
         .status()
         .unwrap();
-    let out = sipfs(&[
-        "run",
-        share.mnt.to_str().unwrap(),
-        "--at",
-        at.to_str().unwrap(),
-        "--cache",
-        s.cache.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
+    let out = sipfs_run(
+        &share.mnt,
+        None,
+        &at,
+        &s.cache,
         "echo changed > \"$PROJECT_PATH/copy.csv\"",
-    ]);
+    );
     Command::new("chattr")
         .arg("-i")
         .arg(share.export.join("copy.csv"))
@@ -124,8 +108,9 @@ fn run_on_a_mount_works_from_the_cache_while_the_share_is_away() {
     chown_to_share_user(&share.export.join("input.csv"));
     let at = s.dir.path().join("work");
     fs::create_dir_all(&at).unwrap();
-    let run =
-        |share: &SshShare, script: &str| sipfs_run(&share.mnt, "mount", &at, &s.cache, script);
+    let run = |share: &SshShare, script: &str| {
+        sipfs_run(&share.mnt, Some("mount"), &at, &s.cache, script)
+    };
     // The first run reads the input, so the cache has it.
     let first = run(&share, "cat \"$PROJECT_PATH/input.csv\" > /dev/null");
     assert_eq!(first.status.code(), Some(0));

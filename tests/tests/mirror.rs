@@ -179,7 +179,7 @@ fn run_in_mirror_mode_fills_serves_requests_and_flushes_at_the_end() {
         grep -q '^ok flush step-1' \"$PROJECT_PATH/.sipfs/result\"; \
         test -e \"$NETWORK_PROJECT_PATH/copy.csv\"; \
         echo after > \"$PROJECT_PATH/after.txt\"; exit 5";
-    let out = sipfs_run(&share.mnt, "mirror", &at, &s.cache, script);
+    let out = sipfs_run(&share.mnt, Some("mirror"), &at, &s.cache, script);
     assert_eq!(out.status.code(), Some(5), "the command's exit code");
     assert_eq!(
         fs::read_to_string(share.export.join("copy.csv")).unwrap(),
@@ -205,8 +205,9 @@ fn run_works_from_the_mirror_while_the_share_is_away() {
     fs::write(share.export.join("input.csv"), "a,b\n").unwrap();
     chown_to_share_user(&share.export);
     let at = s.dir.path().join("staging");
-    let run =
-        |share: &SshShare, script: &str| sipfs_run(&share.mnt, "mirror", &at, &s.cache, script);
+    let run = |share: &SshShare, script: &str| {
+        sipfs_run(&share.mnt, Some("mirror"), &at, &s.cache, script)
+    };
     assert_eq!(
         run(&share, "true").status.code(),
         Some(0),
