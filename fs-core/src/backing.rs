@@ -58,6 +58,29 @@ pub fn mtime_ns(md: &fs::Metadata) -> i64 {
     ft.unix_seconds() * 1_000_000_000 + ft.nanoseconds() as i64
 }
 
+/// Opens a cached copy for writing it back. On Linux without touching its access time: that
+/// belongs to the programs that read the file, not to sipfs copying it (the cache files are
+/// sipfs's own, so `O_NOATIME` is allowed; where it is not, a plain open does).
+pub fn open_cache_copy(path: &Path) -> io::Result<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Ok(f) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(path)
+        {
+            return Ok(f);
+        }
+    }
+    File::open(path)
+}
+
+pub fn atime_ns(md: &fs::Metadata) -> i64 {
+    let ft = FileTime::from_last_access_time(md);
+    ft.unix_seconds() * 1_000_000_000 + ft.nanoseconds() as i64
+}
+
 pub fn filetime_from_ns(ns: i64) -> FileTime {
     FileTime::from_unix_time(
         ns.div_euclid(1_000_000_000),
@@ -192,7 +215,7 @@ impl Backing for DirBacking {
 
     fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()> {
         let dest = self.path(temp);
-        let mut input = File::open(src)?;
+        let mut input = open_cache_copy(src)?;
         let mut out = OpenOptions::new()
             .write(true)
             .create_new(true)

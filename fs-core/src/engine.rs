@@ -43,6 +43,11 @@ pub struct EngineOptions {
     /// Where the cache tree lives when it is not `cache_dir/tree`: in mirror mode it is the
     /// mirror folder the user works in.
     pub tree_dir: Option<PathBuf>,
+    /// For tests: a flush works through its files in an order drawn from this seed instead of
+    /// the order they were found in. It stands in for the order parallel workers happen to
+    /// finish in, which must never change what a flush does, so that a test's outcome depends
+    /// on its seed alone.
+    pub flush_order_seed: Option<u64>,
 }
 
 impl EngineOptions {
@@ -55,6 +60,7 @@ impl EngineOptions {
             retry: RetryPolicy::default(),
             windows_share: cfg!(windows),
             tree_dir: None,
+            flush_order_seed: None,
         }
     }
 }
@@ -66,6 +72,7 @@ pub struct Attr {
     pub kind: EntryKind,
     pub size: u64,
     pub mtime_ns: i64,
+    pub atime_ns: i64,
     pub ctime_ns: i64,
     pub mode: u32,
     /// Directories: 2 plus the number of subdirectories known.
@@ -84,6 +91,8 @@ pub struct DirEntry {
 pub struct SetAttr {
     pub size: Option<u64>,
     pub mtime_ns: Option<i64>,
+    /// Kept in the cache, never written back (see `Node::atime_ns`).
+    pub atime_ns: Option<i64>,
     pub mode: Option<u32>,
 }
 
@@ -389,6 +398,7 @@ impl Engine {
             kind: node.kind,
             size: node.size,
             mtime_ns: node.mtime_ns,
+            atime_ns: node.atime_ns.unwrap_or(node.mtime_ns),
             ctime_ns: node.ctime_ns.max(node.mtime_ns),
             // The logical mode: the cache copy always stays readable and writable by sipfs.
             mode: node.mode,
@@ -401,6 +411,7 @@ impl Engine {
             let md = fs::metadata(self.cache_path(&path)).map_err(io_err(&path))?;
             a.size = md.len();
             a.mtime_ns = backing::mtime_ns(&md);
+            a.atime_ns = backing::atime_ns(&md);
             a.ctime_ns = a.ctime_ns.max(ctime_ns(&md));
         }
         Ok(a)
@@ -426,6 +437,7 @@ impl Engine {
             kind: EntryKind::File,
             size: st.size,
             mtime_ns: st.mtime_ns,
+            atime_ns: backing::atime_ns(&md),
             ctime_ns: ctime_ns(&md),
             mode,
             // 0 once deleted while open, as on a local disk.
@@ -439,9 +451,12 @@ impl Engine {
         if let Some(size) = req.size {
             fh.file.set_len(size).map_err(err)?;
         }
-        if let Some(t) = req.mtime_ns {
-            let t = backing::filetime_from_ns(t);
-            filetime::set_file_handle_times(&fh.file, None, Some(t)).map_err(err)?;
+        if req.mtime_ns.is_some() || req.atime_ns.is_some() {
+            let (a, m) = (
+                req.atime_ns.map(backing::filetime_from_ns),
+                req.mtime_ns.map(backing::filetime_from_ns),
+            );
+            filetime::set_file_handle_times(&fh.file, a, m).map_err(err)?;
         }
         self.getattr_handle(fh)
     }
@@ -592,14 +607,26 @@ impl Engine {
                 let _ = fs::remove_file(&tmp);
                 continue;
             }
-            let t = backing::filetime_from_ns(st.mtime_ns);
-            set_cache_mode(&tmp, st.mode);
-            filetime::set_file_times(&tmp, t, t).map_err(io_err(&path))?;
             let mut tree = self.state.write();
             let Some(node) = tree.get(ino) else {
                 let _ = fs::remove_file(&tmp);
                 return Ok(());
             };
+            // A time or mode set here before the first read is a change of ours: the fetched
+            // copy takes it, and the flush still writes it (the node stays dirty).
+            let (mtime, mode) = if node.meta_dirty {
+                (node.mtime_ns, node.mode)
+            } else {
+                (st.mtime_ns, st.mode)
+            };
+            let atime = node.atime_ns.unwrap_or(mtime);
+            set_cache_mode(&tmp, mode);
+            filetime::set_file_times(
+                &tmp,
+                backing::filetime_from_ns(atime),
+                backing::filetime_from_ns(mtime),
+            )
+            .map_err(io_err(&path))?;
             if node.cached {
                 let _ = fs::remove_file(&tmp);
                 return Ok(());
@@ -620,7 +647,9 @@ impl Engine {
             node.cached = true;
             node.base = Some(Base::of(&st));
             node.size = st.size;
-            node.mtime_ns = st.mtime_ns;
+            node.mtime_ns = mtime;
+            // The cached file holds the access time from now on.
+            node.atime_ns = None;
             let n = node.clone();
             return self.persist(|tx| journal::put_node(tx, &n));
         }
@@ -738,6 +767,7 @@ impl Engine {
             mode: if link.is_some() { 0o777 } else { mode & 0o7777 },
             link: link.map(str::to_owned),
             ctime_ns: now,
+            atime_ns: None,
             gen: 0,
         };
         tree.insert(node.clone());
@@ -766,6 +796,7 @@ impl Engine {
                 kind: node.kind,
                 size: node.size,
                 mtime_ns: node.mtime_ns,
+                atime_ns: node.mtime_ns,
                 ctime_ns: node.ctime_ns,
                 mode: node.mode,
                 nlink: 1,
@@ -858,6 +889,7 @@ impl Engine {
             mode: mode & 0o7777,
             link: None,
             ctime_ns: now,
+            atime_ns: None,
             gen: 0,
         };
         let op = (!ignored).then(|| NsOp::Mkdir { path: path.clone() });
@@ -1395,7 +1427,7 @@ impl Engine {
             f.set_len(size).map_err(io_err(&path))?;
             self.live(ino).gen.fetch_add(1, Ordering::SeqCst);
         }
-        if req.mtime_ns.is_some() || req.mode.is_some() {
+        if req.mtime_ns.is_some() || req.mode.is_some() || req.atime_ns.is_some() {
             let mut tree = self.state.write();
             let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
             let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
@@ -1405,10 +1437,7 @@ impl Engine {
                 if let Some(m) = req.mode {
                     set_cache_mode_checked(&cache, m).map_err(io_err(&path))?;
                 }
-                if let Some(t) = req.mtime_ns {
-                    let t = backing::filetime_from_ns(t);
-                    filetime::set_file_mtime(&cache, t).map_err(io_err(&path))?;
-                }
+                set_times(&cache, req.atime_ns, req.mtime_ns).map_err(io_err(&path))?;
             }
             let n = tree.get_mut(ino).expect("exists");
             if let Some(m) = req.mode {
@@ -1417,8 +1446,13 @@ impl Engine {
             if let Some(t) = req.mtime_ns {
                 n.mtime_ns = t;
             }
+            if !on_cache_file {
+                // Until the first read, the node holds it; an access time alone is nothing
+                // to write back.
+                n.atime_ns = req.atime_ns.or(n.atime_ns);
+            }
             n.ctime_ns = now_ns();
-            n.meta_dirty = true;
+            n.meta_dirty |= req.mtime_ns.is_some() || req.mode.is_some();
             n.gen += 1;
             let n = n.clone();
             tree.reindex(ino);
@@ -1430,6 +1464,17 @@ impl Engine {
     /// Hard links cannot be written to the shares sipfs is for (SMB), so they are refused.
     pub fn link(&self) -> Result<Attr, FsError> {
         Err(FsError::NotSupported("hard links"))
+    }
+}
+
+/// Sets the times given, leaving the others as they are.
+fn set_times(path: &Path, atime_ns: Option<i64>, mtime_ns: Option<i64>) -> std::io::Result<()> {
+    let ft = backing::filetime_from_ns;
+    match (atime_ns, mtime_ns) {
+        (Some(a), Some(m)) => filetime::set_file_times(path, ft(a), ft(m)),
+        (Some(a), None) => filetime::set_file_atime(path, ft(a)),
+        (None, Some(m)) => filetime::set_file_mtime(path, ft(m)),
+        (None, None) => Ok(()),
     }
 }
 

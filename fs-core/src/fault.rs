@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::backing::{Backing, Stat};
 use crate::relpath::RelPath;
@@ -24,6 +25,9 @@ pub struct FaultControl {
     times_errno: std::sync::atomic::AtomicI32,
     /// Operations asked of the share so far.
     ops: std::sync::atomic::AtomicU64,
+    /// When set: listings come in an order drawn from this seed (and the folder's path), the
+    /// way a real file system's hashed directories scramble them, but the same on every machine.
+    listing_seed: Mutex<Option<u64>>,
 }
 
 impl FaultControl {
@@ -61,6 +65,11 @@ impl FaultControl {
     /// Makes setting modification times fail with `errno` (0: works again).
     pub fn refuse_times(&self, errno: i32) {
         self.times_errno.store(errno, Ordering::SeqCst);
+    }
+
+    /// Listings in an order drawn from `seed`, whatever order the file system keeps.
+    pub fn shuffle_listings(&self, seed: u64) {
+        *self.listing_seed.lock() = Some(seed);
     }
 
     /// How many operations were asked of the share so far.
@@ -114,7 +123,12 @@ impl Backing for FaultyBacking {
     }
     fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
         self.control.check(&[dir], false)?;
-        self.inner.list(dir)
+        let mut entries = self.inner.list(dir)?;
+        if let Some(seed) = *self.control.listing_seed.lock() {
+            let seed = seed ^ xxh3_64(dir.as_str().as_bytes());
+            entries.sort_by_cached_key(|(name, _)| xxh3_64_with_seed(name.as_bytes(), seed));
+        }
+        Ok(entries)
     }
     fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()> {
         self.control.check(&[path], false)?;

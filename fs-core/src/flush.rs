@@ -215,6 +215,11 @@ impl Engine {
         let _span = info_span!("flush", label = label.unwrap_or("")).entered();
         let start = Instant::now();
         let (mut jobs, ignored, mut max_seq) = self.collect_jobs();
+        if let Some(seed) = self.opts.flush_order_seed {
+            jobs.sort_by_cached_key(|j| {
+                xxhash_rust::xxh3::xxh3_64_with_seed(j.local.as_str().as_bytes(), seed)
+            });
+        }
         if let Some(scope) = &scope {
             jobs.retain(|j| scope.paths.contains(j.local.as_str()));
             max_seq = max_seq.min(scope.ops_upto);
@@ -262,7 +267,7 @@ impl Engine {
         let outcomes: Vec<StageOutcome> = self.pool.install(|| {
             content
                 .into_par_iter()
-                .map(|j| self.stage(&ctx, j, &ops))
+                .map(|j| self.stage(&ctx, j, &ops, false))
                 .collect()
         });
         let mut staged = Vec::new();
@@ -297,7 +302,7 @@ impl Engine {
             let outcomes: Vec<StageOutcome> = self.pool.install(|| {
                 deferred
                     .into_par_iter()
-                    .map(|j| self.stage(&ctx, j, &ops))
+                    .map(|j| self.stage(&ctx, j, &ops, true))
                     .collect()
             });
             let mut staged = Vec::new();
@@ -416,7 +421,9 @@ impl Engine {
         ))
     }
 
-    fn stage(&self, ctx: &Ctx<'_>, job: Job, ops: &[Logged]) -> StageOutcome {
+    /// Stages one file. `after_burst`: the logged changes that could be replayed were, so a
+    /// folder still standing at the file's name is not ours to wait for.
+    fn stage(&self, ctx: &Ctx<'_>, job: Job, ops: &[Logged], after_burst: bool) -> StageOutcome {
         if ctx.down.load(Ordering::SeqCst) {
             return StageOutcome::Pending(ctx.unreachable(&job.local));
         }
@@ -444,7 +451,20 @@ impl Engine {
         let conflict = match current {
             None => None,
             // A pending removal may still free the name: try again after the burst.
-            Some(st) if st.kind == EntryKind::Dir => return StageOutcome::Deferred(job),
+            Some(st) if st.kind == EntryKind::Dir && !after_burst => {
+                return StageOutcome::Deferred(job)
+            }
+            // A folder this cache does not know of (kept for what it held, or made by someone
+            // else) has the name: it moves aside, so both are kept.
+            Some(st) if st.kind == EntryKind::Dir => {
+                let detail =
+                    "a file here, a folder on the share; the share's folder was kept beside"
+                        .to_string();
+                if let Err(e) = self.move_aside(ctx, &target, &job.local, detail) {
+                    return StageOutcome::Pending(ctx.pending(&job.local, &e));
+                }
+                None
+            }
             Some(st) if job.in_share && job.base.is_some_and(|b| b.matches(&st)) => None,
             Some(_) => match self.free_conflict_name(&share_dir, &name) {
                 Ok(c) => Some(c),
@@ -729,21 +749,24 @@ impl Engine {
     }
 
     fn record_conflict(&self, ctx: &Ctx<'_>, c: ConflictItem) {
-        let mut list: Vec<ConflictItem> = self
-            .journal
-            .lock()
+        self.update_conflicts(|list| list.push(c.clone()));
+        ctx.report.lock().conflicts.push(c);
+    }
+
+    /// Changes the list of conflicts `status` shows (the last 100 are kept).
+    fn update_conflicts(&self, change: impl FnOnce(&mut Vec<ConflictItem>)) {
+        let journal = self.journal.lock();
+        let mut list: Vec<ConflictItem> = journal
             .get_meta("conflicts")
             .ok()
             .flatten()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default();
-        list.push(c.clone());
+        change(&mut list);
         let keep = list.len().saturating_sub(100);
-        let list = &list[keep..];
-        if let Ok(s) = serde_json::to_string(list) {
-            let _ = self.journal.lock().set_meta("conflicts", &s);
+        if let Ok(s) = serde_json::to_string(&list[keep..]) {
+            let _ = journal.set_meta("conflicts", &s);
         }
-        ctx.report.lock().conflicts.push(c);
     }
 
     /// Replays the logged namespace changes in order (only those made before this flush began).
@@ -773,8 +796,11 @@ impl Engine {
                 continue;
             }
             let _span = info_span!("replay", op = ?op).entered();
-            match self.exec_op(ctx, &op) {
+            match self.exec_op(ctx, &op, seq) {
                 Ok(()) => {
+                    if let NsOp::Rename { from, to, .. } = &op {
+                        self.kept_copies_moved(ctx, from, to);
+                    }
                     // The folders it changed, by their local names: changes still to replay
                     // after this one may have moved them (mkdir e/d, then e renamed to a).
                     let later: Vec<Logged> = {
@@ -800,7 +826,7 @@ impl Engine {
         }
     }
 
-    fn exec_op(&self, ctx: &Ctx<'_>, op: &NsOp) -> Result<(), PendingItem> {
+    fn exec_op(&self, ctx: &Ctx<'_>, op: &NsOp, seq: i64) -> Result<(), PendingItem> {
         let retry = self.opts.retry;
         if let (true, NsOp::Mkdir { path: made } | NsOp::Rename { to: made, .. }) =
             (self.opts.windows_share, op)
@@ -884,26 +910,7 @@ impl Engine {
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 Err(e) if Reason::classify(&e) == Reason::NotEmpty => {
-                    // Only temporaries of interrupted flushes may be cleared out of the way.
-                    let entries = b.list(path).map_err(|e| fail(path, e))?;
-                    if entries.iter().all(|(n, _)| names::is_temp_name(n)) {
-                        for (n, _) in &entries {
-                            let _ = b.remove_file(&path.join(n));
-                        }
-                        retry
-                            .run(|| b.remove_dir(path))
-                            .map_err(|e| fail(path, e))?;
-                        ctx.report.lock().removed += 1;
-                        Ok(())
-                    } else {
-                        let names: Vec<&str> =
-                            entries.iter().take(5).map(|(n, _)| n.as_str()).collect();
-                        Err(PendingItem::new(
-                            path,
-                            Reason::NotEmpty,
-                            format!("the share still has {} there", names.join(", ")),
-                        ))
-                    }
+                    self.remove_dir_keeping_others(ctx, path, seq)
                 }
                 Err(e) => Err(fail(path, e)),
             },
@@ -944,6 +951,108 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// Removes a folder deleted here whose share copy still holds something: what this cache
+    /// never saw, or a version a conflict kept. Temporaries of interrupted flushes are cleared
+    /// away; anything else is someone's work and stays, and so does the folder holding it. The
+    /// removal is settled either way, so a flush never stays pending on it for good:
+    /// - nothing here has the folder's name: the folder stays where it is (a refresh shows it
+    ///   again, with what it holds);
+    /// - something here took the name (a rename over it, a new folder or file): the share's
+    ///   folder moves aside under a conflict name, freeing the name for ours.
+    fn remove_dir_keeping_others(
+        &self,
+        ctx: &Ctx<'_>,
+        path: &RelPath,
+        seq: i64,
+    ) -> Result<(), PendingItem> {
+        let b = &self.backing;
+        let retry = self.opts.retry;
+        let fail = |e: io::Error| ctx.pending(path, &e);
+        let entries = retry.run(|| b.list(path)).map_err(fail)?;
+        let (temps, kept): (Vec<_>, Vec<_>) =
+            entries.iter().partition(|(n, _)| names::is_temp_name(n));
+        for (n, _) in &temps {
+            let _ = b.remove_file(&path.join(n));
+        }
+        if kept.is_empty() {
+            retry.run(|| b.remove_dir(path)).map_err(fail)?;
+            ctx.report.lock().removed += 1;
+            return Ok(());
+        }
+        let shown: Vec<&str> = kept.iter().take(5).map(|(n, _)| n.as_str()).collect();
+        let shown = shown.join(", ");
+        let claimed = {
+            let tree = self.state.read();
+            let later: Vec<Logged> = tree.ops.iter().filter(|(s, _)| *s > seq).cloned().collect();
+            // An unlisted folder on the way counts as taken: moving aside is always safe.
+            local_path_of(path, &later)
+                .is_some_and(|local| !matches!(tree.resolve(&local), Ok(None)))
+        };
+        if !claimed {
+            let msg = format!(
+                "{path}: deleted here, but the share still holds {shown} there; the folder stays on the share with it (the next refresh shows it here again)"
+            );
+            warn!("{msg}");
+            ctx.report.lock().warnings.push(msg);
+            return Ok(());
+        }
+        self.move_aside(
+            ctx,
+            path,
+            path,
+            format!(
+                "replaced here, but the share's folder held {shown}; the share's folder was kept"
+            ),
+        )
+        .map(|_| ())
+        .map_err(fail)
+    }
+
+    /// Renames what the share has at `share_path` to a free conflict name beside it and reports
+    /// it, so that the name is free for what we have at `local`. Conflicts reported earlier
+    /// whose kept copy was inside it now name its new place.
+    fn move_aside(
+        &self,
+        ctx: &Ctx<'_>,
+        share_path: &RelPath,
+        local: &RelPath,
+        detail: String,
+    ) -> io::Result<RelPath> {
+        let dir = share_path.parent().unwrap_or_default();
+        let kept = self.free_conflict_name(&dir, share_path.name())?;
+        self.opts
+            .retry
+            .run(|| self.backing.rename(share_path, &kept))?;
+        self.kept_copies_moved(ctx, share_path, &kept);
+        warn!(path = %local, kept_as = %kept, "conflict: the share's entry kept beside");
+        self.record_conflict(
+            ctx,
+            ConflictItem {
+                path: local.to_string(),
+                kept_as: kept.to_string(),
+                detail,
+            },
+        );
+        ctx.touched(local);
+        Ok(kept)
+    }
+
+    /// The share moved `from` to `to` during this flush: conflicts whose kept copy was inside
+    /// now name the copy's new place (where it is once the flush is done), in this report and
+    /// in the list `status` shows.
+    fn kept_copies_moved(&self, ctx: &Ctx<'_>, from: &RelPath, to: &RelPath) {
+        let moved = |c: &mut ConflictItem| {
+            if let Some(k) = RelPath::new(&c.kept_as)
+                .ok()
+                .and_then(|k| k.rebase(from, to))
+            {
+                c.kept_as = k.to_string();
+            }
+        };
+        ctx.report.lock().conflicts.iter_mut().for_each(moved);
+        self.update_conflicts(|list| list.iter_mut().for_each(moved));
     }
 
     /// The share lost the source of a rename (someone deleted it): what we have cached below

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS node(
     size INTEGER NOT NULL,
     mtime INTEGER NOT NULL,
     mode INTEGER NOT NULL,
-    link TEXT
+    link TEXT,
+    atime INTEGER
 );
 CREATE TABLE IF NOT EXISTS op(seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS staged(
@@ -100,6 +101,13 @@ impl Journal {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Journals written before access times were kept lack the column.
+        let has_atime: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('node') WHERE name = 'atime'")?
+            .exists([])?;
+        if !has_atime {
+            conn.execute_batch("ALTER TABLE node ADD COLUMN atime INTEGER")?;
+        }
         Ok(Journal { conn })
     }
 
@@ -129,7 +137,7 @@ impl Journal {
     pub fn load_nodes(&self) -> Result<Vec<Node>, JournalError> {
         let mut st = self.conn.prepare(
             "SELECT ino, parent, name, kind, listed, cached, in_share, base_size, base_mtime,
-                    content_dirty, meta_dirty, size, mtime, mode, link FROM node",
+                    content_dirty, meta_dirty, size, mtime, mode, link, atime FROM node",
         )?;
         let rows = st.query_map([], |r| {
             let kind = kind_of(r.get(3)?);
@@ -155,6 +163,7 @@ impl Journal {
                 mode: r.get::<_, i64>(13)? as u32,
                 link: r.get(14)?,
                 ctime_ns: r.get(12)?,
+                atime_ns: r.get(15)?,
                 gen: 0,
             })
         })?;
@@ -242,8 +251,8 @@ pub fn put_meta(c: &Connection, key: &str, value: &str) -> Result<(), JournalErr
 pub fn put_node(c: &Connection, n: &Node) -> Result<(), JournalError> {
     c.prepare_cached(
         "INSERT OR REPLACE INTO node(ino, parent, name, kind, listed, cached, in_share,
-            base_size, base_mtime, content_dirty, meta_dirty, size, mtime, mode, link)
-         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            base_size, base_mtime, content_dirty, meta_dirty, size, mtime, mode, link, atime)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         n.ino as i64,
@@ -261,6 +270,7 @@ pub fn put_node(c: &Connection, n: &Node) -> Result<(), JournalError> {
         n.mtime_ns,
         n.mode as i64,
         n.link,
+        n.atime_ns,
     ])?;
     Ok(())
 }
@@ -358,8 +368,40 @@ mod tests {
             mode: 0o644,
             link: None,
             ctime_ns: 1_700_000_000_123_456_789,
+            atime_ns: Some(1_600_000_000_000_000_001),
             gen: 0,
         }
+    }
+
+    #[test]
+    fn a_journal_from_before_access_times_gains_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        {
+            let old = SCHEMA.replace(",\n    atime INTEGER", "");
+            assert_ne!(old, SCHEMA);
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&old).unwrap();
+            c.execute(
+                "INSERT INTO node VALUES(1, 1, '', 1, 1, 0, 1, NULL, NULL, 0, 0, 0, 5, 493, NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut j = Journal::open(&path).unwrap();
+        let nodes = j.load_nodes().unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].atime_ns, None);
+        let n = node(2, 1, "f");
+        j.batch(|tx| put_node(tx, &n)).unwrap();
+        let back = j.load_nodes().unwrap();
+        assert_eq!(
+            back.iter().find(|m| m.ino == 2).unwrap().atime_ns,
+            n.atime_ns
+        );
+        drop(j);
+        // And opening it again changes nothing.
+        Journal::open(&path).unwrap();
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct Node {
     /// Last change of the entry or its attributes (not kept in the journal: after a restart
     /// it starts at the modification time).
     pub ctime_ns: i64,
+    /// An access time a program set (`utimensat`), for entries whose truth is not a cached
+    /// file; `None`: the modification time. Kept here only: a share's access times change with
+    /// every read, so they are never written back.
+    pub atime_ns: Option<i64>,
     /// Bumped on every change of the node; a flush clears dirty flags only if it is unchanged.
     pub gen: u64,
 }
@@ -59,6 +63,7 @@ impl Node {
             mode: st.mode,
             link: None,
             ctime_ns: st.mtime_ns,
+            atime_ns: None,
             gen: 0,
         }
     }

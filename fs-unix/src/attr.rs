@@ -37,12 +37,13 @@ pub struct Owner {
 
 pub fn file_attr(a: &Attr, owner: Owner) -> FileAttr {
     let t = system_time(a.mtime_ns);
+    let at = system_time(a.atime_ns);
     let ct = system_time(a.ctime_ns);
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: t,
+        atime: at,
         mtime: t,
         ctime: ct,
         crtime: t,

@@ -26,6 +26,7 @@ pub fn attr(ino: u64, mtime_ns: i64) -> Option<Attr> {
         kind,
         size: 0,
         mtime_ns,
+        atime_ns: mtime_ns,
         ctime_ns: mtime_ns,
         mode,
         nlink: if kind == EntryKind::Dir { 2 } else { 1 },

@@ -319,7 +319,7 @@ impl Filesystem for SipFs {
         _uid: Option<u32>,
         _gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -336,13 +336,15 @@ impl Filesystem for SipFs {
                 Err(e) => reply.error(e),
             };
         }
+        let ns = |t: TimeOrNow| match t {
+            TimeOrNow::SpecificTime(t) => ns_of(t),
+            TimeOrNow::Now => ns_of(SystemTime::now()),
+        };
         let req = SetAttr {
             size,
             mode,
-            mtime_ns: mtime.map(|t| match t {
-                TimeOrNow::SpecificTime(t) => ns_of(t),
-                TimeOrNow::Now => ns_of(SystemTime::now()),
-            }),
+            mtime_ns: mtime.map(ns),
+            atime_ns: atime.map(ns),
         };
         let r = match self.engine.setattr(ino.0, req) {
             Err(FsError::StaleInode(_)) => {

@@ -423,3 +423,105 @@ fn daemon_mode_and_unmount_command() {
     assert_eq!(fs::read_to_string(s.share.join("a.txt")).unwrap(), "a");
     assert!(!s.mnt.join(".sipfs").exists(), "unmounted");
 }
+
+/// `os.utime` (as `touch -d` and `shutil.copystat` use it) on a file the mount has not read
+/// yet is a change of ours: the first read must not bring the share's time back, and the time
+/// reaches the share at unmount, also after a `kill -9` and a remount. The access time the
+/// program set is kept in the cache (it is never written back).
+#[test]
+fn times_set_before_the_first_read_are_kept() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new();
+    for f in ["f1.txt", "f2.txt"] {
+        fs::write(s.share.join(f), "from the share\n").unwrap();
+        let old = filetime::FileTime::from_unix_time(1_500_000_000, 0);
+        filetime::set_file_times(s.share.join(f), old, old).unwrap();
+    }
+    let (atime, mtime) = (1_600_000_000_123_456_789i64, 1_650_000_000_987_654_321i64);
+    let utime_then_read = |f: &Path| {
+        let script = format!(
+            "import os, sys\n\
+             p = sys.argv[1]\n\
+             os.utime(p, ns=({atime}, {mtime}))\n\
+             st = os.stat(p)\n\
+             assert (st.st_atime_ns, st.st_mtime_ns) == ({atime}, {mtime}), (st.st_atime_ns, st.st_mtime_ns)\n\
+             open(p).read()\n\
+             assert os.stat(p).st_mtime_ns == {mtime}, os.stat(p).st_mtime_ns\n"
+        );
+        let out = std::process::Command::new("python3")
+            .args(["-c", &script, f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let m = s.mount(&[]);
+    utime_then_read(&m.mnt.join("f1.txt"));
+    // shutil.copy2 promises both times of the source.
+    let src = s.dir.path().join("src.csv");
+    fs::write(&src, "x\n").unwrap();
+    filetime::set_file_times(
+        &src,
+        filetime::FileTime::from_unix_time(1_400_000_000, 5),
+        filetime::FileTime::from_unix_time(1_450_000_000, 7),
+    )
+    .unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import shutil, sys; shutil.copy2(sys.argv[1], sys.argv[2])",
+        ])
+        .arg(&src)
+        .arg(m.mnt.join("copy.csv"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (a, b) = (
+        fs::metadata(&src).unwrap(),
+        fs::metadata(m.mnt.join("copy.csv")).unwrap(),
+    );
+    assert_eq!(
+        (b.atime(), b.atime_nsec()),
+        (a.atime(), a.atime_nsec()),
+        "atime of a copy2"
+    );
+    assert_eq!(
+        (b.mtime(), b.mtime_nsec()),
+        (a.mtime(), a.mtime_nsec()),
+        "mtime of a copy2"
+    );
+    assert!(m.stop().success());
+    let mt = |f: &str| {
+        let md = fs::metadata(s.share.join(f)).unwrap();
+        md.mtime() * 1_000_000_000 + md.mtime_nsec()
+    };
+    assert_eq!(
+        mt("f1.txt"),
+        mtime,
+        "the time set reaches the share at unmount"
+    );
+
+    // Set, kill -9 before anything read it, remount, read: still ours, and flushed.
+    let m = s.mount(&[]);
+    let script = format!("import os, sys; os.utime(sys.argv[1], ns=({atime}, {mtime}))");
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script, m.mnt.join("f2.txt").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    m.kill9();
+    let m = s.mount(&[]);
+    let md = fs::metadata(m.mnt.join("f2.txt")).unwrap();
+    assert_eq!(
+        (md.atime(), md.atime_nsec() as i64),
+        (atime / 1_000_000_000, atime % 1_000_000_000)
+    );
+    fs::read(m.mnt.join("f2.txt")).unwrap();
+    let md = fs::metadata(m.mnt.join("f2.txt")).unwrap();
+    assert_eq!(md.mtime() * 1_000_000_000 + md.mtime_nsec(), mtime);
+    assert!(m.stop().success());
+    assert_eq!(mt("f2.txt"), mtime);
+}
