@@ -136,7 +136,7 @@ fn flush_report(mountpoint: &Path, label: Option<&str>) -> Result<FlushReport> {
 pub fn flush(mountpoint: &Path, label: Option<&str>, json: bool) -> Result<Exit> {
     let r = flush_report(mountpoint, label)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         output::print_flush(&r);
     }
@@ -150,7 +150,7 @@ pub fn refresh(mountpoint: &Path, json: bool) -> Result<Exit> {
         .last_refresh
         .ok_or_else(|| anyhow!("the mount reported no refresh"))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         output::print_refresh(&r);
     }
@@ -160,7 +160,7 @@ pub fn refresh(mountpoint: &Path, json: bool) -> Result<Exit> {
 pub fn status(mountpoint: &Path, json: bool) -> Result<Exit> {
     if json {
         let path = control_dir(mountpoint)?.join("status");
-        print!("{}", fs::read_to_string(path)?);
+        out!("{}", fs::read_to_string(path)?);
     } else {
         output::print_status(&read_status(mountpoint)?.status);
     }
@@ -172,7 +172,7 @@ pub fn unmount(mountpoint: &Path) -> Result<Exit> {
     if fs_unix::is_stale_mount(mountpoint) {
         fs_unix::unmount_path(mountpoint, true)
             .with_context(|| format!("clearing the stale mount at {}", mountpoint.display()))?;
-        eprintln!(
+        errln!(
             "sipfs: cleared a stale mount at {} (its process was gone); pending changes are still in its cache and are written by the next mount's flush",
             mountpoint.display()
         );

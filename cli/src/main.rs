@@ -10,6 +10,17 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use fs_core::mirror::Marker;
 
+/// Printing that a closed pipe cannot turn into a panic (see `output::closed_pipe`).
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::output::to_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+macro_rules! out {
+    ($($t:tt)*) => { $crate::output::to_stdout(format_args!($($t)*)) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::output::to_stderr(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod client;
 mod detect;
 mod exit;
@@ -275,10 +286,10 @@ fn init_logging(default: &str) {
 fn detect_cmd(a: &ReportPathArgs) -> anyhow::Result<Exit> {
     let d = detect::detect(&a.path)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        outln!("{}", serde_json::to_string_pretty(&d)?);
     } else {
-        println!("{}: {}", d.path.display(), d.explanation);
-        println!(
+        outln!("{}: {}", d.path.display(), d.explanation);
+        outln!(
             "  file system: {}{}",
             d.fs_type,
             d.source
@@ -287,7 +298,7 @@ fn detect_cmd(a: &ReportPathArgs) -> anyhow::Result<Exit> {
                 .unwrap_or_default()
         );
         if d.windows_share {
-            println!("  Windows share rules apply (names, case)");
+            outln!("  Windows share rules apply (names, case)");
         }
     }
     Ok(Exit::Ok)
@@ -295,6 +306,18 @@ fn detect_cmd(a: &ReportPathArgs) -> anyhow::Result<Exit> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands whose whole job is to print: a reader that stops early (`| head`) got what it
+    // wanted, so they end with 0 then. Commands that change things still finish their work
+    // and say by their exit code whether it landed.
+    let only_prints = matches!(cli.command, Command::Detect(_) | Command::Status(_));
+    let code = run(cli);
+    if only_prints && output::closed_pipe() {
+        return Exit::Ok.into();
+    }
+    code
+}
+
+fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         #[cfg(unix)]
         Command::Mount(a) => {
@@ -347,7 +370,7 @@ fn main() -> ExitCode {
             return match run_cmd::run(a) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => {
-                    eprintln!("sipfs: {e:#}");
+                    errln!("sipfs: {e:#}");
                     Exit::Error.into()
                 }
             };
@@ -356,7 +379,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("sipfs: {e:#}");
+            errln!("sipfs: {e:#}");
             Exit::Error.into()
         }
     }

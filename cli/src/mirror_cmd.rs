@@ -53,7 +53,7 @@ pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
         ),
         Err(e) => match &marker {
             Some(m) => {
-                eprintln!(
+                errln!(
                     "sipfs: warning: the share folder {} cannot be reached ({e}); working from the mirror folder {}; changes stay pending until the share is back",
                     setup.backing.display(),
                     folder.display()
@@ -121,9 +121,10 @@ pub fn sync(mirror: &Mirror) -> Result<fs_core::SyncReport> {
         b.finish_and_clear();
     }
     for e in &r.errors {
-        eprintln!(
+        errln!(
             "sipfs: warning: {}: {} — working from what the folder has",
-            e.path, e.message
+            e.path,
+            e.message
         );
     }
     let _ = requests::write_status(mirror, None);
@@ -222,7 +223,7 @@ pub fn run(args: MirrorArgs) -> Result<Exit> {
             .context("installing the stop handler")?;
     }
     let server = Server::start(mirror.clone(), args.retry_after);
-    eprintln!(
+    errln!(
         "sipfs: {} mirrored in {} (Ctrl-C to flush and stop)",
         args.backing.display(),
         mirror.folder().display()
@@ -345,7 +346,7 @@ pub fn flush(folder: &Path, marker: Marker, label: Option<&str>, json: bool) -> 
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         output::print_flush(&report);
     }
@@ -360,7 +361,7 @@ pub fn refresh(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
             .ok_or_else(|| anyhow!("the mirror reported no refresh"))?,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         output::print_refresh(&report);
     }
@@ -382,7 +383,7 @@ pub fn status(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
         None => ask(folder, "status\n")?,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        outln!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         output::print_status(&status);
     }
@@ -411,6 +412,6 @@ pub fn stop(folder: &Path, marker: Marker) -> Result<Exit> {
         }
     }
     #[cfg(not(unix))]
-    eprintln!("sipfs: flushed; stop the sipfs process {pid} serving the folder with Ctrl-C");
+    errln!("sipfs: flushed; stop the sipfs process {pid} serving the folder with Ctrl-C");
     Ok(exit)
 }

@@ -55,7 +55,7 @@ fn check_mountpoint(p: &Path) -> Result<PathBuf> {
     if is_stale_mount(p) {
         unmount_path(p, true)
             .with_context(|| format!("clearing the stale mount at {}", p.display()))?;
-        eprintln!(
+        errln!(
             "sipfs: cleared a stale mount at {} left by a sipfs process that was killed; its pending changes are in the cache and will be flushed",
             p.display()
         );
@@ -119,7 +119,7 @@ fn daemonize(args: &MountArgs, mountpoint: &Path, cache: &Path) -> Result<Exit> 
     let deadline = Instant::now() + Duration::from_secs(60 + if args.prefetch { 3600 } else { 0 });
     loop {
         if is_sipfs_mount(mountpoint) {
-            println!(
+            outln!(
                 "sipfs: {} mounted at {} (pid {}, log {})",
                 args.backing.display(),
                 mountpoint.display(),
@@ -197,7 +197,7 @@ pub fn run(args: MountArgs) -> Result<Exit> {
         }
         .spawn(engine.clone())
     });
-    eprintln!(
+    errln!(
         "sipfs: {} mounted at {} (Ctrl-C to flush and unmount)",
         backing.display(),
         mountpoint.display()
@@ -240,7 +240,7 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     }
     output::print_flush(&merged);
     if !merged.pending.is_empty() {
-        eprintln!(
+        errln!(
             "sipfs: {} change(s) stay pending in {}; mount the share again and flush to write them",
             merged.pending.len(),
             cache.display()

@@ -1,14 +1,71 @@
-//! How reports look on a terminal.
+//! How reports look on a terminal, and the one place that writes to stdout and stderr.
+//!
+//! A reader that closes the pipe early (`sipfs status | head -3`) must never make sipfs panic
+//! or stop half-way through a flush: writes to a closed pipe are dropped here, quietly, and
+//! [`closed_pipe`] tells `main` it happened. (Rust ignores SIGPIPE, so without this every
+//! `println!` after the reader left would panic.)
 
-use std::io::Write;
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fs_core::report::human_bytes;
 use fs_core::{FlushReport, RefreshReport, Status};
 
 const SHOWN: usize = 20;
 
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// True once a write found its reader gone.
+pub fn closed_pipe() -> bool {
+    CLOSED.load(Ordering::Relaxed)
+}
+
+fn write_or_note(w: &mut dyn Write, bytes: &[u8]) {
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = w.write_all(bytes).and_then(|_| w.flush()) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            CLOSED.store(true, Ordering::Relaxed);
+        }
+        // Any other failure to print (a full disk behind a redirect) must not stop the work
+        // either: the exit code still tells what happened.
+    }
+}
+
+pub fn to_stdout(args: fmt::Arguments<'_>) {
+    write_or_note(&mut io::stdout().lock(), args.to_string().as_bytes());
+}
+
+pub fn to_stderr(args: fmt::Arguments<'_>) {
+    write_or_note(&mut io::stderr().lock(), args.to_string().as_bytes());
+}
+
+/// A writer over stdout or stderr that drops what a closed pipe cannot take.
+pub struct Out(pub fn() -> Box<dyn Write>);
+
+impl Out {
+    pub fn stdout() -> Out {
+        Out(|| Box::new(io::stdout()))
+    }
+    pub fn stderr() -> Out {
+        Out(|| Box::new(io::stderr()))
+    }
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write_or_note(&mut (self.0)(), buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 pub fn print_flush(r: &FlushReport) {
-    print_flush_to(&mut std::io::stdout(), r);
+    print_flush_to(&mut Out::stdout(), r);
 }
 
 pub fn print_flush_to(w: &mut dyn Write, r: &FlushReport) {
@@ -51,7 +108,7 @@ pub fn print_flush_to(w: &mut dyn Write, r: &FlushReport) {
 }
 
 pub fn print_refresh(r: &RefreshReport) {
-    println!(
+    outln!(
         "refresh: {} folder(s) checked in {:.2}s: {} new, {} changed, {} removed{}",
         r.dirs_scanned,
         r.duration_ms as f64 / 1000.0,
@@ -68,57 +125,60 @@ pub fn print_refresh(r: &RefreshReport) {
         }
     );
     for e in &r.errors {
-        println!("  {}: {} ({})", e.path, e.reason.describe(), e.message);
+        outln!("  {}: {} ({})", e.path, e.reason.describe(), e.message);
     }
 }
 
 pub fn print_status(s: &Status) {
-    println!("share:   {}", s.backing);
-    println!(
+    outln!("share:   {}", s.backing);
+    outln!(
         "cache:   {} ({} file(s), {})",
         s.cache_dir,
         s.cached_files,
         human_bytes(s.cache_bytes)
     );
     if s.pending_files == 0 && s.pending_changes == 0 && s.pending_paths.is_empty() {
-        println!("pending: nothing");
+        outln!("pending: nothing");
     } else {
-        println!(
+        outln!(
             "pending: {} file(s) ({}), {} other change(s)",
             s.pending_files,
             human_bytes(s.pending_bytes),
             s.pending_changes
         );
         for p in s.pending_paths.iter().take(SHOWN) {
-            println!("  {p}");
+            outln!("  {p}");
         }
         if s.pending_paths.len() > SHOWN {
-            println!("  ...");
+            outln!("  ...");
         }
     }
     match &s.last_flush {
         Some(f) => {
-            println!("last flush: {} — {}", f.started_at, f.summary());
+            outln!("last flush: {} — {}", f.started_at, f.summary());
             for p in f.pending.iter().take(SHOWN) {
-                println!("  {}: {} → {}", p.path, p.reason.describe(), p.advice);
+                outln!("  {}: {} → {}", p.path, p.reason.describe(), p.advice);
             }
         }
-        None => println!("last flush: never"),
+        None => outln!("last flush: never"),
     }
     if let Some(r) = &s.last_retry {
-        println!("last retry: {} — {}", r.started_at, r.summary());
+        outln!("last retry: {} — {}", r.started_at, r.summary());
     }
     match &s.last_refresh {
-        Some(r) => println!(
+        Some(r) => outln!(
             "last refresh: {} — {} new, {} changed, {} removed",
-            r.started_at, r.added, r.changed, r.removed
+            r.started_at,
+            r.added,
+            r.changed,
+            r.removed
         ),
-        None => println!("last refresh: never"),
+        None => outln!("last refresh: never"),
     }
     if !s.conflicts.is_empty() {
-        println!("open conflicts:");
+        outln!("open conflicts:");
         for c in &s.conflicts {
-            println!("  {} (share's version: {})", c.path, c.kept_as);
+            outln!("  {} (share's version: {})", c.path, c.kept_as);
         }
     }
 }

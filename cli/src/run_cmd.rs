@@ -111,7 +111,7 @@ fn run_mirrored(args: &RunArgs, windows_share: bool) -> Result<i32> {
     // Before the command: fill the folder, or pull in what others changed since last time.
     mirror_cmd::sync(&mirror)?;
     let server = mirror_cmd::Server::start(mirror.clone(), 10);
-    eprintln!(
+    errln!(
         "sipfs: {} mirrored in {}",
         args.backing.display(),
         mirror.folder().display()
@@ -128,11 +128,11 @@ fn finish(code: i32, last: &fs_core::FlushReport, cache: &Path) -> Result<i32> {
     Ok(match Exit::of_flush(last) {
         Exit::Ok => code,
         Exit::Pending => {
-            eprintln!("sipfs: the command exited with {code}, but changes stay pending in {}: run `sipfs flush` on the project later", cache.display());
+            errln!("sipfs: the command exited with {code}, but changes stay pending in {}: run `sipfs flush` on the project later", cache.display());
             Exit::Pending as i32
         }
         other => {
-            eprintln!("sipfs: the command exited with {code}; conflicting versions were kept on the share");
+            errln!("sipfs: the command exited with {code}; conflicting versions were kept on the share");
             other as i32
         }
     })
@@ -156,7 +156,7 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
                     args.backing.display()
                 );
             }
-            eprintln!(
+            errln!(
                 "sipfs: warning: the share folder {} cannot be reached ({e}); working from the cache {}; changes stay pending until the share is back",
                 args.backing.display(),
                 cache.display()
@@ -189,9 +189,7 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
     // Before the command: pull in what others changed since this cache last looked.
     let refresh = engine.refresh();
     if !refresh.errors.is_empty() {
-        eprintln!(
-            "sipfs: warning: the refresh could not reach every folder; working from the cache"
-        );
+        errln!("sipfs: warning: the refresh could not reach every folder; working from the cache");
     }
     let handle = fs_unix::mount(
         engine.clone(),
@@ -202,11 +200,11 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
         },
     )
     .with_context(|| format!("mounting on {}", at.display()))?;
-    eprintln!("sipfs: {} mounted at {}", backing.display(), at.display());
+    errln!("sipfs: {} mounted at {}", backing.display(), at.display());
     let code = run_command(&args.command, true, &args.backing, &at);
     let first = handle.flush(Some("final"));
     if let Err(e) = handle.unmount(Duration::from_secs(10)) {
-        eprintln!("sipfs: warning: unmount: {e}");
+        errln!("sipfs: warning: unmount: {e}");
     }
     let mut last = engine.flush(Some("final"));
     last.conflicts.extend(first.conflicts);
@@ -221,7 +219,7 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
 fn eprint_report(r: &fs_core::FlushReport) {
     // The command's own output is on stdout: the report goes to stderr.
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    output::print_flush_to(&mut std::io::stderr(), r);
+    output::print_flush_to(&mut output::Out::stderr(), r);
 }
 
 impl From<crate::RunMode> for Mode {
