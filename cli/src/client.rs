@@ -21,6 +21,7 @@ use crate::Exit;
 struct MountStatus {
     #[serde(flatten)]
     status: Status,
+    #[cfg_attr(not(unix), allow(dead_code))]
     pid: u32,
     flush_progress: Option<FlushProgress>,
 }

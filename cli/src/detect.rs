@@ -36,6 +36,7 @@ pub fn is_network_fs(fs_type: &str) -> bool {
     matches!(
         base,
         "cifs"
+            | "smb"
             | "smb3"
             | "smbfs"
             | "smb2"
@@ -65,7 +66,7 @@ pub fn is_windows_share_fs(fs_type: &str) -> bool {
     let t = fs_type.to_ascii_lowercase();
     matches!(
         t.strip_prefix("fuse.").unwrap_or(&t),
-        "cifs" | "smb3" | "smbfs" | "smb2" | "smbnetfs"
+        "cifs" | "smb" | "smb3" | "smbfs" | "smb2" | "smbnetfs"
     )
 }
 
@@ -122,12 +123,13 @@ fn mount_of(path: &Path) -> Result<(String, Option<String>)> {
 
 #[cfg(windows)]
 fn mount_of(path: &Path) -> Result<(String, Option<String>)> {
-    // A UNC path is a share; a drive letter is one if Windows says the drive is remote.
     let s = path.to_string_lossy();
-    if s.starts_with(r"\\") && !s.starts_with(r"\\?\") {
-        return Ok(("smb".into(), Some(s.into_owned())));
+    let (fs_type, source) = classify_windows_path(&s);
+    if fs_type != "drive" {
+        return Ok((fs_type.into(), source));
     }
-    if let Some(letter) = s.get(..2).filter(|d| d.ends_with(':')) {
+    let letter = source.unwrap_or_default();
+    {
         let root: Vec<u16> = format!("{letter}\\")
             .encode_utf16()
             .chain(Some(0))
@@ -136,10 +138,37 @@ fn mount_of(path: &Path) -> Result<(String, Option<String>)> {
         let kind = unsafe { windows_sys_get_drive_type(root.as_ptr()) };
         const DRIVE_REMOTE: u32 = 4;
         if kind == DRIVE_REMOTE {
-            return Ok(("smb".into(), Some(letter.to_owned())));
+            return Ok(("smb".into(), Some(letter)));
         }
     }
     Ok(("local".into(), None))
+}
+
+/// What a Windows path's form alone says: `("smb", \\SERVER\SHARE)` for a UNC path (plain or
+/// `\\?\UNC\`), `("drive", X:)` for a drive letter (plain or `\\?\X:`), whose kind only
+/// Windows can tell, or `("local", None)`. Pure, so it is tested on every platform.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub fn classify_windows_path(s: &str) -> (&'static str, Option<String>) {
+    let share_of = |rest: &str| {
+        let mut parts = rest.split(['\\', '/']).filter(|p| !p.is_empty());
+        match (parts.next(), parts.next()) {
+            (Some(server), Some(share)) => Some(format!(r"\\{server}\{share}")),
+            (Some(server), None) => Some(format!(r"\\{server}")),
+            _ => None,
+        }
+    };
+    if let Some(rest) = s.strip_prefix(r"\\?\UNC\") {
+        return ("smb", share_of(rest));
+    }
+    let plain = s.strip_prefix(r"\\?\").unwrap_or(s);
+    if !s.starts_with(r"\\?\") && s.starts_with(r"\\") {
+        return ("smb", share_of(&s[2..]));
+    }
+    let b = plain.as_bytes();
+    if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
+        return ("drive", Some(plain[..2].to_ascii_uppercase()));
+    }
+    ("local", None)
 }
 
 #[cfg(windows)]
@@ -150,12 +179,25 @@ extern "system" {
 }
 
 pub fn detect(path: &Path) -> Result<Detection> {
-    let canon = path
-        .canonicalize()
+    // The plain form (`Z:\proj`, `\\server\share`), which people and other programs
+    // (Docker among them) take; `\\?\` only where a path needs it (over 260 characters).
+    let canon = dunce::canonicalize(path)
         .with_context(|| format!("{} cannot be reached", path.display()))?;
-    let (fs_type, source) = mount_of(&canon)?;
+    // A UNC path as given is a share whatever it resolves to (Wine resolves one to the drive
+    // letter its folder is mapped to).
+    #[cfg(windows)]
+    let typed = match classify_windows_path(&path.to_string_lossy()) {
+        ("smb", source) => Some(("smb".to_owned(), source)),
+        _ => None,
+    };
+    #[cfg(not(windows))]
+    let typed: Option<(String, Option<String>)> = None;
+    let (fs_type, source) = match typed {
+        Some(t) => t,
+        None => mount_of(&canon)?,
+    };
     let network = is_network_fs(&fs_type);
-    let windows_share = is_windows_share_fs(&fs_type) || fs_type == "smb";
+    let windows_share = is_windows_share_fs(&fs_type);
     // Windows: the WinFsp drive is not there yet, so the mirror folder is what works.
     let fuse_ok = (cfg!(unix) && Path::new("/dev/fuse").exists()) || cfg!(target_os = "macos");
     let (recommended, explanation) = match (network, fuse_ok) {
@@ -183,6 +225,25 @@ pub fn detect(path: &Path) -> Result<Detection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_paths_by_their_form() {
+        // What canonicalize gives on Windows, and the plain forms people type.
+        for (path, kind, source) in [
+            (r"\\?\N:\proj", "drive", Some("N:")),
+            (r"z:\proj\sub", "drive", Some("Z:")),
+            (r"\\?\UNC\server\share\proj", "smb", Some(r"\\server\share")),
+            (r"\\server\share\proj", "smb", Some(r"\\server\share")),
+            (r"\\server", "smb", Some(r"\\server")),
+            ("relative", "local", None),
+        ] {
+            assert_eq!(
+                classify_windows_path(path),
+                (kind, source.map(str::to_owned)),
+                "{path}"
+            );
+        }
+    }
 
     #[test]
     fn network_types() {

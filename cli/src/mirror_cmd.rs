@@ -19,7 +19,7 @@ use fs_core::{
     RefreshReport, Status,
 };
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::paths::default_mirror_cache_dir;
 use crate::{output, Exit, MirrorArgs};
@@ -43,9 +43,7 @@ pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
     let folder = absolute(&setup.folder)?;
     let marker = Marker::read(&folder);
     let backing = match fs::metadata(&setup.backing) {
-        Ok(md) if md.is_dir() => setup
-            .backing
-            .canonicalize()
+        Ok(md) if md.is_dir() => dunce::canonicalize(&setup.backing)
             .with_context(|| format!("resolving {}", setup.backing.display()))?,
         Ok(_) => bail!(
             "the share folder {} is not a directory",
@@ -135,6 +133,7 @@ pub fn sync(mirror: &Mirror) -> Result<fs_core::SyncReport> {
 /// current while a flush runs (progress bars of `sipfs flush FOLDER` read it).
 pub struct Server {
     stop: Arc<AtomicBool>,
+    progress: Arc<FlushProgress>,
     threads: Vec<std::thread::JoinHandle<()>>,
     _retries: Option<fs_core::auto_retry::AutoRetryHandle>,
 }
@@ -149,7 +148,7 @@ impl Server {
             threads.push(std::thread::spawn(move || requests::serve(&m, &s, &p)));
         }
         {
-            let (m, s, p) = (mirror.clone(), stop.clone(), progress);
+            let (m, s, p) = (mirror.clone(), stop.clone(), progress.clone());
             threads.push(std::thread::spawn(move || {
                 while !s.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(500));
@@ -168,9 +167,15 @@ impl Server {
         });
         Server {
             stop,
+            progress,
             threads,
             _retries: retries,
         }
+    }
+
+    /// A `stop` request came through the control file (`sipfs unmount FOLDER`).
+    pub fn stop_requested(&self) -> bool {
+        self.progress.stop_requested.load(Ordering::Relaxed)
     }
 
     pub fn stop(self) {
@@ -228,7 +233,7 @@ pub fn run(args: MirrorArgs) -> Result<Exit> {
         args.backing.display(),
         mirror.folder().display()
     );
-    while !stopping.load(Ordering::Relaxed) {
+    while !stopping.load(Ordering::Relaxed) && !server.stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
     }
     info!("stopping: a last flush");
@@ -398,20 +403,17 @@ pub fn stop(folder: &Path, marker: Marker) -> Result<Exit> {
     }
     let pid = read_served(folder)?.pid;
     let exit = flush(folder, marker, Some("stop"), false)?;
-    #[cfg(unix)]
-    {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while server_alive(folder) {
-            if Instant::now() > deadline {
-                warn!(pid, "the serving process did not stop within 2 minutes");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    // Through the control file, as a container could: works the same on every platform.
+    request(folder, "stop\n")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while server_alive(folder) {
+        if Instant::now() > deadline {
+            bail!(
+                "the sipfs process {pid} serving {} did not stop within 2 minutes",
+                folder.display()
+            );
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    #[cfg(not(unix))]
-    errln!("sipfs: flushed; stop the sipfs process {pid} serving the folder with Ctrl-C");
     Ok(exit)
 }

@@ -47,8 +47,7 @@ fn check_backing(p: &Path) -> Result<PathBuf> {
     if !md.is_dir() {
         bail!("the share folder {} is not a directory", p.display());
     }
-    p.canonicalize()
-        .with_context(|| format!("resolving {}", p.display()))
+    dunce::canonicalize(p).with_context(|| format!("resolving {}", p.display()))
 }
 
 fn check_mountpoint(p: &Path) -> Result<PathBuf> {
@@ -82,8 +81,7 @@ fn check_mountpoint(p: &Path) -> Result<PathBuf> {
             p.display()
         );
     }
-    p.canonicalize()
-        .with_context(|| format!("resolving {}", p.display()))
+    dunce::canonicalize(p).with_context(|| format!("resolving {}", p.display()))
 }
 
 /// Starts the same command in the background and returns once the mount is ready.

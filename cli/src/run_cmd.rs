@@ -145,7 +145,7 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
     use std::time::Duration;
 
     // An unreachable share is worked around from the cache, with a warning, when it has one.
-    let backing = match args.backing.canonicalize() {
+    let backing = match dunce::canonicalize(&args.backing) {
         Ok(b) => b,
         Err(e) => {
             let b = std::path::absolute(&args.backing)?;

@@ -1,7 +1,9 @@
 //! The control protocol: what a program inside the mount (a step in a container) writes to
 //! `.sipfs/control` to flush or refresh, without a sipfs binary of its own.
 //!
-//! One command a write: `flush [LABEL]`, `refresh`, `status`. On a mount the write returns when
+//! One command a write: `flush [LABEL]`, `refresh`, `status`, and in a mirror folder `stop`
+//! (a last flush, then the serving process ends: how `sipfs unmount FOLDER` stops it on every
+//! platform, without signals). On a mount the write returns when
 //! the command is done, and fails when a flush left changes pending (the adapter maps that to
 //! EIO). `status` brings `.sipfs/status` up to date: a mount's always is; a mirror folder's
 //! serving process scans the folder first (see `mirror::requests`).
@@ -17,10 +19,11 @@ pub enum ControlCommand {
     Flush { label: Option<String> },
     Refresh,
     Status,
+    Stop,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown control command {0:?}: write `flush [LABEL]`, `refresh` or `status`")]
+#[error("unknown control command {0:?}: write `flush [LABEL]`, `refresh`, `status` or `stop`")]
 pub struct ControlParseError(pub String);
 
 impl ControlCommand {
@@ -35,6 +38,7 @@ impl ControlCommand {
             }),
             "refresh" if rest.is_empty() => Ok(ControlCommand::Refresh),
             "status" if rest.is_empty() => Ok(ControlCommand::Status),
+            "stop" if rest.is_empty() => Ok(ControlCommand::Stop),
             _ => Err(ControlParseError(line.chars().take(80).collect())),
         }
     }
@@ -70,6 +74,15 @@ impl Engine {
                 ok: true,
                 json: self.status_json(),
             },
+            // A mount stops with `sipfs unmount`, which the kernel sees; the control file
+            // only stops a mirror folder's server.
+            ControlCommand::Stop => ControlOutcome {
+                ok: false,
+                json: serde_json::json!({
+                    "error": "`stop` is for mirror folders; stop a mount with `sipfs unmount MOUNTPOINT`"
+                })
+                .to_string(),
+            },
         }
     }
 }
@@ -96,6 +109,7 @@ mod tests {
         );
         assert!(ControlCommand::parse(b"rm -rf /").is_err());
         assert!(ControlCommand::parse(b"refresh now").is_err());
+        assert_eq!(ControlCommand::parse(b"stop\n"), Ok(ControlCommand::Stop));
         assert_eq!(
             ControlCommand::parse(b"status\n"),
             Ok(ControlCommand::Status)

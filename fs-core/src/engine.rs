@@ -1015,17 +1015,25 @@ impl Engine {
         }
         // A move between the synced area and an ignored one turns into removals or creations
         // of the whole subtree on the share, so all of it must be known and cached first.
-        let needs_all = {
+        // A file moved out of what is synced is no longer on the share for us, so its content
+        // must be here first too (found by the model test: an unread file renamed to
+        // `.DS_Store` lost its content).
+        let (needs_all, needs_content) = {
             let tree = self.state.read();
             let n = tree.get(src).ok_or(FsError::StaleInode(src))?;
             let from = tree.path_of(src).unwrap_or_default();
             let to = self.child_path(&tree, new_parent, new_name);
-            n.is_dir()
-                && (self.is_ignored(&from, true) != self.is_ignored(&to, true)
-                    || (!n.in_share && !self.is_ignored(&to, true)))
+            let crosses = self.is_ignored(&from, n.is_dir()) != self.is_ignored(&to, n.is_dir());
+            (
+                n.is_dir() && (crosses || (!n.in_share && !self.is_ignored(&to, true))),
+                n.kind == EntryKind::File && !n.cached && crosses,
+            )
         };
         if needs_all {
             self.materialize_subtree(src)?;
+        }
+        if needs_content {
+            self.ensure_cached(src)?;
         }
         self.rename_locked(
             src,

@@ -77,7 +77,7 @@ impl FsError {
                 libc::EINVAL
             }
             FsError::NotSupported(_) => libc::ENOTSUP,
-            FsError::StaleInode(_) => libc::ESTALE,
+            FsError::StaleInode(_) => STALE,
             // Local cache errors keep their own code: ENOSPC must reach the program as ENOSPC.
             FsError::Cache { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             FsError::Share { reason, .. } => match reason {
@@ -228,6 +228,13 @@ impl Reason {
         }
     }
 }
+
+/// An inode that no longer exists. Windows' C runtime has no ESTALE; its adapter maps errors
+/// to NTSTATUS codes of its own, and the nearest errno there is "no such file".
+#[cfg(unix)]
+const STALE: i32 = libc::ESTALE;
+#[cfg(not(unix))]
+const STALE: i32 = libc::ENOENT;
 
 #[cfg(unix)]
 fn classify_os(code: i32) -> Option<Reason> {

@@ -990,6 +990,25 @@ mod found {
         ]);
     }
 
+    /// An unread file renamed to an ignored name keeps its content (found by the model).
+    #[test]
+    fn unread_file_renamed_to_an_ignored_name() {
+        check(vec![
+            Op::Mkdir(3),
+            Op::Flush,
+            Op::RemoteWrite(4, vec![]),
+            Op::Rename(4, 13),
+        ]);
+        check(vec![
+            Op::Mkdir(3),
+            Op::Mkdir(11),
+            Op::Flush,
+            Op::RemoteWrite(0, vec![4, 2]),
+            Op::Rename(0, 12),
+            Op::ReadAll,
+        ]);
+    }
+
     /// A time set on a file never read here is a change: its first read must not undo it, nor
     /// a crash, and the flush writes it.
     #[test]

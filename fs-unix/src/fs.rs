@@ -197,6 +197,10 @@ impl SipFs {
             ControlCommand::Refresh => self.engine.refresh().errors.is_empty(),
             // A mount's status file is always current.
             ControlCommand::Status => true,
+            ControlCommand::Stop => {
+                warn!("`stop` is for mirror folders; stop a mount with `sipfs unmount MOUNTPOINT`");
+                return Err(Errno::EINVAL);
+            }
         };
         if ok {
             Ok(())

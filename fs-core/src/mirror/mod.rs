@@ -177,7 +177,7 @@ impl Mirror {
             }
         }
         fs::create_dir_all(folder).map_err(io(folder))?;
-        let root = folder.canonicalize().map_err(io(folder))?;
+        let root = dunce::canonicalize(folder).map_err(io(folder))?;
         let recorded = {
             // Look before the engine creates anything in the folder.
             let j = journal::Journal::open(&opts.cache_dir.join("journal.sqlite"));

@@ -64,9 +64,12 @@ pub fn prepare(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Progress of the flush a request runs, shown in `.sipfs/status`.
+/// What the request poller shares with the serving process: the progress of the flush a
+/// request runs (shown in `.sipfs/status`), and whether a `stop` was asked.
 #[derive(Debug, Default)]
 pub struct FlushProgress {
+    /// Set by a `stop` request: the serving process flushes a last time and ends.
+    pub stop_requested: AtomicBool,
     pub running: AtomicBool,
     pub done: AtomicU64,
     pub total: AtomicU64,
@@ -173,6 +176,10 @@ pub fn poll_once(mirror: &Mirror, progress: &FlushProgress) -> Option<String> {
             Ok(r) => format!("pending {line}: {} folder(s) not reached", r.errors.len()),
             Err(e) => format!("error {line}: {e}"),
         },
+        Ok(ControlCommand::Stop) => {
+            progress.stop_requested.store(true, Ordering::Relaxed);
+            format!("ok {line}: stopping after a last flush")
+        }
         Err(e) => format!("error {e}"),
     };
     let dir = control_dir(mirror.folder());
@@ -191,9 +198,9 @@ pub fn poll_once(mirror: &Mirror, progress: &FlushProgress) -> Option<String> {
     Some(result)
 }
 
-/// Serves requests until `stop` is set.
+/// Serves requests until `stop` is set or a `stop` request came.
 pub fn serve(mirror: &Mirror, stop: &AtomicBool, progress: &FlushProgress) {
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && !progress.stop_requested.load(Ordering::Relaxed) {
         std::thread::sleep(POLL_INTERVAL);
         poll_once(mirror, progress);
     }
