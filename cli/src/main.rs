@@ -30,6 +30,7 @@ mod mount_cmd;
 mod output;
 mod paths;
 mod run_cmd;
+mod stop;
 
 /// Exit codes, documented in `sipfs --help` and docs/USER_GUIDE.md.
 pub use exit::Exit;

@@ -221,24 +221,21 @@ pub fn run(args: MirrorArgs) -> Result<Exit> {
     };
     let mirror = Arc::new(mirror);
     sync(&mirror)?;
-    let stopping = Arc::new(AtomicBool::new(false));
-    {
-        let s = stopping.clone();
-        ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
-            .context("installing the stop handler")?;
-    }
+    crate::stop::install()?;
     let server = Server::start(mirror.clone(), args.retry_after);
     errln!(
         "sipfs: {} mirrored in {} (Ctrl-C to flush and stop)",
         args.backing.display(),
         mirror.folder().display()
     );
-    while !stopping.load(Ordering::Relaxed) && !server.stop_requested() {
+    while !crate::stop::requested() && !server.stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
     }
     info!("stopping: a last flush");
     server.stop();
-    let r = flush_now(&mirror, Some("stop"))?;
+    let r = flush_now(&mirror, Some("stop"));
+    crate::stop::finished();
+    let r = r?;
     output::print_flush(&r);
     Ok(Exit::of_flush(&r))
 }

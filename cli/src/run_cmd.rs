@@ -54,7 +54,9 @@ fn wait_forwarding_signals(child: &mut std::process::Child) -> Result<i32> {
 /// The console's Ctrl-C reaches the command by itself; sipfs only must outlive it to flush.
 #[cfg(not(unix))]
 fn wait_forwarding_signals(child: &mut std::process::Child) -> Result<i32> {
-    let _ = ctrlc::set_handler(|| {});
+    // A stop request is noted, and sipfs waits for the command (which got the same console
+    // event) and flushes; a closing console waits for that flush (see `stop`).
+    crate::stop::install()?;
     Ok(child.wait()?.code().unwrap_or(1))
 }
 
@@ -118,8 +120,9 @@ fn run_mirrored(args: &RunArgs, windows_share: bool) -> Result<i32> {
     );
     let code = run_command(&args.command, true, &args.backing, mirror.folder());
     server.stop();
-    let last = mirror_cmd::flush_now(&mirror, Some("final"))?;
-    finish(code?, &last, &mirror.engine().options().cache_dir)
+    let last = mirror_cmd::flush_now(&mirror, Some("final"));
+    crate::stop::finished();
+    finish(code?, &last?, &mirror.engine().options().cache_dir)
 }
 
 /// The exit code: the command's, unless the final flush left something to say.

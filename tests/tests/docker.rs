@@ -6,6 +6,7 @@
 //!
 //! Four ways: a FUSE mount or a mirror folder, each with `docker run -v` and with a
 //! docker-compose.yml that takes the project from `PROJECT_PATH`.
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,4 +1,5 @@
 //! `sipfs detect` and `sipfs run`: what the workflow manager's launcher calls.
+#![cfg(unix)]
 
 use std::fs;
 use std::process::Command;

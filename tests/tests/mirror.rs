@@ -1,6 +1,7 @@
 //! Mirror mode from the command line, on a real network share (sshfs on 127.0.0.1): `sipfs
 //! mirror` serving a folder, `sipfs flush/status/unmount FOLDER` asking it, the same commands
 //! with nothing serving it, and `sipfs run --mode mirror`.
+#![cfg(unix)]
 
 use std::fs;
 use std::path::Path;

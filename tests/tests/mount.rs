@@ -1,5 +1,6 @@
 //! The Linux mount and the `sipfs` command, end to end: real `sipfs` processes, real FUSE
 //! mounts, real programs (Python with SQLite, zipfile, shutil) working in them.
+#![cfg(unix)]
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};

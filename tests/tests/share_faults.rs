@@ -1,5 +1,6 @@
 //! Failures of a real network share — an sshd on 127.0.0.1 reached through sshfs as an
 //! unprivileged user — and of the local disk. In every scenario nothing is lost.
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::fs;

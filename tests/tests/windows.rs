@@ -55,6 +55,10 @@ fn wine() -> &'static Wine {
             .tempdir()
             .unwrap()
             .keep();
+        // A prefix takes some 700 MB: it goes when the test process exits.
+        ROOT.set(root.clone()).unwrap();
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(remove_prefix) };
         let prefix = root.join("prefix");
         let shares = root.join("shares");
         fs::create_dir_all(&shares).unwrap();
@@ -96,6 +100,18 @@ fn wine() -> &'static Wine {
         fs::copy(&dll, bin.join("bcryptprimitives.dll")).unwrap();
         w
     })
+}
+
+static ROOT: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_prefix() {
+    if let Some(root) = ROOT.get() {
+        let _ = Command::new("wineserver")
+            .arg("-k")
+            .env("WINEPREFIX", root.join("prefix"))
+            .status();
+        let _ = fs::remove_dir_all(root);
+    }
 }
 
 impl Wine {
@@ -400,5 +416,32 @@ fn spaces_other_alphabets_and_paths_past_260_characters() {
     assert_eq!(
         fs::read_to_string(share.join(&deep).join("新しい 結果.csv")).unwrap(),
         "new\n"
+    );
+}
+
+/// Ctrl-C flushes before the server goes. (Wine turns SIGINT into the console's CTRL_C_EVENT;
+/// closing the console, logoff and shutdown take the same handler on Windows, but Wine ends a
+/// process on SIGHUP or SIGTERM without any console event, so those are not exercised here.)
+#[test]
+fn ctrl_c_flushes_first() {
+    let w = wine();
+    let (share, proj) = w.project("ctrlc", "proj");
+    let s = Served::start(w, &proj, r"C:\work\ctrlc", &[]);
+    fs::write(s.folder.join("last step.csv"), "done\n").unwrap();
+    let mut s = s;
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "Ctrl-C did not stop the server");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(st.success(), "{st}");
+    assert_eq!(
+        fs::read_to_string(share.join("last step.csv")).unwrap(),
+        "done\n"
     );
 }
