@@ -74,14 +74,19 @@ pub fn sipfs(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("running sipfs");
+    show("sipfs", args, &out);
+    out
+}
+
+/// Shows a finished command and what it printed (the test's output, when it fails).
+pub fn show(program: &str, args: &[&str], out: &Output) {
     eprintln!(
-        "$ sipfs {}\n{}{}-> {}",
+        "$ {program} {}\n{}{}-> {}",
         args.join(" "),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
         out.status
     );
-    out
 }
 
 /// `sipfs run BACKING [--mode MODE] --at AT --cache CACHE -- sh -c SCRIPT`, as a launcher

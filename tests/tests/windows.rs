@@ -144,13 +144,7 @@ impl Wine {
 
     fn sipfs(&self, args: &[&str]) -> Output {
         let out = self.sipfs_cmd(args).output().expect("wine");
-        eprintln!(
-            "$ sipfs.exe {}\n{}{}-> {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            out.status
-        );
+        sipfs_tests::show("sipfs.exe", args, &out);
         out
     }
 }
