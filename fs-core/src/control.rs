@@ -8,7 +8,10 @@
 //! EIO). `status` brings `.sipfs/status` up to date: a mount's always is; a mirror folder's
 //! serving process scans the folder first (see `mirror::requests`).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use crate::engine::Engine;
+use crate::report::Progress;
 
 /// The files of the control directory, relative to `.sipfs/`.
 pub const CONTROL_FILE: &str = "control";
@@ -42,6 +45,68 @@ impl ControlCommand {
             _ => Err(ControlParseError(line.chars().take(80).collect())),
         }
     }
+}
+
+/// What every form that serves a project (a mount, a drive, a mirror folder) keeps for its
+/// control files: the progress of the flush running now, shown in `.sipfs/status` (`sipfs
+/// flush` draws its progress bar from it), and whether a `stop` was asked.
+#[derive(Debug, Default)]
+pub struct FlushProgress {
+    /// Set by a `stop` request (mirror folders): the server flushes a last time and ends.
+    pub stop_requested: AtomicBool,
+    pub running: AtomicBool,
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl FlushProgress {
+    /// Runs a flush, publishing its progress while it runs.
+    pub fn track<R>(&self, flush: impl FnOnce(&(dyn Fn(Progress) + Sync)) -> R) -> R {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        self.running.store(true, Ordering::Relaxed);
+        let r = flush(&|p: Progress| {
+            self.done.store(p.done, Ordering::Relaxed);
+            self.total.store(p.total, Ordering::Relaxed);
+            self.bytes.fetch_add(p.bytes, Ordering::Relaxed);
+        });
+        self.running.store(false, Ordering::Relaxed);
+        r
+    }
+
+    /// The engine's flush, tracked.
+    pub fn flush(&self, engine: &Engine, label: Option<&str>) -> crate::FlushReport {
+        self.track(|p| engine.flush_with_progress(label, p))
+    }
+}
+
+/// The contents of `.sipfs/status`: the engine's status, what the serving process adds about
+/// itself (`extra`: its pid, where it serves...), and the running flush, if any.
+pub fn status_json(
+    engine: &Engine,
+    progress: &FlushProgress,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Vec<u8> {
+    let mut v = serde_json::to_value(engine.status()).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("pid".into(), std::process::id().into());
+        o.extend(extra);
+        if progress.running.load(Ordering::Relaxed) {
+            o.insert(
+                "flush_progress".into(),
+                serde_json::json!({
+                    "done": progress.done.load(Ordering::Relaxed),
+                    "total": progress.total.load(Ordering::Relaxed),
+                    "bytes": progress.bytes.load(Ordering::Relaxed),
+                }),
+            );
+        }
+    }
+    let mut text = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    text.push(b'\n');
+    text
 }
 
 /// What a control command did.

@@ -41,34 +41,6 @@ enum Handle {
     Status(Vec<u8>),
 }
 
-/// The progress of the flush running now, shown in `.sipfs/status`.
-#[derive(Default)]
-pub struct FlushProgress {
-    pub running: AtomicBool,
-    pub done: AtomicU64,
-    pub total: AtomicU64,
-    pub bytes: AtomicU64,
-}
-
-/// Flushes, publishing progress for `.sipfs/status` (and so for `sipfs flush`'s progress bar).
-pub(crate) fn flush_tracked(
-    engine: &Engine,
-    p: &FlushProgress,
-    label: Option<&str>,
-) -> fs_core::FlushReport {
-    p.done.store(0, Ordering::Relaxed);
-    p.total.store(0, Ordering::Relaxed);
-    p.bytes.store(0, Ordering::Relaxed);
-    p.running.store(true, Ordering::Relaxed);
-    let r = engine.flush_with_progress(label, &|pr| {
-        p.done.store(pr.done, Ordering::Relaxed);
-        p.total.store(pr.total, Ordering::Relaxed);
-        p.bytes.fetch_add(pr.bytes, Ordering::Relaxed);
-    });
-    p.running.store(false, Ordering::Relaxed);
-    r
-}
-
 pub struct SipFs {
     pub(crate) engine: Arc<Engine>,
     pub(crate) mountpoint: String,
@@ -80,7 +52,7 @@ pub struct SipFs {
     /// One passthrough registration per inode, shared by its open handles (the kernel wants
     /// a single backing file per inode).
     backing_ids: Mutex<HashMap<u64, Weak<BackingId>>>,
-    pub(crate) progress: Arc<FlushProgress>,
+    pub(crate) progress: Arc<fs_core::control::FlushProgress>,
     started_ns: i64,
 }
 
@@ -112,7 +84,7 @@ impl SipFs {
             want_passthrough: passthrough,
             passthrough: AtomicBool::new(false),
             backing_ids: Mutex::new(HashMap::new()),
-            progress: Arc::new(FlushProgress::default()),
+            progress: Arc::default(),
             started_ns: ns_of(SystemTime::now()),
         }
     }
@@ -153,34 +125,19 @@ impl SipFs {
         Err(Errno::ENOENT)
     }
 
-    /// The status JSON with what only the mount knows: its process and the running flush.
+    /// The status JSON with what only the mount knows: where it is and whether passthrough works.
     fn status_json(&self) -> Vec<u8> {
-        let mut v = serde_json::to_value(self.engine.status()).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.insert("pid".into(), std::process::id().into());
-            o.insert("mountpoint".into(), self.mountpoint.clone().into());
-            o.insert(
-                "passthrough".into(),
-                self.passthrough.load(Ordering::Relaxed).into(),
-            );
-            if self.progress.running.load(Ordering::Relaxed) {
-                o.insert(
-                    "flush_progress".into(),
-                    serde_json::json!({
-                        "done": self.progress.done.load(Ordering::Relaxed),
-                        "total": self.progress.total.load(Ordering::Relaxed),
-                        "bytes": self.progress.bytes.load(Ordering::Relaxed),
-                    }),
-                );
-            }
-        }
-        let mut s = serde_json::to_vec_pretty(&v).unwrap_or_default();
-        s.push(b'\n');
-        s
+        let mut extra = serde_json::Map::new();
+        extra.insert("mountpoint".into(), self.mountpoint.clone().into());
+        extra.insert(
+            "passthrough".into(),
+            self.passthrough.load(Ordering::Relaxed).into(),
+        );
+        fs_core::control::status_json(&self.engine, &self.progress, extra)
     }
 
     pub(crate) fn run_flush(&self, label: Option<&str>) -> fs_core::FlushReport {
-        flush_tracked(&self.engine, &self.progress, label)
+        self.progress.flush(&self.engine, label)
     }
 
     fn run_control(&self, data: &[u8]) -> Result<(), Errno> {

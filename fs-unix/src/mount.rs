@@ -14,7 +14,8 @@ use fs_core::Engine;
 use fuser::{Config, MountOption, SessionACL};
 use tracing::{info, warn};
 
-use crate::fs::{flush_tracked, FlushProgress, SipFs};
+use crate::fs::SipFs;
+use fs_core::control::FlushProgress;
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -114,7 +115,7 @@ impl MountHandle {
 
     /// Flushes through the same path the control file uses (progress shows in `status`).
     pub fn flush(&self, label: Option<&str>) -> fs_core::FlushReport {
-        flush_tracked(&self.engine, &self.progress, label)
+        self.progress.flush(&self.engine, label)
     }
 
     /// Unmounts and waits for the session to end. A mount still in use is detached: programs

@@ -23,12 +23,13 @@
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
 use super::Mirror;
+pub use crate::control::FlushProgress;
 use crate::control::{ControlCommand, CONTROL_FILE, STATUS_FILE};
 use crate::ignore_rules::CONTROL_DIR;
 
@@ -64,42 +65,14 @@ pub fn prepare(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// What the request poller shares with the serving process: the progress of the flush a
-/// request runs (shown in `.sipfs/status`), and whether a `stop` was asked.
-#[derive(Debug, Default)]
-pub struct FlushProgress {
-    /// Set by a `stop` request: the serving process flushes a last time and ends.
-    pub stop_requested: AtomicBool,
-    pub running: AtomicBool,
-    pub done: AtomicU64,
-    pub total: AtomicU64,
-    pub bytes: AtomicU64,
-}
-
 /// Writes `.sipfs/status`: the engine's status and who serves the folder, as a mount's
 /// `.sipfs/status` reads.
 pub fn write_status(mirror: &Mirror, progress: Option<&FlushProgress>) -> io::Result<()> {
-    let mut v = serde_json::to_value(mirror.engine().status()).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("pid".into(), std::process::id().into());
-        o.insert("mode".into(), "mirror".into());
-        o.insert(
-            "folder".into(),
-            mirror.folder().display().to_string().into(),
-        );
-        if let Some(p) = progress.filter(|p| p.running.load(Ordering::Relaxed)) {
-            o.insert(
-                "flush_progress".into(),
-                serde_json::json!({
-                    "done": p.done.load(Ordering::Relaxed),
-                    "total": p.total.load(Ordering::Relaxed),
-                    "bytes": p.bytes.load(Ordering::Relaxed),
-                }),
-            );
-        }
-    }
-    let mut text = serde_json::to_vec_pretty(&v).unwrap_or_default();
-    text.push(b'\n');
+    let mut extra = serde_json::Map::new();
+    extra.insert("mode".into(), "mirror".into());
+    extra.insert("folder".into(), mirror.folder().display().to_string().into());
+    let idle = FlushProgress::default();
+    let text = crate::control::status_json(mirror.engine(), progress.unwrap_or(&idle), extra);
     replace_file(&control_dir(mirror.folder()).join(STATUS_FILE), &text)
 }
 
@@ -140,15 +113,7 @@ pub fn poll_once(mirror: &Mirror, progress: &FlushProgress) -> Option<String> {
     info!(request = %line, "mirror request");
     let result = match ControlCommand::parse(&data) {
         Ok(ControlCommand::Flush { label }) => {
-            progress.running.store(true, Ordering::Relaxed);
-            progress.done.store(0, Ordering::Relaxed);
-            progress.bytes.store(0, Ordering::Relaxed);
-            let r = mirror.flush_with_progress(label.as_deref(), &|p| {
-                progress.done.store(p.done, Ordering::Relaxed);
-                progress.total.store(p.total, Ordering::Relaxed);
-                progress.bytes.fetch_add(p.bytes, Ordering::Relaxed);
-            });
-            progress.running.store(false, Ordering::Relaxed);
+            let r = progress.track(|p| mirror.flush_with_progress(label.as_deref(), p));
             match r {
                 Ok(r) if r.pending.is_empty() && r.conflicts.is_empty() => {
                     format!("ok {line}: {}", r.summary())
