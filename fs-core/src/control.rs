@@ -109,6 +109,30 @@ pub fn status_json(
     text
 }
 
+/// A write to a mount's or drive's `.sipfs/control`, run before the write returns. `Ok(false)`
+/// when it did not fully succeed (a flush left changes pending, a refresh missed folders): the
+/// adapter fails the write (EIO), so the writing program can tell.
+pub fn serve_write(
+    engine: &Engine,
+    progress: &FlushProgress,
+    data: &[u8],
+) -> Result<bool, ControlParseError> {
+    let cmd = ControlCommand::parse(data)?;
+    tracing::info!(command = ?cmd, "control command");
+    Ok(match &cmd {
+        ControlCommand::Flush { label } => {
+            progress.flush(engine, label.as_deref()).pending.is_empty()
+        }
+        ControlCommand::Refresh => engine.refresh().errors.is_empty(),
+        // A mount's status file is always current.
+        ControlCommand::Status => true,
+        ControlCommand::Stop => {
+            tracing::warn!("`stop` is for mirror folders; stop a mount with `sipfs unmount`");
+            false
+        }
+    })
+}
+
 /// What a control command did.
 #[derive(Debug, Clone)]
 pub struct ControlOutcome {

@@ -19,6 +19,7 @@ pub mod ignore_rules;
 pub mod journal;
 pub mod mirror;
 pub mod names;
+pub mod nt;
 pub mod pending;
 mod prefetch;
 mod refresh;

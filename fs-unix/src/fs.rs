@@ -9,7 +9,6 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
-use fs_core::control::ControlCommand;
 use fs_core::ignore_rules::CONTROL_DIR;
 use fs_core::{
     DirEntry, Engine, EntryKind, FileHandle as EngineHandle, FsError, SetAttr, ROOT_INO,
@@ -136,33 +135,14 @@ impl SipFs {
         fs_core::control::status_json(&self.engine, &self.progress, extra)
     }
 
-    pub(crate) fn run_flush(&self, label: Option<&str>) -> fs_core::FlushReport {
-        self.progress.flush(&self.engine, label)
-    }
-
     fn run_control(&self, data: &[u8]) -> Result<(), Errno> {
-        let cmd = ControlCommand::parse(data).map_err(|e| {
-            warn!("{e}");
-            Errno::EINVAL
-        })?;
-        info!(command = ?cmd, "control command");
-        let ok = match &cmd {
-            ControlCommand::Flush { label } => {
-                let r = self.run_flush(label.as_deref());
-                r.pending.is_empty()
+        match fs_core::control::serve_write(&self.engine, &self.progress, data) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Errno::EIO),
+            Err(e) => {
+                warn!("{e}");
+                Err(Errno::EINVAL)
             }
-            ControlCommand::Refresh => self.engine.refresh().errors.is_empty(),
-            // A mount's status file is always current.
-            ControlCommand::Status => true,
-            ControlCommand::Stop => {
-                warn!("`stop` is for mirror folders; stop a mount with `sipfs unmount MOUNTPOINT`");
-                return Err(Errno::EINVAL);
-            }
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(Errno::EIO)
         }
     }
 

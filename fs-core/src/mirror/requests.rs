@@ -70,7 +70,10 @@ pub fn prepare(root: &Path) -> io::Result<()> {
 pub fn write_status(mirror: &Mirror, progress: Option<&FlushProgress>) -> io::Result<()> {
     let mut extra = serde_json::Map::new();
     extra.insert("mode".into(), "mirror".into());
-    extra.insert("folder".into(), mirror.folder().display().to_string().into());
+    extra.insert(
+        "folder".into(),
+        mirror.folder().display().to_string().into(),
+    );
     let idle = FlushProgress::default();
     let text = crate::control::status_json(mirror.engine(), progress.unwrap_or(&idle), extra);
     replace_file(&control_dir(mirror.folder()).join(STATUS_FILE), &text)
