@@ -67,7 +67,7 @@ fn send(mountpoint: &Path, command: &str) -> Result<bool> {
         .with_context(|| format!("opening {}", path.display()))?;
     match f.write_all(command.as_bytes()) {
         Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(false),
+        Err(e) if is_pending_answer(&e) => Ok(false),
         Err(e) => {
             Err(anyhow!(e).context(format!("sending `{command}` to {}", mountpoint.display())))
         }
@@ -215,7 +215,32 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// How a mount or drive answers a write to `control` whose command did not fully succeed:
+/// EIO, which Windows reports as ERROR_IO_DEVICE.
+fn is_pending_answer(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    const CODE: i32 = libc::EIO;
+    #[cfg(windows)]
+    const CODE: i32 = 1117;
+    e.raw_os_error() == Some(CODE)
+}
+
+/// A Windows drive: flush, then `stop` through the control file (there are no signals to send),
+/// and wait for the drive to go.
 #[cfg(not(unix))]
-pub fn unmount(_mountpoint: &Path) -> Result<Exit> {
-    bail!("unmounting on this platform comes with the Windows drive (WinFsp) support")
+pub fn unmount(mountpoint: &Path) -> Result<Exit> {
+    let report = flush_report(mountpoint, Some("unmount"))?;
+    output::print_flush(&report);
+    send(mountpoint, "stop\n")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while mountpoint.join(CONTROL_DIR).join("control").exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "{} is still mounted after 2 minutes; its sipfs process may still be flushing",
+                mountpoint.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(Exit::of_flush(&report))
 }

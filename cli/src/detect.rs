@@ -198,9 +198,19 @@ pub fn detect(path: &Path) -> Result<Detection> {
     };
     let network = is_network_fs(&fs_type);
     let windows_share = is_windows_share_fs(&fs_type);
-    // Windows: the WinFsp drive is not there yet, so the mirror folder is what works.
-    let fuse_ok = (cfg!(unix) && Path::new("/dev/fuse").exists()) || cfg!(target_os = "macos");
-    let (recommended, explanation) = match (network, fuse_ok) {
+    // A mount needs FUSE (Linux, macOS) or, on Windows, WinFsp and the build that has the
+    // drive; where there is neither, the mirror folder is what works.
+    #[cfg(windows)]
+    let (mount_ok, missing) = (
+        fs_windows::winfsp_dir().is_some(),
+        "WinFsp is not installed",
+    );
+    #[cfg(not(windows))]
+    let (mount_ok, missing) = (
+        (cfg!(unix) && Path::new("/dev/fuse").exists()) || cfg!(target_os = "macos"),
+        "FUSE is not available here",
+    );
+    let (recommended, explanation) = match (network, mount_ok) {
         (false, _) => (Mode::None, "a local folder: programs can use it as it is".to_owned()),
         (true, true) => (
             Mode::Mount,
@@ -208,7 +218,7 @@ pub fn detect(path: &Path) -> Result<Detection> {
         ),
         (true, false) => (
             Mode::Mirror,
-            format!("on a network file system ({fs_type}), and FUSE is not available here: keep a local mirror folder"),
+            format!("on a network file system ({fs_type}), and {missing}: keep a local mirror folder"),
         ),
     };
     Ok(Detection {

@@ -21,8 +21,12 @@ macro_rules! errln {
     ($($t:tt)*) => { $crate::output::to_stderr(format_args!("{}\n", format_args!($($t)*))) };
 }
 
+#[cfg(any(unix, all(windows, target_env = "msvc")))]
+mod cache;
 mod client;
 mod detect;
+#[cfg(all(windows, target_env = "msvc"))]
+mod drive_cmd;
 mod exit;
 mod mirror_cmd;
 #[cfg(unix)]
@@ -325,9 +329,14 @@ fn run(cli: Cli) -> ExitCode {
             init_logging("info,fuser=error");
             mount_cmd::run(a)
         }
-        #[cfg(not(unix))]
+        #[cfg(all(windows, target_env = "msvc"))]
+        Command::Mount(a) => {
+            init_logging("info");
+            drive_cmd::run(a)
+        }
+        #[cfg(not(any(unix, all(windows, target_env = "msvc"))))]
         Command::Mount(_) => Err(anyhow::anyhow!(
-            "mounting on this platform comes with the Windows drive (WinFsp) support"
+            "this sipfs.exe has no drive (it serves mirror folders: `sipfs mirror SHARE FOLDER`); the drive comes with the WinFsp build"
         )),
         Command::Mirror(a) => {
             init_logging("info");

@@ -4,16 +4,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use fs_core::{DirBacking, Engine, EngineOptions, FsError, JournalError};
 use fs_unix::{is_sipfs_mount, is_stale_mount, unmount_path, MountOptions};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{info, warn};
 
+use crate::cache::{check_backing, open_engine};
 use crate::paths::default_cache_dir;
 use crate::{output, Exit, MountArgs};
 
@@ -35,19 +34,6 @@ fn is_smb(p: &Path) -> bool {
     #[allow(clippy::unnecessary_cast)]
     let t = st.f_type as i64 & 0xFFFF_FFFF;
     matches!(t, CIFS_MAGIC | SMB2_MAGIC | SMB_MAGIC)
-}
-
-fn check_backing(p: &Path) -> Result<PathBuf> {
-    let md = fs::metadata(p).with_context(|| {
-        format!(
-            "the share folder {} cannot be reached (is the share mounted?)",
-            p.display()
-        )
-    })?;
-    if !md.is_dir() {
-        bail!("the share folder {} is not a directory", p.display());
-    }
-    dunce::canonicalize(p).with_context(|| format!("resolving {}", p.display()))
 }
 
 fn check_mountpoint(p: &Path) -> Result<PathBuf> {
@@ -154,22 +140,8 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     if args.daemon && std::env::var_os(DAEMON_CHILD).is_none() {
         return daemonize(&args, &mountpoint, &cache);
     }
-    let mut opts = EngineOptions::new(&cache, backing.display().to_string());
-    opts.parallelism = args.parallel.max(1);
-    opts.extra_ignore = args.ignore.clone();
-    opts.windows_share = args.windows_share || is_smb(&backing);
-    if opts.windows_share {
-        info!("the share follows Windows rules: names are checked before they are written");
-    }
-    let engine = match Engine::open(Arc::new(DirBacking::new(&backing)), opts) {
-        Ok(e) => Arc::new(e),
-        Err(FsError::Journal(JournalError::InUse(dir))) => bail!(
-            "the cache {} is in use by another sipfs mount of the same share; unmount that one first, or pass --cache",
-            dir.display()
-        ),
-        Err(e) => return Err(e).context(format!("opening the cache {}", cache.display())),
-    };
-    info!(share = %backing.display(), cache = %cache.display(), "cache ready");
+    let windows_share = args.windows_share || is_smb(&backing);
+    let engine = open_engine(&backing, &cache, &args, windows_share)?;
     if args.prefetch {
         let bar = indicatif::ProgressBar::new(0);
         let n = engine
@@ -211,7 +183,11 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     });
     let mut reports = Vec::new();
     loop {
-        if let Ok(sig) = signals_rx.try_recv() {
+        let stop = signals_rx
+            .try_recv()
+            .ok()
+            .or(handle.stop_requested().then_some(0));
+        if let Some(sig) = stop {
             info!(signal = sig, "stopping: flushing, then unmounting");
             reports.push(handle.flush(Some("unmount")));
             if let Err(e) = handle.unmount(Duration::from_secs(10)) {

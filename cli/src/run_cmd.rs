@@ -84,10 +84,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
         Mode::Mirror => run_mirrored(&args, windows_share),
         #[cfg(unix)]
         Mode::Mount => run_mounted(&args, windows_share),
-        #[cfg(not(unix))]
-        Mode::Mount => anyhow::bail!(
-            "the mounted drive on Windows comes with WinFsp support; use --mode mirror"
-        ),
+        #[cfg(all(windows, target_env = "msvc"))]
+        Mode::Mount => run_on_drive(&args, windows_share),
+        #[cfg(not(any(unix, all(windows, target_env = "msvc"))))]
+        Mode::Mount => {
+            anyhow::bail!("this sipfs.exe has no drive (the WinFsp build has); use --mode mirror")
+        }
     }
 }
 
@@ -216,6 +218,52 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
     if made_at {
         let _ = std::fs::remove_dir(&at);
     }
+    finish(code?, &last, &cache)
+}
+
+/// Windows: the project as a WinFsp drive around the command.
+#[cfg(all(windows, target_env = "msvc"))]
+fn run_on_drive(args: &RunArgs, windows_share: bool) -> Result<i32> {
+    use crate::paths::default_cache_dir;
+    use fs_core::{DirBacking, Engine, EngineOptions};
+
+    let backing = dunce::canonicalize(&args.backing).with_context(|| {
+        format!(
+            "the share folder {} cannot be reached",
+            args.backing.display()
+        )
+    })?;
+    let at = match &args.at {
+        Some(p) => p.to_string_lossy().into_owned(),
+        None => crate::drive_cmd::free_letter()
+            .ok_or_else(|| anyhow::anyhow!("no free drive letter; give one with --at"))?,
+    };
+    let cache = args
+        .cache
+        .clone()
+        .unwrap_or_else(|| default_cache_dir(&backing));
+    let mut opts = EngineOptions::new(&cache, backing.display().to_string());
+    opts.windows_share = windows_share;
+    let engine = Arc::new(
+        Engine::open(Arc::new(DirBacking::new(&backing)), opts)
+            .with_context(|| format!("opening the cache {}", cache.display()))?,
+    );
+    if !engine.refresh().errors.is_empty() {
+        errln!("sipfs: warning: the refresh could not reach every folder; working from the cache");
+    }
+    let nt = fs_core::nt::NtFs::new(engine.clone(), at.clone());
+    let progress = nt.progress().clone();
+    let drive = fs_windows::Drive::mount(nt, &cache, &at)?;
+    let root = std::path::PathBuf::from(format!("{at}\\"));
+    errln!("sipfs: {} mounted at {}", backing.display(), at);
+    let code = run_command(&args.command, true, &args.backing, &root);
+    let first = progress.flush(&engine, Some("final"));
+    drive.stop();
+    let mut last = engine.flush(Some("final"));
+    crate::stop::finished();
+    last.conflicts.extend(first.conflicts);
+    last.files_written += first.files_written;
+    last.bytes_written += first.bytes_written;
     finish(code?, &last, &cache)
 }
 

@@ -1,9 +1,9 @@
 //! The control protocol: what a program inside the mount (a step in a container) writes to
 //! `.sipfs/control` to flush or refresh, without a sipfs binary of its own.
 //!
-//! One command a write: `flush [LABEL]`, `refresh`, `status`, and in a mirror folder `stop`
-//! (a last flush, then the serving process ends: how `sipfs unmount FOLDER` stops it on every
-//! platform, without signals). On a mount the write returns when
+//! One command a write: `flush [LABEL]`, `refresh`, `status`, and `stop` (a last flush, then
+//! the serving process unmounts or stops serving: how `sipfs unmount` stops a mirror folder or
+//! a Windows drive, without signals). On a mount the write returns when
 //! the command is done, and fails when a flush left changes pending (the adapter maps that to
 //! EIO). `status` brings `.sipfs/status` up to date: a mount's always is; a mirror folder's
 //! serving process scans the folder first (see `mirror::requests`).
@@ -126,9 +126,11 @@ pub fn serve_write(
         ControlCommand::Refresh => engine.refresh().errors.is_empty(),
         // A mount's status file is always current.
         ControlCommand::Status => true,
+        // The serving process sees the flag, flushes a last time and unmounts: how
+        // `sipfs unmount` stops a drive on Windows, which has no signals to send.
         ControlCommand::Stop => {
-            tracing::warn!("`stop` is for mirror folders; stop a mount with `sipfs unmount`");
-            false
+            progress.stop_requested.store(true, Ordering::Relaxed);
+            true
         }
     })
 }

@@ -113,6 +113,13 @@ impl MountHandle {
         )
     }
 
+    /// A `stop` was written to the control file.
+    pub fn stop_requested(&self) -> bool {
+        self.progress
+            .stop_requested
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Flushes through the same path the control file uses (progress shows in `status`).
     pub fn flush(&self, label: Option<&str>) -> fs_core::FlushReport {
         self.progress.flush(&self.engine, label)

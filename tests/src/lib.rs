@@ -222,6 +222,14 @@ impl MountProc {
         st
     }
 
+    /// Waits for the process to end by itself (after a `stop` request).
+    pub fn wait_exit(mut self, d: Duration) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let st = wait_timeout(&mut child, d);
+        eprintln!("mount log:\n{}", self.log_text());
+        st
+    }
+
     /// `kill -9`: no flush, no unmount; the mount point is left stale, as after a crash.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();

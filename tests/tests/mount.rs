@@ -526,3 +526,17 @@ fn times_set_before_the_first_read_are_kept() {
     assert!(m.stop().success());
     assert_eq!(mt("f2.txt"), mtime);
 }
+
+/// `stop` written to the control file (what `sipfs unmount` does for a Windows drive) flushes
+/// and unmounts a FUSE mount too.
+#[test]
+fn a_stop_request_flushes_and_unmounts() {
+    let s = Scratch::new();
+    let m = s.mount(&[]);
+    fs::write(m.mnt.join("last.csv"), "x\n").unwrap();
+    control(&m.mnt, "stop\n").unwrap();
+    let st = m.wait_exit(std::time::Duration::from_secs(60));
+    assert!(st.success(), "{st}");
+    assert_eq!(fs::read_to_string(s.share.join("last.csv")).unwrap(), "x\n");
+    assert!(!s.mnt.join(".sipfs/control").exists(), "still mounted");
+}

@@ -439,3 +439,13 @@ fn ctrl_c_flushes_first() {
         "done\n"
     );
 }
+
+/// This build (gnu, mirror mode) has no drive, and says so rather than failing obscurely.
+#[test]
+fn the_mirror_build_says_it_has_no_drive() {
+    let w = wine();
+    let (_, proj) = w.project("nodrive", "proj");
+    let out = w.sipfs(&["mount", &proj, "S:"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("sipfs mirror"), "{}", text(&out));
+}
