@@ -33,6 +33,7 @@ mod mirror_cmd;
 mod mount_cmd;
 mod output;
 mod paths;
+mod probe;
 mod run_cmd;
 mod stop;
 
@@ -248,7 +249,7 @@ enum RunMode {
     Mirror,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct RunArgs {
     /// The project folder on the share
     backing: PathBuf,
@@ -266,6 +267,11 @@ struct RunArgs {
     /// Let other users, and containers running as other users, use the mount
     #[arg(long)]
     allow_other: bool,
+    /// The image the workflow's containers run (also the one its compose file names). Mount
+    /// mode first checks that a container of it sees the mount, and falls back to a mirror
+    /// folder when it does not (Docker Desktop may not share a WinFsp drive)
+    #[arg(long, value_name = "IMAGE")]
+    docker_image: Option<String>,
     /// The command and its arguments
     #[arg(last = true, required = true)]
     command: Vec<String>,

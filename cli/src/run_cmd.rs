@@ -206,6 +206,14 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
     )
     .with_context(|| format!("mounting on {}", at.display()))?;
     errln!("sipfs: {} mounted at {}", backing.display(), at.display());
+    if !containers_see(args, &at) {
+        let _ = handle.unmount(Duration::from_secs(10));
+        drop(engine);
+        if made_at {
+            let _ = std::fs::remove_dir(&at);
+        }
+        return run_mirrored(&args.without_at(), windows_share);
+    }
     let code = run_command(&args.command, true, &args.backing, &at);
     let first = handle.flush(Some("final"));
     if let Err(e) = handle.unmount(Duration::from_secs(10)) {
@@ -256,6 +264,11 @@ fn run_on_drive(args: &RunArgs, windows_share: bool) -> Result<i32> {
     let drive = fs_windows::Drive::mount(nt, &cache, &at)?;
     let root = std::path::PathBuf::from(format!("{at}\\"));
     errln!("sipfs: {} mounted at {}", backing.display(), at);
+    if !containers_see(args, &root) {
+        drive.stop();
+        drop(engine);
+        return run_mirrored(&args.without_at(), windows_share);
+    }
     let code = run_command(&args.command, true, &args.backing, &root);
     let first = progress.flush(&engine, Some("final"));
     drive.stop();
@@ -265,6 +278,39 @@ fn run_on_drive(args: &RunArgs, windows_share: bool) -> Result<i32> {
     last.files_written += first.files_written;
     last.bytes_written += first.bytes_written;
     finish(code?, &last, &cache)
+}
+
+impl RunArgs {
+    /// For a fallback to a mirror folder: `--at` named the mount point, not a mirror folder.
+    fn without_at(&self) -> RunArgs {
+        RunArgs {
+            at: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// With `--docker-image`: whether a container of it sees the mount at `at` (see `probe`).
+/// When Docker cannot be asked at all, the mount is kept, with a warning.
+#[cfg_attr(not(any(unix, all(windows, target_env = "msvc"))), allow(dead_code))]
+fn containers_see(args: &RunArgs, at: &Path) -> bool {
+    let Some(image) = &args.docker_image else {
+        return true;
+    };
+    match crate::probe::container_sees(at, image) {
+        Ok(crate::probe::Seen::Yes) => true,
+        Ok(crate::probe::Seen::No(why)) => {
+            errln!(
+                "sipfs: a container of {image} does not see the mount at {} ({why}); using a mirror folder instead",
+                at.display()
+            );
+            false
+        }
+        Err(why) => {
+            errln!("sipfs: warning: could not ask Docker whether its containers see the mount ({why}); keeping the mount");
+            true
+        }
+    }
 }
 
 fn eprint_report(r: &fs_core::FlushReport) {

@@ -260,3 +260,69 @@ fn steps_in_docker_run_on_a_mirror_folder() {
 fn steps_in_docker_compose_on_a_mirror_folder() {
     scenario(Mode::Mirror, Launch::Compose);
 }
+
+/// `sipfs run --mode mount --docker-image IMAGE`, optionally inside a private mount
+/// namespace (`unshare -m`): there the FUSE mount exists for sipfs and its command, but the
+/// Docker daemon, in the machine's namespace, would bind-mount the empty folder under it — as
+/// Docker Desktop does with a WinFsp drive it cannot share. Returns what the command saw as
+/// `PROJECT_PATH`, and sipfs's output.
+fn run_with_probe(s: &Scratch, private_namespace: bool) -> (String, String) {
+    let script = r#"printf %s "$PROJECT_PATH" > "$PROJECT_PATH/where.txt""#;
+    let mut cmd = if private_namespace {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private"]).arg(sipfs_bin());
+        c
+    } else {
+        Command::new(sipfs_bin())
+    };
+    cmd.args([
+        "run",
+        s.share.to_str().unwrap(),
+        "--mode",
+        "mount",
+        "--docker-image",
+        IMAGE,
+    ])
+    .arg("--at")
+    .arg(&s.mnt)
+    .arg("--cache")
+    .arg(&s.cache)
+    .args(["--", "sh", "-c", script])
+    .env("TMPDIR", s.dir.path());
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let seen = fs::read_to_string(s.share.join("where.txt")).expect("the final flush wrote it");
+    (seen, text)
+}
+
+#[test]
+fn run_keeps_a_mount_that_containers_see() {
+    if !docker_ready() {
+        return;
+    }
+    let s = Scratch::new();
+    let (seen, text) = run_with_probe(&s, false);
+    assert_eq!(Path::new(&seen), s.mnt.as_path(), "{text}");
+    assert!(!text.contains("mirror folder instead"), "{text}");
+}
+
+#[test]
+fn run_falls_back_to_a_mirror_folder_when_containers_cannot_see_the_mount() {
+    if !docker_ready() {
+        return;
+    }
+    require_tools(&["unshare"]);
+    let s = Scratch::new();
+    let (seen, text) = run_with_probe(&s, true);
+    assert!(text.contains("using a mirror folder instead"), "{text}");
+    assert_ne!(Path::new(&seen), s.mnt.as_path(), "{text}");
+    assert!(
+        Path::new(&seen).starts_with(s.dir.path().join("sip_workflow")),
+        "{seen}"
+    );
+}
