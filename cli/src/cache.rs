@@ -24,16 +24,22 @@ pub fn check_backing(p: &Path) -> Result<PathBuf> {
     dunce::canonicalize(p).with_context(|| format!("resolving {}", p.display()))
 }
 
-/// The engine for a mount or drive of `backing`, its cache in `cache`.
+/// How `sipfs mount` was asked to set the engine up; `sipfs run` takes the defaults.
+pub fn setup_of(args: &MountArgs) -> (usize, Vec<String>) {
+    (args.parallel, args.ignore.clone())
+}
+
+/// The engine for a mount or drive of `backing`, its cache in `cache`: `parallel` share
+/// operations at once, `ignore` rules on top of the defaults.
 pub fn open_engine(
     backing: &Path,
     cache: &Path,
-    args: &MountArgs,
+    (parallel, ignore): (usize, Vec<String>),
     windows_share: bool,
 ) -> Result<Arc<Engine>> {
     let mut opts = EngineOptions::new(cache, backing.display().to_string());
-    opts.parallelism = args.parallel.max(1);
-    opts.extra_ignore = args.ignore.clone();
+    opts.parallelism = parallel.max(1);
+    opts.extra_ignore = ignore;
     opts.windows_share = windows_share;
     if opts.windows_share {
         info!("the share follows Windows rules: names are checked before they are written");

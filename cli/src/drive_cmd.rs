@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use fs_core::nt::NtFs;
 use tracing::info;
 
-use crate::cache::{check_backing, open_engine};
+use crate::cache::{check_backing, open_engine, setup_of};
 use crate::paths::default_cache_dir;
 use crate::{output, Exit, MountArgs};
 
@@ -70,7 +70,7 @@ pub fn run(args: MountArgs) -> Result<Exit> {
         .unwrap_or_else(|| default_cache_dir(&backing));
     let windows_share =
         args.windows_share || crate::detect::detect(&backing).is_ok_and(|d| d.windows_share);
-    let engine = open_engine(&backing, &cache, &args, windows_share)?;
+    let engine = open_engine(&backing, &cache, setup_of(&args), windows_share)?;
     if args.prefetch {
         let n = engine
             .prefetch(&|_| {})
@@ -100,18 +100,7 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     let first = progress.flush(&engine, Some("unmount"));
     drive.stop();
     // What came in between the flush and the unmount.
-    let mut last = engine.flush(Some("unmount"));
+    let last = engine.flush(Some("unmount")).after(&first);
     crate::stop::finished();
-    last.conflicts.extend(first.conflicts);
-    last.files_written += first.files_written;
-    last.bytes_written += first.bytes_written;
-    output::print_flush(&last);
-    if !last.pending.is_empty() {
-        errln!(
-            "sipfs: {} change(s) stay pending in {}; mount the share again and flush to write them",
-            last.pending.len(),
-            cache.display()
-        );
-    }
-    Ok(Exit::of_flush(&last))
+    Ok(output::stopped(&last, &cache))
 }

@@ -12,7 +12,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{info, warn};
 
-use crate::cache::{check_backing, open_engine};
+use crate::cache::{check_backing, open_engine, setup_of};
 use crate::paths::default_cache_dir;
 use crate::{output, Exit, MountArgs};
 
@@ -141,7 +141,7 @@ pub fn run(args: MountArgs) -> Result<Exit> {
         return daemonize(&args, &mountpoint, &cache);
     }
     let windows_share = args.windows_share || is_smb(&backing);
-    let engine = open_engine(&backing, &cache, &args, windows_share)?;
+    let engine = open_engine(&backing, &cache, setup_of(&args), windows_share)?;
     if args.prefetch {
         let bar = indicatif::ProgressBar::new(0);
         let n = engine
@@ -205,20 +205,9 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     sig_handle.close();
     // What was written between the flush and the unmount, or everything if unmounted from
     // outside. Whatever cannot be written stays in the cache for the next mount.
-    let last = engine.flush(Some("unmount"));
-    let mut merged = last.clone();
+    let mut merged = engine.flush(Some("unmount"));
     for r in &reports {
-        merged.conflicts.extend(r.conflicts.iter().cloned());
-        merged.files_written += r.files_written;
-        merged.bytes_written += r.bytes_written;
+        merged = merged.after(r);
     }
-    output::print_flush(&merged);
-    if !merged.pending.is_empty() {
-        errln!(
-            "sipfs: {} change(s) stay pending in {}; mount the share again and flush to write them",
-            merged.pending.len(),
-            cache.display()
-        );
-    }
-    Ok(Exit::of_flush(&merged))
+    Ok(output::stopped(&merged, &cache))
 }

@@ -64,6 +64,19 @@ impl Write for Out {
     }
 }
 
+/// What a mount or drive says when it stops: the last flush, and where what stays pending is.
+pub fn stopped(r: &FlushReport, cache: &std::path::Path) -> crate::Exit {
+    print_flush(r);
+    if !r.pending.is_empty() {
+        errln!(
+            "sipfs: {} change(s) stay pending in {}; mount the share again and flush to write them",
+            r.pending.len(),
+            cache.display()
+        );
+    }
+    crate::Exit::of_flush(r)
+}
+
 pub fn print_flush(r: &FlushReport) {
     print_flush_to(&mut Out::stdout(), r);
 }

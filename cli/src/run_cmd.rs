@@ -146,7 +146,6 @@ fn finish(code: i32, last: &fs_core::FlushReport, cache: &Path) -> Result<i32> {
 #[cfg(unix)]
 fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
     use crate::paths::default_cache_dir;
-    use fs_core::{DirBacking, Engine, EngineOptions};
     use std::time::Duration;
 
     // An unreachable share is worked around from the cache, with a warning, when it has one.
@@ -185,12 +184,7 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
         .cache
         .clone()
         .unwrap_or_else(|| default_cache_dir(&backing));
-    let mut opts = EngineOptions::new(&cache, backing.display().to_string());
-    opts.windows_share = windows_share;
-    let engine = Arc::new(
-        Engine::open(Arc::new(DirBacking::new(&backing)), opts)
-            .with_context(|| format!("opening the cache {}", cache.display()))?,
-    );
+    let engine = crate::cache::open_engine(&backing, &cache, (8, Vec::new()), windows_share)?;
     // Before the command: pull in what others changed since this cache last looked.
     let refresh = engine.refresh();
     if !refresh.errors.is_empty() {
@@ -219,10 +213,7 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
     if let Err(e) = handle.unmount(Duration::from_secs(10)) {
         errln!("sipfs: warning: unmount: {e}");
     }
-    let mut last = engine.flush(Some("final"));
-    last.conflicts.extend(first.conflicts);
-    last.files_written += first.files_written;
-    last.bytes_written += first.bytes_written;
+    let last = engine.flush(Some("final")).after(&first);
     if made_at {
         let _ = std::fs::remove_dir(&at);
     }
@@ -233,7 +224,6 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
 #[cfg(all(windows, target_env = "msvc"))]
 fn run_on_drive(args: &RunArgs, windows_share: bool) -> Result<i32> {
     use crate::paths::default_cache_dir;
-    use fs_core::{DirBacking, Engine, EngineOptions};
 
     let backing = dunce::canonicalize(&args.backing).with_context(|| {
         format!(
@@ -250,12 +240,7 @@ fn run_on_drive(args: &RunArgs, windows_share: bool) -> Result<i32> {
         .cache
         .clone()
         .unwrap_or_else(|| default_cache_dir(&backing));
-    let mut opts = EngineOptions::new(&cache, backing.display().to_string());
-    opts.windows_share = windows_share;
-    let engine = Arc::new(
-        Engine::open(Arc::new(DirBacking::new(&backing)), opts)
-            .with_context(|| format!("opening the cache {}", cache.display()))?,
-    );
+    let engine = crate::cache::open_engine(&backing, &cache, (8, Vec::new()), windows_share)?;
     if !engine.refresh().errors.is_empty() {
         errln!("sipfs: warning: the refresh could not reach every folder; working from the cache");
     }
@@ -272,11 +257,8 @@ fn run_on_drive(args: &RunArgs, windows_share: bool) -> Result<i32> {
     let code = run_command(&args.command, true, &args.backing, &root);
     let first = progress.flush(&engine, Some("final"));
     drive.stop();
-    let mut last = engine.flush(Some("final"));
+    let last = engine.flush(Some("final")).after(&first);
     crate::stop::finished();
-    last.conflicts.extend(first.conflicts);
-    last.files_written += first.files_written;
-    last.bytes_written += first.bytes_written;
     finish(code?, &last, &cache)
 }
 

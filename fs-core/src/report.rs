@@ -61,6 +61,17 @@ pub struct FlushReport {
 }
 
 impl FlushReport {
+    /// One report for a stop's two flushes (before and after the unmount): what the earlier
+    /// one wrote and the conflicts it kept count too; what stays pending is the later one's.
+    pub fn after(mut self, earlier: &FlushReport) -> FlushReport {
+        let mut conflicts = earlier.conflicts.clone();
+        conflicts.append(&mut self.conflicts);
+        self.conflicts = conflicts;
+        self.files_written += earlier.files_written;
+        self.bytes_written += earlier.bytes_written;
+        self
+    }
+
     /// True when something stays pending for a reason that may pass by itself.
     pub fn has_transient_pending(&self) -> bool {
         self.pending.iter().any(|p| p.reason.is_transient())

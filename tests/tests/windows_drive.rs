@@ -13,12 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn sipfs_exe() -> PathBuf {
-    std::env::var_os("SIPFS_EXE").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .join("target/release/sipfs.exe")
-    })
+    std::env::var_os("SIPFS_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .join("target/release/sipfs.exe")
+        })
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
@@ -78,27 +80,56 @@ fn programs_work_on_the_drive_and_flushes_reach_the_share() {
     let mut m = Mounted::start(&share, &tmp.path().join("cache"), "S:");
 
     // Names open whatever their case; the drive keeps the case they were made with.
-    assert_eq!(fs::read_to_string(m.path("inputs\\samples.CSV")).unwrap(), "id\n1\n");
+    assert_eq!(
+        fs::read_to_string(m.path("inputs\\samples.CSV")).unwrap(),
+        "id\n1\n"
+    );
     fs::create_dir(m.path("Results")).unwrap();
     fs::write(m.path("Results\\out.csv"), "x\n").unwrap();
     fs::rename(m.path("Results\\out.csv"), m.path("Results\\Out.csv")).unwrap();
     fs::write(m.path("gone.txt"), "").unwrap();
     fs::remove_file(m.path("gone.txt")).unwrap();
-    let mut p = fs::metadata(m.path("Results\\Out.csv")).unwrap().permissions();
+    let mut p = fs::metadata(m.path("Results\\Out.csv"))
+        .unwrap()
+        .permissions();
     p.set_readonly(true);
     fs::set_permissions(m.path("Results\\Out.csv"), p).unwrap();
-    assert!(fs::remove_file(m.path("Results\\Out.csv")).is_err(), "read-only files refuse deletion");
-    assert!(fs::remove_dir(m.path("Results")).is_err(), "a folder with files in it stays");
-    assert!(!share.join("Results").exists(), "nothing reaches the share before a flush");
+    assert!(
+        fs::remove_file(m.path("Results\\Out.csv")).is_err(),
+        "read-only files refuse deletion"
+    );
+    assert!(
+        fs::remove_dir(m.path("Results")).is_err(),
+        "a folder with files in it stays"
+    );
+    assert!(
+        !share.join("Results").exists(),
+        "nothing reaches the share before a flush"
+    );
 
     // A step in a container (or a script) asks for a flush through the control file.
     fs::write(m.path(".sipfs\\control"), "flush step-1\n").unwrap();
-    assert_eq!(fs::read_to_string(share.join("Results\\Out.csv")).unwrap(), "x\n");
+    assert_eq!(
+        fs::read_to_string(share.join("Results\\Out.csv")).unwrap(),
+        "x\n"
+    );
     assert!(!share.join("gone.txt").exists());
 
     fs::write(m.path("late.csv"), "late\n").unwrap();
-    let out = Command::new(sipfs_exe()).args(["unmount", "S:"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("the mount process to end", || matches!(m.child.try_wait(), Ok(Some(_))));
-    assert_eq!(fs::read_to_string(share.join("late.csv")).unwrap(), "late\n");
+    let out = Command::new(sipfs_exe())
+        .args(["unmount", "S:"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the mount process to end", || {
+        matches!(m.child.try_wait(), Ok(Some(_)))
+    });
+    assert_eq!(
+        fs::read_to_string(share.join("late.csv")).unwrap(),
+        "late\n"
+    );
 }
