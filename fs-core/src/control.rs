@@ -112,10 +112,12 @@ pub fn status_json(
 /// A write to a mount's or drive's `.sipfs/control`, run before the write returns. `Ok(false)`
 /// when it did not fully succeed (a flush left changes pending, a refresh missed folders): the
 /// adapter fails the write (EIO), so the writing program can tell.
+/// `after_refresh` sees what a refresh changed (a FUSE adapter tells the kernel).
 pub fn serve_write(
     engine: &Engine,
     progress: &FlushProgress,
     data: &[u8],
+    after_refresh: &dyn Fn(&crate::RefreshReport),
 ) -> Result<bool, ControlParseError> {
     let cmd = ControlCommand::parse(data)?;
     tracing::info!(command = ?cmd, "control command");
@@ -123,7 +125,11 @@ pub fn serve_write(
         ControlCommand::Flush { label } => {
             progress.flush(engine, label.as_deref()).pending.is_empty()
         }
-        ControlCommand::Refresh => engine.refresh().errors.is_empty(),
+        ControlCommand::Refresh => {
+            let r = engine.refresh();
+            after_refresh(&r);
+            r.errors.is_empty()
+        }
         // A mount's status file is always current.
         ControlCommand::Status => true,
         // The serving process sees the flag, flushes a last time and unmounts: how

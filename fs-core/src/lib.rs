@@ -36,6 +36,8 @@ pub use engine::{Attr, DirEntry, Engine, EngineOptions, FileHandle, LocalChanges
 pub use error::{FsError, JournalError, Reason};
 pub use mirror::{Mirror, MirrorError, SyncReport};
 pub use relpath::RelPath;
-pub use report::{ConflictItem, FlushReport, PendingItem, Progress, RefreshReport, Status};
+pub use report::{
+    ConflictItem, FlushReport, Invalidation, PendingItem, Progress, RefreshReport, Status,
+};
 pub use retry::RetryPolicy;
 pub use tree::{Ino, ROOT_INO};

@@ -21,7 +21,7 @@ use crate::journal;
 use crate::names;
 use crate::pending::{is_within_changed, touches, Base};
 use crate::relpath::{check_name, RelPath};
-use crate::report::{PendingItem, RefreshReport};
+use crate::report::{Invalidation, PendingItem, RefreshReport};
 use crate::tree::{Ino, Node, Tree, ROOT_INO};
 
 impl Engine {
@@ -62,6 +62,7 @@ impl Engine {
                 root.mtime_ns = st.mtime_ns;
                 root.mode = st.mode;
                 put.push(root.clone());
+                report.invalidate.push(Invalidation::Inode(ROOT_INO));
             }
         }
         for (ino, path, listing) in listings {
@@ -120,6 +121,7 @@ impl Engine {
                         self.drop_cached(&tree, cino);
                         deleted.extend(tree.remove_subtree(cino));
                         report.removed += 1;
+                        gone(&mut report, ino, &name);
                     }
                     None => report.kept_local += 1,
                     Some(st) if st.kind != c.kind => {
@@ -130,6 +132,7 @@ impl Engine {
                             put.push(n.clone());
                             tree.insert(n);
                             report.changed += 1;
+                            gone(&mut report, ino, &name);
                         } else {
                             report.kept_local += 1;
                         }
@@ -140,6 +143,7 @@ impl Engine {
                             n.mtime_ns = st.mtime_ns;
                             n.mode = st.mode;
                             put.push(n.clone());
+                            report.invalidate.push(Invalidation::Inode(cino));
                         }
                     }
                     Some(st) if c.base.is_some_and(|b| b.matches(&st)) => {}
@@ -160,6 +164,7 @@ impl Engine {
                         put.push(n.clone());
                         tree.reindex(cino);
                         report.changed += 1;
+                        report.invalidate.push(Invalidation::Inode(cino));
                     }
                 }
             }
@@ -168,6 +173,11 @@ impl Engine {
                 if touches(&tree.ops, &path.join(&name)) {
                     continue;
                 }
+                report.invalidate.push(Invalidation::Entry {
+                    parent: ino,
+                    name: name.clone(),
+                });
+                report.invalidate.push(Invalidation::Inode(ino));
                 let n = Node::from_share(tree.alloc_ino(), ino, name, &st);
                 put.push(n.clone());
                 tree.insert(n);
@@ -227,6 +237,15 @@ impl Engine {
 }
 
 /// No local change at or below `ino`.
+/// The name `name` in folder `parent` went (or now means another entry).
+fn gone(report: &mut RefreshReport, parent: Ino, name: &str) {
+    report.invalidate.push(Invalidation::Entry {
+        parent,
+        name: name.to_owned(),
+    });
+    report.invalidate.push(Invalidation::Inode(parent));
+}
+
 fn subtree_clean(tree: &Tree, ino: Ino) -> bool {
     std::iter::once(ino).chain(tree.descendants(ino)).all(|i| {
         tree.get(i)

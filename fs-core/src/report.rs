@@ -122,6 +122,19 @@ pub struct RefreshReport {
     /// Entries changed on the share that have local changes too: left for the flush to settle.
     pub kept_local: usize,
     pub errors: Vec<PendingItem>,
+    /// What a kernel that caches names and attributes must forget (see `Invalidation`).
+    #[serde(skip)]
+    pub invalidate: Vec<Invalidation>,
+}
+
+/// A change a refresh made behind the back of a kernel that caches names and attributes: the
+/// FUSE adapter passes these on, so that its long cache times never show stale entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The name in this folder now means something else, or nothing.
+    Entry { parent: u64, name: String },
+    /// This entry's attributes or content, or this folder's listing, changed.
+    Inode(u64),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

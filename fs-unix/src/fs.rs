@@ -25,9 +25,10 @@ use tracing::{debug, info, warn};
 use crate::attr::{file_attr, ns_of, Owner};
 use crate::control_dir;
 
-/// How long the kernel may keep attributes and names without asking. Only this mount changes
-/// the cache, and a refresh tells the kernel what it changed, so this can be generous.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may keep attributes and names without asking. Between refreshes this
+/// mount is the only writer of its namespace, and a refresh tells the kernel what it changed
+/// (`invalidate`), so this can be long: most stats and lookups never reach sipfs.
+const TTL: Duration = Duration::from_secs(60);
 
 enum Handle {
     File {
@@ -52,6 +53,8 @@ pub struct SipFs {
     /// a single backing file per inode).
     backing_ids: Mutex<HashMap<u64, Weak<BackingId>>>,
     pub(crate) progress: Arc<fs_core::control::FlushProgress>,
+    /// Set once the session exists: how a refresh tells the kernel what changed.
+    pub(crate) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     started_ns: i64,
 }
 
@@ -84,6 +87,7 @@ impl SipFs {
             passthrough: AtomicBool::new(false),
             backing_ids: Mutex::new(HashMap::new()),
             progress: Arc::default(),
+            notifier: Arc::default(),
             started_ns: ns_of(SystemTime::now()),
         }
     }
@@ -135,8 +139,25 @@ impl SipFs {
         fs_core::control::status_json(&self.engine, &self.progress, extra)
     }
 
+    /// Tells the kernel what a refresh changed, so that its long cache times never show an
+    /// entry the share no longer has. Safe from a write to the control file: the kernel holds
+    /// no lock of the folders concerned for it (libfuse's rule for these notifications).
+    fn invalidate(&self, report: &fs_core::RefreshReport) {
+        let Some(n) = self.notifier.get() else { return };
+        for inv in &report.invalidate {
+            // A name or inode the kernel does not hold is nothing to forget (ENOENT).
+            let _ = match inv {
+                fs_core::Invalidation::Entry { parent, name } => {
+                    n.inval_entry(INodeNo(*parent), OsStr::new(name))
+                }
+                fs_core::Invalidation::Inode(ino) => n.inval_inode(INodeNo(*ino), 0, 0),
+            };
+        }
+    }
+
     fn run_control(&self, data: &[u8]) -> Result<(), Errno> {
-        match fs_core::control::serve_write(&self.engine, &self.progress, data) {
+        let tell = |r: &fs_core::RefreshReport| self.invalidate(r);
+        match fs_core::control::serve_write(&self.engine, &self.progress, data, &tell) {
             Ok(true) => Ok(()),
             Ok(false) => Err(Errno::EIO),
             Err(e) => {

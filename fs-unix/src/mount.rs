@@ -58,6 +58,7 @@ pub fn mount(
         opts.passthrough,
     );
     let progress = fs.progress.clone();
+    let notifier = fs.notifier.clone();
     let mut options = vec![
         MountOption::FSName(format!("sipfs:{}", engine.backing().describe())),
         MountOption::Subtype("sipfs".into()),
@@ -82,6 +83,7 @@ pub fn mount(
         config.clone_fd = true;
     }
     let session = fuser::Session::new(fs, mountpoint, &config)?;
+    let _ = notifier.set(session.notifier());
     let (tx, ended) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("sipfs-fuse".into())

@@ -540,3 +540,54 @@ fn a_stop_request_flushes_and_unmounts() {
     assert_eq!(fs::read_to_string(s.share.join("last.csv")).unwrap(), "x\n");
     assert!(!s.mnt.join(".sipfs/control").exists(), "still mounted");
 }
+
+/// The kernel keeps names and attributes for a minute; a refresh must make it forget what the
+/// share changed, at once: a changed file, a deleted one, a new one, a changed folder time.
+#[test]
+fn a_refresh_shows_others_changes_through_the_kernel_caches_at_once() {
+    let s = Scratch::new();
+    fs::write(s.share.join("changed.csv"), "old\n").unwrap();
+    fs::write(s.share.join("deleted.csv"), "x\n").unwrap();
+    let m = s.mount(&[]);
+    let mnt = m.mnt.clone();
+    // The kernel learns (and caches) all of it.
+    assert_eq!(fs::metadata(mnt.join("changed.csv")).unwrap().len(), 4);
+    assert_eq!(
+        fs::read_to_string(mnt.join("changed.csv")).unwrap(),
+        "old\n"
+    );
+    assert!(mnt.join("deleted.csv").exists());
+    assert!(!mnt.join("new.csv").exists());
+    let names = |p: &Path| {
+        let mut v: Vec<String> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&mnt), ["changed.csv", "deleted.csv"]);
+    // Someone else, on the share.
+    fs::write(s.share.join("changed.csv"), "new and longer\n").unwrap();
+    filetime::set_file_mtime(
+        s.share.join("changed.csv"),
+        filetime::FileTime::from_unix_time(1_900_000_000, 0),
+    )
+    .unwrap();
+    fs::remove_file(s.share.join("deleted.csv")).unwrap();
+    fs::write(s.share.join("new.csv"), "n\n").unwrap();
+    let out = sipfs(&["refresh", mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(fs::metadata(mnt.join("changed.csv")).unwrap().len(), 15);
+    assert_eq!(
+        fs::read_to_string(mnt.join("changed.csv")).unwrap(),
+        "new and longer\n"
+    );
+    assert!(
+        !mnt.join("deleted.csv").exists(),
+        "a deleted file still shows"
+    );
+    assert_eq!(fs::read_to_string(mnt.join("new.csv")).unwrap(), "n\n");
+    assert_eq!(names(&mnt), ["changed.csv", "new.csv"]);
+    assert!(m.stop().success());
+}

@@ -386,7 +386,8 @@ impl NtFs {
         constrained: bool,
     ) -> Res<(u32, NtInfo)> {
         if h.target == Target::Control {
-            return match control::serve_write(&self.engine, &self.progress, data) {
+            // WinFsp's own caches last a second (`file_info_timeout`): nothing to tell them.
+            return match control::serve_write(&self.engine, &self.progress, data, &|_| {}) {
                 Ok(true) => Ok((data.len() as u32, self.control_info(attributes::ARCHIVE, 0))),
                 Ok(false) => Err(STATUS_IO_DEVICE_ERROR),
                 Err(e) => {
