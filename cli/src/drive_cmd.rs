@@ -81,13 +81,8 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     let nt = NtFs::new(engine.clone(), at.clone());
     let progress = nt.progress().clone();
     let drive = fs_windows::Drive::mount(nt, &cache, &at)?;
-    let _retries = (args.retry_after > 0).then(|| {
-        fs_core::auto_retry::AutoRetry {
-            first_delay: Duration::from_secs(args.retry_after),
-            max_delay: Duration::from_secs(300).max(Duration::from_secs(args.retry_after)),
-        }
-        .spawn(engine.clone())
-    });
+    let _retries = fs_core::auto_retry::AutoRetry::after_secs(args.retry_after)
+        .map(|r| r.spawn(engine.clone()));
     errln!(
         "sipfs: {} mounted at {} (Ctrl-C to flush and unmount)",
         backing.display(),

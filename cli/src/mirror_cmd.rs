@@ -158,13 +158,8 @@ impl Server {
                 }
             }));
         }
-        let retries = (retry_after > 0).then(|| {
-            fs_core::auto_retry::AutoRetry {
-                first_delay: Duration::from_secs(retry_after),
-                max_delay: Duration::from_secs(300).max(Duration::from_secs(retry_after)),
-            }
-            .spawn(mirror.engine().clone())
-        });
+        let retries = fs_core::auto_retry::AutoRetry::after_secs(retry_after)
+            .map(|r| r.spawn(mirror.engine().clone()));
         Server {
             stop,
             progress,

@@ -160,13 +160,8 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     };
     let handle = fs_unix::mount(engine.clone(), &mountpoint, &mopts)
         .with_context(|| format!("mounting on {}", mountpoint.display()))?;
-    let _retries = (args.retry_after > 0).then(|| {
-        fs_core::auto_retry::AutoRetry {
-            first_delay: Duration::from_secs(args.retry_after),
-            max_delay: Duration::from_secs(300).max(Duration::from_secs(args.retry_after)),
-        }
-        .spawn(engine.clone())
-    });
+    let _retries = fs_core::auto_retry::AutoRetry::after_secs(args.retry_after)
+        .map(|r| r.spawn(engine.clone()));
     errln!(
         "sipfs: {} mounted at {} (Ctrl-C to flush and unmount)",
         backing.display(),

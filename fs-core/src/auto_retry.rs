@@ -46,6 +46,15 @@ impl Drop for AutoRetryHandle {
 }
 
 impl AutoRetry {
+    /// The retries `--retry-after SECS` asks for: first after `secs`, doubling up to 5 minutes
+    /// (or `secs`, if longer); none for 0.
+    pub fn after_secs(secs: u64) -> Option<AutoRetry> {
+        (secs > 0).then(|| AutoRetry {
+            first_delay: Duration::from_secs(secs),
+            max_delay: Duration::from_secs(300).max(Duration::from_secs(secs)),
+        })
+    }
+
     pub fn spawn(self, engine: Arc<Engine>) -> AutoRetryHandle {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
