@@ -39,6 +39,7 @@ pub fn open_engine(
 ) -> Result<Arc<Engine>> {
     let mut opts = EngineOptions::new(cache, backing.display().to_string());
     opts.parallelism = parallel.max(1);
+    opts.idle_checkpoints = true;
     opts.extra_ignore = ignore;
     opts.windows_share = windows_share;
     if opts.windows_share {

@@ -78,6 +78,7 @@ pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
     };
     opts.windows_share = setup.windows_share || marker.as_ref().is_some_and(|m| m.windows_share);
     opts.parallelism = setup.parallel.max(1);
+    opts.idle_checkpoints = true;
     match Mirror::open(Arc::new(DirBacking::new(&backing)), opts, &folder) {
         Ok(m) => Ok(Some(m)),
         Err(MirrorError::Engine(FsError::Journal(JournalError::InUse(_)))) => Ok(None),

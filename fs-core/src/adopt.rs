@@ -44,7 +44,7 @@ impl Engine {
                         EntryKind::Symlink => n.link.is_some(),
                     },
                     mtime_ns: n.mtime_ns,
-                    link: n.link.clone(),
+                    link: n.link.as_deref().map(str::to_owned),
                     base: n.base,
                     content_dirty: n.content_dirty,
                     meta_dirty: n.meta_dirty,

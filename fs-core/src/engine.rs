@@ -48,6 +48,11 @@ pub struct EngineOptions {
     /// finish in, which must never change what a flush does, so that a test's outcome depends
     /// on its seed alone.
     pub flush_order_seed: Option<u64>,
+    /// Write the journal's log into its database (a checkpoint, which syncs to disk) from a
+    /// background thread while the engine is idle, instead of inside whichever change happens
+    /// to fill the log: a burst of changes then never waits for the disk. Off by default (a
+    /// thread per engine); the mount, the drive and the mirror turn it on.
+    pub idle_checkpoints: bool,
 }
 
 impl EngineOptions {
@@ -61,6 +66,7 @@ impl EngineOptions {
             windows_share: cfg!(windows),
             tree_dir: None,
             flush_order_seed: None,
+            idle_checkpoints: false,
         }
     }
 }
@@ -131,7 +137,7 @@ pub struct Engine {
     pub(crate) tree_dir: PathBuf,
     pub(crate) tmp_dir: PathBuf,
     pub(crate) state: RwLock<Tree>,
-    pub(crate) journal: Mutex<Journal>,
+    pub(crate) journal: Arc<Mutex<Journal>>,
     pub(crate) live: DashMap<Ino, Arc<Live>>,
     pub(crate) flush_lock: Mutex<()>,
     pub(crate) ignore: RwLock<IgnoreRules>,
@@ -207,19 +213,7 @@ impl Engine {
                 source: e,
             })?;
         }
-        let lock_path = opts.cache_dir.join("lock");
-        let cache_lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| JournalError::Io {
-                path: lock_path.clone(),
-                source: e,
-            })?;
-        if cache_lock.try_lock().is_err() {
-            return Err(JournalError::InUse(opts.cache_dir.clone()).into());
-        }
+        let cache_lock = lock_cache(&opts.cache_dir)?;
         // Left over from fetches that a crash interrupted.
         if let Ok(rd) = fs::read_dir(&tmp_dir) {
             for e in rd.flatten() {
@@ -269,7 +263,7 @@ impl Engine {
             tree_dir,
             tmp_dir,
             state: RwLock::new(tree),
-            journal: Mutex::new(journal),
+            journal: Arc::new(Mutex::new(journal)),
             live: DashMap::new(),
             flush_lock: Mutex::new(()),
             ignore: RwLock::new(IgnoreRules::defaults()),
@@ -279,6 +273,9 @@ impl Engine {
             _cache_lock: cache_lock,
         };
         engine.reload_ignore_rules();
+        if engine.opts.idle_checkpoints {
+            journal::checkpoint_when_idle(&engine.journal);
+        }
         if let Err(e) = engine.recover_staged().map(|_| ()) {
             warn!(error = %e, "could not finish the interrupted flush yet; the next flush will");
         }
@@ -352,17 +349,18 @@ impl Engine {
     fn record(
         &self,
         tree: &mut Tree,
-        put: &[&Node],
+        put: &[Ino],
         delete: &[Ino],
         drop_op: Option<i64>,
         ops: Vec<NsOp>,
     ) -> Result<(), FsError> {
         let mut seqs = Vec::with_capacity(ops.len());
+        let t: &Tree = tree;
         self.persist(|tx| {
             for &i in delete {
                 journal::delete_node(tx, i)?;
             }
-            for n in put {
+            for n in put.iter().filter_map(|&i| t.get(i)) {
                 journal::put_node(tx, n)?;
             }
             if let Some(s) = drop_op {
@@ -388,11 +386,19 @@ impl Engine {
     // ----- reading the namespace -----
 
     fn attr_of(&self, tree: &Tree, node: &Node) -> Result<Attr, FsError> {
-        let subdirs = node.children.as_ref().map_or(0, |c| {
-            c.values()
-                .filter(|&&i| tree.get(i).is_some_and(Node::is_dir))
-                .count()
-        });
+        if node.kind == EntryKind::File && node.cached {
+            let path = tree
+                .path_of(node.ino)
+                .ok_or(FsError::StaleInode(node.ino))?;
+            let md = fs::metadata(self.cache_path(&path)).map_err(io_err(&path))?;
+            return Ok(Self::attr_from(tree, node, Some(&md)));
+        }
+        Ok(Self::attr_from(tree, node, None))
+    }
+
+    /// A node's attributes; `cached` is the metadata of its cached copy, whose size and times
+    /// are the truth for cached files.
+    fn attr_from(tree: &Tree, node: &Node, cached: Option<&fs::Metadata>) -> Attr {
         let mut a = Attr {
             ino: node.ino,
             kind: node.kind,
@@ -402,19 +408,20 @@ impl Engine {
             ctime_ns: node.ctime_ns.max(node.mtime_ns),
             // The logical mode: the cache copy always stays readable and writable by sipfs.
             mode: node.mode,
-            nlink: if node.is_dir() { 2 + subdirs as u32 } else { 1 },
+            nlink: match &node.children {
+                Some(_) => 2 + tree.subdir_count(node.ino),
+                // A file; or a folder not listed yet, whose subfolders are not known: 1 says
+                // so (`find` then never takes it for a leaf).
+                None => 1,
+            },
         };
-        if node.kind == EntryKind::File && node.cached {
-            let path = tree
-                .path_of(node.ino)
-                .ok_or(FsError::StaleInode(node.ino))?;
-            let md = fs::metadata(self.cache_path(&path)).map_err(io_err(&path))?;
+        if let Some(md) = cached {
             a.size = md.len();
-            a.mtime_ns = backing::mtime_ns(&md);
-            a.atime_ns = backing::atime_ns(&md);
-            a.ctime_ns = a.ctime_ns.max(ctime_ns(&md));
+            a.mtime_ns = backing::mtime_ns(md);
+            a.atime_ns = backing::atime_ns(md);
+            a.ctime_ns = a.ctime_ns.max(ctime_ns(md));
         }
-        Ok(a)
+        a
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
@@ -665,15 +672,14 @@ impl Engine {
     // ----- changing the namespace -----
 
     /// Marks a directory changed: a new mtime, written back by the next flush.
-    fn touch_dir(tree: &mut Tree, ino: Ino, now: i64) -> Option<Node> {
+    fn touch_dir(tree: &mut Tree, ino: Ino, now: i64) -> Option<Ino> {
         let n = tree.get_mut(ino)?;
         n.mtime_ns = now;
         n.ctime_ns = now;
         n.meta_dirty = true;
         n.gen += 1;
-        let n = n.clone();
         tree.reindex(ino);
-        Some(n)
+        Some(ino)
     }
 
     /// If the last logged change of `path` removed a file, takes that removal back and returns
@@ -729,20 +735,16 @@ impl Engine {
         let path = self.lookup_free(&tree, parent, name)?;
         let _span = info_span!("create", path = %path).entered();
         let cache = self.cache_path(&path);
-        if side == CacheSide::Apply {
-            if let Some(dir) = cache.parent() {
-                fs::create_dir_all(dir).map_err(io_err(&path))?;
-            }
-        }
         let file = match (side, link) {
             (CacheSide::AlreadyDone, _) => None,
             (CacheSide::Apply, Some(target)) => {
-                backing::make_symlink(target, &cache).map_err(io_err(&path))?;
+                in_cache_dir(&cache, || backing::make_symlink(target, &cache))
+                    .map_err(io_err(&path))?;
                 None
             }
-            (CacheSide::Apply, None) => {
-                Some(create_cache_file(&cache, mode).map_err(io_err(&path))?)
-            }
+            (CacheSide::Apply, None) => Some(
+                in_cache_dir(&cache, || create_cache_file(&cache, mode)).map_err(io_err(&path))?,
+            ),
         };
         let adopted = Self::adopt_removed(&mut tree, &path);
         let ino = tree.alloc_ino();
@@ -765,14 +767,14 @@ impl Engine {
             size: link.map_or(0, |l| l.len() as u64),
             mtime_ns: now,
             mode: if link.is_some() { 0o777 } else { mode & 0o7777 },
-            link: link.map(str::to_owned),
+            link: link.map(Box::from),
             ctime_ns: now,
             atime_ns: None,
             gen: 0,
         };
         tree.insert(node.clone());
         let pnode = Self::touch_dir(&mut tree, parent, now);
-        let put: Vec<&Node> = std::iter::once(&node).chain(pnode.as_ref()).collect();
+        let put: Vec<Ino> = std::iter::once(ino).chain(pnode).collect();
         let res = self.record(
             &mut tree,
             &put,
@@ -787,11 +789,16 @@ impl Engine {
             }
             return Err(e);
         }
-        let attr = match side {
-            CacheSide::Apply => self.attr_of(&tree, &node)?,
+        let attr = match (side, &file) {
+            // The new file's own descriptor: no lookup by path.
+            (CacheSide::Apply, Some(f)) => {
+                let md = f.metadata().map_err(io_err(&path))?;
+                Self::attr_from(&tree, &node, Some(&md))
+            }
+            (CacheSide::Apply, None) => self.attr_of(&tree, &node)?,
             // Recorded already; the entry may be gone again from the mirror folder (the next
             // scan sees that), so its attributes are not looked up: the caller wants the inode.
-            CacheSide::AlreadyDone => Attr {
+            (CacheSide::AlreadyDone, _) => Attr {
                 ino,
                 kind: node.kind,
                 size: node.size,
@@ -842,7 +849,7 @@ impl Engine {
                 )));
             }
             if let Some(l) = &node.link {
-                return Ok(l.clone());
+                return Ok(l.to_string());
             }
             (
                 path.clone(),
@@ -856,7 +863,7 @@ impl Engine {
             .map_err(|e| FsError::share(&share.0, e))?;
         let mut tree = self.state.write();
         if let Some(node) = tree.get_mut(ino) {
-            node.link = Some(target.clone());
+            node.link = Some(target.as_str().into());
             node.cached = true;
             let n = node.clone();
             let _ = backing::make_symlink(&target, &self.cache_path(&share.0));
@@ -895,7 +902,7 @@ impl Engine {
         let op = (!ignored).then(|| NsOp::Mkdir { path: path.clone() });
         tree.insert(node.clone());
         let pnode = Self::touch_dir(&mut tree, parent, now);
-        let put: Vec<&Node> = std::iter::once(&node).chain(pnode.as_ref()).collect();
+        let put: Vec<Ino> = std::iter::once(node.ino).chain(pnode).collect();
         self.record(&mut tree, &put, &[], None, op.into_iter().collect())?;
         self.attr_of(&tree, &node)
     }
@@ -905,13 +912,14 @@ impl Engine {
     }
 
     pub fn rmdir(&self, parent: Ino, name: &str) -> Result<(), FsError> {
-        if let Some(child) = {
-            self.ensure_listed(parent)?;
-            self.state.read().child(parent, name)
-        } {
-            if self.state.read().get(child).is_some_and(Node::is_dir) {
-                self.ensure_listed(child)?;
-            }
+        self.ensure_listed(parent)?;
+        // Each guard dropped before listing: a guard kept alive through an `if let` block
+        // would deadlock the listing's write lock (a folder never listed could not be removed).
+        let child = self.state.read().child(parent, name);
+        let is_dir = child.is_some_and(|c| self.state.read().get(c).is_some_and(Node::is_dir));
+        if let (Some(child), true) = (child, is_dir) {
+            // Empty or not is known only once listed.
+            self.ensure_listed(child)?;
         }
         self.remove_entry(parent, name, true, CacheSide::Apply)
     }
@@ -960,7 +968,7 @@ impl Engine {
         });
         tree.remove_subtree(ino);
         let pnode = Self::touch_dir(&mut tree, parent, now_ns());
-        let put: Vec<&Node> = pnode.iter().collect();
+        let put: Vec<Ino> = pnode.into_iter().collect();
         self.record(&mut tree, &put, &[ino], None, op.into_iter().collect())
     }
 
@@ -1192,7 +1200,6 @@ impl Engine {
             n.gen += 1;
             n.ctime_ns = now_ns();
         }
-        let mut changed: Vec<Node> = Vec::new();
         for (i, in_share, base, content_dirty) in flag_changes {
             if let Some(n) = tree.get_mut(i) {
                 n.in_share = in_share;
@@ -1210,14 +1217,9 @@ impl Engine {
         }
         let now = now_ns();
         let mut touched = vec![src];
-        touched.extend(Self::touch_dir(&mut tree, parent, now).map(|n| n.ino));
-        touched.extend(Self::touch_dir(&mut tree, new_parent, now).map(|n| n.ino));
-        for i in touched.into_iter().chain(tree.descendants(src)) {
-            if let Some(n) = tree.get(i) {
-                changed.push(n.clone());
-            }
-        }
-        let put: Vec<&Node> = changed.iter().collect();
+        touched.extend(Self::touch_dir(&mut tree, parent, now));
+        touched.extend(Self::touch_dir(&mut tree, new_parent, now));
+        let put: Vec<Ino> = touched.into_iter().chain(tree.descendants(src)).collect();
         let deleted: Vec<Ino> = dst.into_iter().collect();
         let result = self.record(&mut tree, &put, &deleted, dropped_op, ops);
         if result.is_err() && side == CacheSide::Apply {
@@ -1279,6 +1281,29 @@ impl Engine {
     /// Opens a file, fetching it from the share on first open. With `truncate`, nothing is
     /// fetched.
     pub fn open_file(&self, ino: Ino, write: bool, truncate: bool) -> Result<FileHandle, FsError> {
+        self.open_cached(ino, write, truncate, write)
+    }
+
+    /// Opens a file as [`Engine::open_file`] does, with a read-write descriptor even when the
+    /// program only reads: the kernel does its I/O on that descriptor (FUSE passthrough), and
+    /// one registration serves every later open of the file, readers and writers alike. The
+    /// handle still refuses writes unless `write`.
+    pub fn open_file_for_kernel(
+        &self,
+        ino: Ino,
+        write: bool,
+        truncate: bool,
+    ) -> Result<FileHandle, FsError> {
+        self.open_cached(ino, write, truncate, true)
+    }
+
+    fn open_cached(
+        &self,
+        ino: Ino,
+        write: bool,
+        truncate: bool,
+        rw_descriptor: bool,
+    ) -> Result<FileHandle, FsError> {
         for _ in 0..3 {
             if truncate && write {
                 self.make_empty_if_uncached(ino)?;
@@ -1288,7 +1313,7 @@ impl Engine {
             let path = self.path_of(ino).ok_or(FsError::StaleInode(ino))?;
             let opened = OpenOptions::new()
                 .read(true)
-                .write(write)
+                .write(rw_descriptor)
                 .truncate(truncate && write)
                 .open(self.cache_path(&path));
             let file = match opened {
@@ -1313,25 +1338,6 @@ impl Engine {
             });
         }
         Err(FsError::NotFound(self.path_of(ino).unwrap_or_default()))
-    }
-
-    /// A read-write descriptor on a file's cached copy, for the kernel to do I/O on directly
-    /// (FUSE passthrough). The file must be cached already (an open of it came first); this
-    /// does not mark it dirty: the open that asked for writing did.
-    pub fn open_for_passthrough(&self, ino: Ino) -> Result<File, FsError> {
-        let tree = self.state.read();
-        let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
-        let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
-        if node.kind != EntryKind::File || !node.cached {
-            return Err(FsError::InvalidArgument(format!(
-                "{path} is not a cached file"
-            )));
-        }
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.cache_path(&path))
-            .map_err(io_err(&path))
     }
 
     /// Gives an uncached file an empty cache copy, for opens that truncate it anyway.
@@ -1483,6 +1489,40 @@ fn set_times(path: &Path, atime_ns: Option<i64>, mtime_ns: Option<i64>) -> std::
         (Some(a), None) => filetime::set_file_atime(path, ft(a)),
         (None, Some(m)) => filetime::set_file_mtime(path, ft(m)),
         (None, None) => Ok(()),
+    }
+}
+
+/// Takes the lock that makes one process the owner of a cache folder (held as long as the
+/// returned file is open).
+pub(crate) fn lock_cache(cache_dir: &Path) -> Result<File, JournalError> {
+    let lock_path = cache_dir.join("lock");
+    let cache_lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| JournalError::Io {
+            path: lock_path.clone(),
+            source: e,
+        })?;
+    if cache_lock.try_lock().is_err() {
+        return Err(JournalError::InUse(cache_dir.to_path_buf()));
+    }
+    Ok(cache_lock)
+}
+
+/// Runs `make` for an entry of the cache tree, creating the folders above it first if they
+/// are missing (they exist for every listed folder, so this is rare: one try, not a mkdir
+/// before every create).
+fn in_cache_dir<T>(path: &Path, make: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    match make() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            make()
+        }
+        r => r,
     }
 }
 

@@ -8,6 +8,10 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::backing::EntryKind;
@@ -71,6 +75,49 @@ pub struct StagedRow {
 
 pub struct Journal {
     conn: Connection,
+    /// When the last commit happened, while some commit is not yet checkpointed into the database.
+    last_unchecked_commit: Option<Instant>,
+}
+
+/// How long the journal must have seen no commit before an idle checkpoint runs.
+const IDLE: Duration = Duration::from_millis(100);
+
+/// With idle checkpoints, the log may grow to this many pages (64 MiB) before a commit has to
+/// checkpoint it inline anyway (a change that never pauses).
+const MAX_LOG_PAGES: u32 = 16_384;
+
+/// Checkpoints `journal` from a background thread whenever it has been idle for a moment,
+/// until the journal is dropped. A checkpoint syncs the log and the database to disk, which
+/// takes milliseconds; inline, it would stall whichever change filled the log.
+pub fn checkpoint_when_idle(journal: &Arc<Mutex<Journal>>) {
+    if let Err(e) = journal
+        .lock()
+        .conn
+        .pragma_update(None, "wal_autocheckpoint", MAX_LOG_PAGES)
+    {
+        tracing::warn!(error = %e, "journal checkpoints stay inline");
+        return;
+    }
+    let weak = Arc::downgrade(journal);
+    let spawned = std::thread::Builder::new()
+        .name("sipfs-journal".into())
+        .spawn(move || loop {
+            std::thread::sleep(IDLE);
+            let Some(journal) = weak.upgrade() else {
+                return;
+            };
+            let mut j = journal.lock();
+            if j.last_unchecked_commit.is_some_and(|t| t.elapsed() >= IDLE) {
+                let _span = tracing::debug_span!("checkpoint").entered();
+                match j.checkpoint() {
+                    Ok(()) => j.last_unchecked_commit = None,
+                    Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; retrying"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no background journal checkpoints");
+    }
 }
 
 fn kind_code(k: EntryKind) -> i64 {
@@ -97,6 +144,11 @@ fn rel(s: String) -> RelPath {
 impl Journal {
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
         let conn = Connection::open(path)?;
+        // One process owns a cache at a time (the engine's lock file says which), so the
+        // journal is locked once for the connection's life instead of at every transaction:
+        // a commit is then its WAL writes and nothing else (no fcntl locks, no shared-memory
+        // index). Set before WAL mode, so that the WAL index lives in this process's memory.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -108,7 +160,18 @@ impl Journal {
         if !has_atime {
             conn.execute_batch("ALTER TABLE node ADD COLUMN atime INTEGER")?;
         }
-        Ok(Journal { conn })
+        Ok(Journal {
+            conn,
+            last_unchecked_commit: None,
+        })
+    }
+
+    /// Writes the log into the database and syncs both (no reader can hold it back: the
+    /// journal is this connection's alone).
+    fn checkpoint(&self) -> Result<(), JournalError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// Runs `f` in one transaction: all of its writes land, or none.
@@ -119,6 +182,7 @@ impl Journal {
         let tx = self.conn.transaction()?;
         let out = f(&tx)?;
         tx.commit()?;
+        self.last_unchecked_commit = Some(Instant::now());
         Ok(out)
     }
 
@@ -408,6 +472,7 @@ mod tests {
     fn nodes_ops_and_staged_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.sqlite");
+        let crashed = dir.path().join("crashed.sqlite");
         {
             let mut j = Journal::open(&path).unwrap();
             j.batch(|tx| {
@@ -443,10 +508,15 @@ mod tests {
             })
             .unwrap();
             j.sync().unwrap();
-            // Dropped without any orderly shutdown beyond what a kill leaves behind.
-            std::mem::forget(j);
+            // What a kill leaves behind: the files as they are while the connection is open
+            // (closing it would checkpoint the WAL into the database).
+            for suffix in ["", "-wal"] {
+                let from = format!("{}{suffix}", path.display());
+                let to = format!("{}{suffix}", crashed.display());
+                std::fs::copy(from, to).unwrap();
+            }
         }
-        let j = Journal::open(&path).unwrap();
+        let j = Journal::open(&crashed).unwrap();
         let nodes = j.load_nodes().unwrap();
         assert_eq!(nodes, vec![node(2, 1, "a")]);
         let ops = j.load_ops().unwrap();

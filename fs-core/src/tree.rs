@@ -18,7 +18,8 @@ pub struct Node {
     pub name: String,
     pub kind: EntryKind,
     /// Directories: `None` until listed from the share (or created here).
-    pub children: Option<BTreeMap<String, Ino>>,
+    /// Boxed: most nodes are files, and a file pays one pointer for the field, not a map.
+    pub children: Option<Box<BTreeMap<String, Ino>>>,
     /// Files: the content is in the cache tree.
     pub cached: bool,
     /// The entry exists on the share at this node's path once the pending log is replayed.
@@ -33,7 +34,7 @@ pub struct Node {
     pub size: u64,
     pub mtime_ns: i64,
     pub mode: u32,
-    pub link: Option<String>,
+    pub link: Option<Box<str>>,
     /// Last change of the entry or its attributes (not kept in the journal: after a restart
     /// it starts at the modification time).
     pub ctime_ns: i64,
@@ -84,6 +85,9 @@ pub struct Tree {
     next_ino: Ino,
     /// Nodes with a dirty flag set: a flush looks at these only, never at the whole tree.
     dirty: BTreeSet<Ino>,
+    /// How many of a listed directory's children are directories (its link count is two
+    /// more): kept as children come and go, so that a stat never counts them.
+    subdirs: HashMap<Ino, u32>,
     pub ops: Vec<Logged>,
 }
 
@@ -93,6 +97,7 @@ impl Tree {
             nodes: HashMap::with_capacity(nodes.len()),
             next_ino: ROOT_INO + 1,
             dirty: BTreeSet::new(),
+            subdirs: HashMap::new(),
             ops,
         };
         for n in nodes {
@@ -103,18 +108,66 @@ impl Tree {
             t.nodes.insert(n.ino, n);
         }
         // Children maps are derived from parent links rather than stored twice.
-        let links: Vec<(Ino, Ino, String)> = t
+        let links: Vec<(Ino, Ino, String, bool)> = t
             .nodes
             .values()
             .filter(|n| n.ino != ROOT_INO)
-            .map(|n| (n.parent, n.ino, n.name.clone()))
+            .map(|n| (n.parent, n.ino, n.name.clone(), n.is_dir()))
             .collect();
-        for (parent, ino, name) in links {
-            if let Some(children) = t.nodes.get_mut(&parent).and_then(|p| p.children.as_mut()) {
-                children.insert(name, ino);
-            }
+        for (parent, ino, name, is_dir) in links {
+            t.link_child(parent, name, ino, is_dir);
         }
         t
+    }
+
+    /// Enters `ino` in its parent's children (if the parent is listed).
+    fn link_child(&mut self, parent: Ino, name: String, ino: Ino, is_dir: bool) {
+        if let Some(children) = self
+            .nodes
+            .get_mut(&parent)
+            .and_then(|p| p.children.as_mut())
+        {
+            if let Some(old) = children.insert(name, ino) {
+                // A name that meant another entry: that one is no longer counted.
+                if old != ino && self.nodes.get(&old).is_some_and(Node::is_dir) {
+                    self.uncount_subdir(parent);
+                }
+            }
+            if is_dir {
+                *self.subdirs.entry(parent).or_default() += 1;
+            }
+        }
+    }
+
+    /// Takes `name` out of its parent's children if it still means `ino`.
+    fn unlink_child(&mut self, parent: Ino, name: &str, ino: Ino) {
+        let is_dir = self.nodes.get(&ino).is_some_and(Node::is_dir);
+        if let Some(c) = self
+            .nodes
+            .get_mut(&parent)
+            .and_then(|p| p.children.as_mut())
+        {
+            if c.get(name) == Some(&ino) {
+                c.remove(name);
+                if is_dir {
+                    self.uncount_subdir(parent);
+                }
+            }
+        }
+    }
+
+    fn uncount_subdir(&mut self, parent: Ino) {
+        if let Some(n) = self.subdirs.get_mut(&parent) {
+            *n -= 1;
+            if *n == 0 {
+                self.subdirs.remove(&parent);
+            }
+        }
+    }
+
+    /// How many children of `ino` are directories.
+    pub fn subdir_count(&self, ino: Ino) -> u32 {
+        self.subdirs.get(&ino).copied().unwrap_or(0)
     }
 
     pub fn alloc_ino(&mut self) -> Ino {
@@ -210,37 +263,42 @@ impl Tree {
 
     /// Adds `node` below its parent (which must be listed).
     pub fn insert(&mut self, node: Node) {
-        if let Some(children) = self
+        let (parent, name, ino, is_dir) = (node.parent, node.name.clone(), node.ino, node.is_dir());
+        if let Some(old) = self.nodes.insert(ino, node) {
+            // Put again (the same inode): its old self was counted under its old parent.
+            self.unlink_child_of(&old);
+        }
+        self.link_child(parent, name, ino, is_dir);
+        self.reindex(ino);
+    }
+
+    fn unlink_child_of(&mut self, old: &Node) {
+        if let Some(c) = self
             .nodes
-            .get_mut(&node.parent)
+            .get_mut(&old.parent)
             .and_then(|p| p.children.as_mut())
         {
-            children.insert(node.name.clone(), node.ino);
+            if c.get(&old.name) == Some(&old.ino) {
+                c.remove(&old.name);
+                if old.is_dir() {
+                    self.uncount_subdir(old.parent);
+                }
+            }
         }
-        let ino = node.ino;
-        self.nodes.insert(ino, node);
-        self.reindex(ino);
     }
 
     /// Removes a node and everything below it; returns the removed inodes.
     pub fn remove_subtree(&mut self, ino: Ino) -> Vec<Ino> {
         if let Some(n) = self.nodes.get(&ino) {
             let (parent, name) = (n.parent, n.name.clone());
-            if let Some(c) = self
-                .nodes
-                .get_mut(&parent)
-                .and_then(|p| p.children.as_mut())
-            {
-                if c.get(&name) == Some(&ino) {
-                    c.remove(&name);
-                }
-            }
+            self.unlink_child(parent, &name, ino);
         }
         let mut removed = Vec::new();
         let mut stack = vec![ino];
         while let Some(i) = stack.pop() {
             if let Some(n) = self.nodes.remove(&i) {
                 self.dirty.remove(&i);
+                self.subdirs.remove(&i);
                 if let Some(c) = n.children {
                     stack.extend(c.values().copied());
                 }
@@ -252,24 +310,12 @@ impl Tree {
 
     /// Moves a node to a new parent and name (the target name must be free).
     pub fn relink(&mut self, ino: Ino, new_parent: Ino, new_name: &str) {
-        let (old_parent, old_name) = {
+        let (old_parent, old_name, is_dir) = {
             let n = &self.nodes[&ino];
-            (n.parent, n.name.clone())
+            (n.parent, n.name.clone(), n.is_dir())
         };
-        if let Some(c) = self
-            .nodes
-            .get_mut(&old_parent)
-            .and_then(|p| p.children.as_mut())
-        {
-            c.remove(&old_name);
-        }
-        if let Some(c) = self
-            .nodes
-            .get_mut(&new_parent)
-            .and_then(|p| p.children.as_mut())
-        {
-            c.insert(new_name.to_owned(), ino);
-        }
+        self.unlink_child(old_parent, &old_name, ino);
+        self.link_child(new_parent, new_name.to_owned(), ino, is_dir);
         let n = self.nodes.get_mut(&ino).expect("node exists");
         n.parent = new_parent;
         n.name = new_name.to_owned();
@@ -288,5 +334,77 @@ impl Tree {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(ino: Ino, parent: Ino, name: &str, kind: EntryKind) -> Node {
+        Node {
+            ino,
+            parent,
+            name: name.into(),
+            kind,
+            children: (kind == EntryKind::Dir).then(Default::default),
+            cached: false,
+            in_share: false,
+            base: None,
+            content_dirty: false,
+            meta_dirty: false,
+            size: 0,
+            mtime_ns: 0,
+            mode: 0o755,
+            link: None,
+            ctime_ns: 0,
+            atime_ns: None,
+            gen: 0,
+        }
+    }
+
+    /// The kept count against counting each directory's children now.
+    fn check(t: &Tree) {
+        for n in t.nodes() {
+            let counted = n.children.as_ref().map_or(0, |c| {
+                c.values()
+                    .filter(|&&i| t.get(i).is_some_and(Node::is_dir))
+                    .count() as u32
+            });
+            assert_eq!(t.subdir_count(n.ino), counted, "{}", n.name);
+        }
+    }
+
+    #[test]
+    fn subdirectory_counts_follow_every_change() {
+        let root = node(ROOT_INO, ROOT_INO, "", EntryKind::Dir);
+        let mut t = Tree::from_nodes(
+            vec![
+                root,
+                node(2, ROOT_INO, "a", EntryKind::Dir),
+                node(3, 2, "b", EntryKind::Dir),
+                node(4, 2, "f", EntryKind::File),
+            ],
+            Vec::new(),
+        );
+        check(&t);
+        assert_eq!(t.subdir_count(ROOT_INO), 1);
+        assert_eq!(t.subdir_count(2), 1);
+        t.insert(node(5, ROOT_INO, "c", EntryKind::Dir));
+        check(&t);
+        t.relink(3, 5, "b2");
+        check(&t);
+        assert_eq!(t.subdir_count(2), 0);
+        assert_eq!(t.subdir_count(5), 1);
+        // A folder replaced by a file under the same name (a refresh does this).
+        t.remove_subtree(5);
+        t.insert(node(6, ROOT_INO, "c", EntryKind::File));
+        check(&t);
+        // The same inode put again under another parent.
+        t.insert(node(2, 6, "a", EntryKind::Dir));
+        check(&t);
+        t.remove_subtree(2);
+        check(&t);
+        assert_eq!(t.subdir_count(ROOT_INO), 0);
     }
 }

@@ -173,3 +173,34 @@ fn background_retry_writes_only_what_a_flush_left_pending() {
     );
     assert!(r.engine.last_retry().is_some_and(|r| r.pending.is_empty()));
 }
+
+/// Removing a folder of the share nobody has looked into: it is listed first (empty or not is
+/// known only then). This once deadlocked on the engine's own lock.
+#[test]
+fn a_folder_never_listed_can_be_removed() {
+    let r = rig(|share| {
+        fs::create_dir_all(share.join("empty")).unwrap();
+        fs::create_dir_all(share.join("full")).unwrap();
+        fs::write(share.join("full/f"), "x").unwrap();
+    });
+    let e = &r.engine;
+    let root = e.resolve(&RelPath::root()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let engine = e.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send((engine.rmdir(root, "empty"), engine.rmdir(root, "full")));
+    });
+    let (empty, full) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("rmdir of an unlisted folder hangs");
+    empty.unwrap();
+    assert!(
+        matches!(full, Err(fs_core::FsError::NotEmpty(_))),
+        "{full:?}"
+    );
+    assert!(e.resolve(&RelPath::new("full/f").unwrap()).is_ok());
+    let report = e.flush(None);
+    assert!(report.pending.is_empty(), "{report:?}");
+    assert!(!r.share.join("empty").exists());
+    assert!(r.share.join("full/f").exists());
+}

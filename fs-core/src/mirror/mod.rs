@@ -179,7 +179,11 @@ impl Mirror {
         fs::create_dir_all(folder).map_err(io(folder))?;
         let root = dunce::canonicalize(folder).map_err(io(folder))?;
         let recorded = {
-            // Look before the engine creates anything in the folder.
+            // Look before the engine creates anything in the folder; a cache another process
+            // serves cannot be read (its owner holds the journal) and is reported as in use.
+            if opts.cache_dir.exists() {
+                drop(crate::engine::lock_cache(&opts.cache_dir).map_err(FsError::from)?);
+            }
             let j = journal::Journal::open(&opts.cache_dir.join("journal.sqlite"));
             match j {
                 Ok(j) => j.get_meta(JOURNAL_KEY).map_err(FsError::from)?,
