@@ -283,6 +283,18 @@ struct UnmountArgs {
     mountpoint: PathBuf,
 }
 
+/// glibc gives each thread that allocates its own arena, and memory freed in one stays there:
+/// with a FUSE thread per core plus the share workers, a mount's resident memory grew by a
+/// sixth over what it holds (measured on a 100 000-entry listing). Two arenas keep most of
+/// that, and the threads rarely allocate at once (their work is system calls).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIPFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -316,6 +328,7 @@ fn detect_cmd(a: &ReportPathArgs) -> anyhow::Result<Exit> {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     // Commands whose whole job is to print: a reader that stops early (`| head`) got what it
     // wanted, so they end with 0 then. Commands that change things still finish their work

@@ -57,3 +57,25 @@ pub fn file_attr(a: &Attr, owner: Owner) -> FileAttr {
         flags: 0,
     }
 }
+
+/// The reply to a LOOKUP of a name that does not exist, cached by the kernel for the entry's
+/// time to live: inode 0 means "no such entry".
+pub fn negative_entry() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}

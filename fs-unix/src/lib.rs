@@ -12,6 +12,8 @@ mod control_dir;
 mod fs;
 #[cfg(unix)]
 mod mount;
+#[cfg(unix)]
+mod requests;
 
 #[cfg(unix)]
 pub use mount::{is_sipfs_mount, is_stale_mount, mount, unmount_path, MountHandle, MountOptions};

@@ -591,3 +591,139 @@ fn a_refresh_shows_others_changes_through_the_kernel_caches_at_once() {
     assert_eq!(names(&mnt), ["changed.csv", "new.csv"]);
     assert!(m.stop().success());
 }
+
+/// The requests of each kind the mount has served so far (`kernel_requests` in its status).
+fn requests(mnt: &Path) -> serde_json::Value {
+    let text = fs::read_to_string(mnt.join(".sipfs/status")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["kernel_requests"].clone()
+}
+
+fn delta(before: &serde_json::Value, after: &serde_json::Value, kind: &str) -> u64 {
+    after[kind].as_u64().unwrap() - before[kind].as_u64().unwrap()
+}
+
+/// What the kernel's caches spare, counted in round trips (never timed): creating files
+/// costs one lookup each (the name is new) and no FLUSH or xattr round trip once the kernel
+/// has been told those are not needed; a listing carries the attributes, so a stat of every
+/// entry after it asks nothing; a missing name asked for again is answered by the kernel.
+#[test]
+fn the_kernel_answers_what_it_can_without_asking() {
+    let s = Scratch::new();
+    let m = s.mount(&[]);
+    let mnt = m.mnt.clone();
+    fs::create_dir(mnt.join("out")).unwrap();
+    // The first close and the first write tell the kernel it need not ask again.
+    fs::write(mnt.join("out/first.csv"), "x\n").unwrap();
+    let before = requests(&mnt);
+    for i in 0..50 {
+        fs::write(mnt.join(format!("out/r{i}.csv")), format!("{i}\n")).unwrap();
+    }
+    let after = requests(&mnt);
+    assert_eq!(delta(&before, &after, "create"), 50);
+    assert_eq!(delta(&before, &after, "flush"), 0, "{after}");
+    assert_eq!(delta(&before, &after, "xattr"), 0, "{after}");
+    // One lookup per new name, and one more for reading the status.
+    assert!(delta(&before, &after, "lookup") <= 52, "{after}");
+
+    // A fresh listing with a stat of each entry: the entries' attributes came with it.
+    let before = requests(&mnt);
+    let mut sizes = 0;
+    for e in fs::read_dir(mnt.join("out")).unwrap() {
+        sizes += fs::metadata(e.unwrap().path()).unwrap().len();
+    }
+    let after = requests(&mnt);
+    assert_eq!(
+        sizes,
+        2 + (0..50)
+            .map(|i: u64| i.to_string().len() as u64 + 1)
+            .sum::<u64>()
+    );
+    assert!(delta(&before, &after, "readdirplus") >= 1, "{after}");
+    assert_eq!(delta(&before, &after, "readdir"), 0, "{after}");
+    // What is left is the reading of the status itself (its file is never cached).
+    assert!(delta(&before, &after, "getattr") <= 2, "{after}");
+    assert!(delta(&before, &after, "lookup") <= 1, "{after}");
+
+    // A missing name: asked once, then the kernel knows.
+    let before = requests(&mnt);
+    for _ in 0..5 {
+        assert!(!mnt.join("out/missing.csv").exists());
+    }
+    let after = requests(&mnt);
+    assert!(delta(&before, &after, "lookup") <= 2, "{after}");
+    // And a name the kernel knows to be missing can still be created.
+    fs::write(mnt.join("out/missing.csv"), "now\n").unwrap();
+    assert_eq!(
+        fs::read_to_string(mnt.join("out/missing.csv")).unwrap(),
+        "now\n"
+    );
+    assert!(m.stop().success());
+}
+
+/// A directory's link count is two plus its subdirectories, as on a local disk (`find`
+/// uses it), through every change.
+#[test]
+fn directory_link_counts_follow_their_subdirectories() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new();
+    fs::create_dir_all(s.share.join("a/from_share")).unwrap();
+    let m = s.mount(&[]);
+    let a = m.mnt.join("a");
+    let nlink = || fs::metadata(&a).unwrap().nlink();
+    // Not listed yet: unknown, which a link count of 1 says.
+    assert_eq!(nlink(), 1);
+    fs::create_dir(a.join("b")).unwrap();
+    fs::create_dir(a.join("c")).unwrap();
+    fs::write(a.join("f"), "file\n").unwrap();
+    assert_eq!(nlink(), 5);
+    fs::rename(a.join("c"), m.mnt.join("c")).unwrap();
+    assert_eq!(nlink(), 4);
+    assert_eq!(fs::metadata(&m.mnt).unwrap().nlink(), 4);
+    fs::remove_dir(a.join("b")).unwrap();
+    fs::remove_dir(a.join("from_share")).unwrap();
+    assert_eq!(nlink(), 2);
+    assert!(m.stop().success());
+}
+
+/// Extended attributes are cleanly unsupported (the shares keep none): programs get
+/// EOPNOTSUPP, which `cp -a` and `shutil.copy2` take as "none here" and carry on.
+#[test]
+fn extended_attributes_are_cleanly_unsupported() {
+    let s = Scratch::new();
+    let m = s.mount(&[]);
+    let mnt = m.mnt.clone();
+    fs::write(s.dir.path().join("src.csv"), "a,b\n").unwrap();
+    let code = "import os, shutil, sys, errno\n\
+        src, mnt = sys.argv[1], sys.argv[2]\n\
+        p = os.path.join(mnt, 'x.csv')\n\
+        open(p, 'w').write('x')\n\
+        for call in (lambda: os.setxattr(p, 'user.k', b'v'), lambda: os.getxattr(p, 'user.k'), lambda: os.listxattr(p)):\n\
+        \x20   try:\n\
+        \x20       call(); sys.exit('an xattr call worked')\n\
+        \x20   except OSError as e:\n\
+        \x20       assert e.errno == errno.EOPNOTSUPP, e\n\
+        shutil.copy2(src, os.path.join(mnt, 'copied.csv'))\n\
+        assert open(os.path.join(mnt, 'copied.csv')).read() == 'a,b\\n'\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", code, s.dir.path().join("src.csv").to_str().unwrap()])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(s.dir.path().join("src.csv"))
+        .arg(mnt.join("cp-a.csv"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(m.stop().success());
+}
