@@ -187,6 +187,7 @@ def main():
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", default="", help="comma-separated workload names (substring)")
+    ap.add_argument("--floor", default="", help="the target sipfs is also compared with")
     ap.add_argument("targets", nargs="+", help="NAME=FOLDER; the first is the baseline")
     a = ap.parse_args()
     targets = [t.split("=", 1) for t in a.targets]
@@ -225,6 +226,12 @@ def main():
             bs = times[name][base]
             pairs = [t / b for t, b in zip(ts, bs) if b > 0]
             row["ratio"][tname] = round(statistics.median(pairs), 2) if pairs else None
+        # sipfs against the bare FUSE file system, paired the same way: what sipfs itself
+        # costs on top of the kernel's round trips.
+        if a.floor and (name, a.floor) not in errors and (name, "sipfs") not in errors:
+            fs_ = times[name][a.floor]
+            pairs = [t / f for t, f in zip(times[name].get("sipfs", []), fs_) if f > 0]
+            row["over_floor"] = round(statistics.median(pairs), 2) if pairs else None
         result["rows"].append(row)
     with open(a.out, "w") as f:
         json.dump(result, f, indent=2)
