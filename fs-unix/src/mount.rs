@@ -79,12 +79,8 @@ pub fn mount(
     // Several threads, so that a flush asked through the control file does not stall the mount;
     // fuser runs more than one only on Linux.
     if cfg!(target_os = "linux") {
-        let n = std::env::var("SIPFS_FUSE_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(opts.threads.max(2));
-        config.n_threads = Some(n);
-        config.clone_fd = std::env::var("SIPFS_NO_CLONE_FD").is_err();
+        config.n_threads = Some(opts.threads.max(2));
+        config.clone_fd = true;
     }
     let session = fuser::Session::new(fs, mountpoint, &config)?;
     let _ = notifier.set(session.notifier());
