@@ -755,7 +755,7 @@ impl Engine {
 
     /// Changes the list of conflicts `status` shows (the last 100 are kept).
     fn update_conflicts(&self, change: impl FnOnce(&mut Vec<ConflictItem>)) {
-        let journal = self.journal.lock();
+        let mut journal = self.journal.lock();
         let mut list: Vec<ConflictItem> = journal
             .get_meta("conflicts")
             .ok()

@@ -77,6 +77,11 @@ pub struct Journal {
     conn: Connection,
     /// When the last commit happened, while some commit is not yet checkpointed into the database.
     last_unchecked_commit: Option<Instant>,
+    /// Something was committed since the journal was last made durable: a program's fsync
+    /// then has to sync the journal too; otherwise its file's own sync is all it costs (an
+    /// SQLite database in the mount fsyncs at every transaction, and after its first write
+    /// the journal has nothing new to say about it).
+    unsynced: bool,
 }
 
 /// How long the journal must have seen no commit before an idle checkpoint runs.
@@ -110,7 +115,12 @@ pub fn checkpoint_when_idle(journal: &Arc<Mutex<Journal>>) {
             if j.last_unchecked_commit.is_some_and(|t| t.elapsed() >= IDLE) {
                 let _span = tracing::debug_span!("checkpoint").entered();
                 match j.checkpoint() {
-                    Ok(()) => j.last_unchecked_commit = None,
+                    // A whole checkpoint syncs the log and the database: all of it is durable.
+                    Ok(true) => {
+                        j.last_unchecked_commit = None;
+                        j.unsynced = false;
+                    }
+                    Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; retrying"),
                 }
             }
@@ -163,15 +173,20 @@ impl Journal {
         Ok(Journal {
             conn,
             last_unchecked_commit: None,
+            unsynced: true,
         })
     }
 
     /// Writes the log into the database and syncs both (no reader can hold it back: the
     /// journal is this connection's alone).
-    fn checkpoint(&self) -> Result<(), JournalError> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        Ok(())
+    /// True when every frame of the log made it into the database.
+    fn checkpoint(&self) -> Result<bool, JournalError> {
+        let (busy, log, done): (i64, i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+        Ok(busy == 0 && log == done)
     }
 
     /// Runs `f` in one transaction: all of its writes land, or none.
@@ -183,11 +198,15 @@ impl Journal {
         let out = f(&tx)?;
         tx.commit()?;
         self.last_unchecked_commit = Some(Instant::now());
+        self.unsynced = true;
         Ok(out)
     }
 
     /// Makes everything committed so far durable against a power cut.
-    pub fn sync(&self) -> Result<(), JournalError> {
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        if !self.unsynced {
+            return Ok(());
+        }
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         let r = self.conn.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES('synced', datetime('now'))",
@@ -195,6 +214,7 @@ impl Journal {
         );
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         r?;
+        self.unsynced = false;
         Ok(())
     }
 
@@ -297,7 +317,8 @@ impl Journal {
             .optional()?)
     }
 
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), JournalError> {
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), JournalError> {
+        self.unsynced = true;
         put_meta(&self.conn, key, value)
     }
 
@@ -537,5 +558,70 @@ mod tests {
         });
         assert!(r.is_err());
         assert!(j.load_nodes().unwrap().is_empty());
+    }
+
+    /// The database file alone, as it is on disk now (the log left out).
+    fn database_alone_holds(path: &Path, dir: &Path, ino: Ino) -> bool {
+        let copy = dir.join(format!("alone-{}.sqlite", now_nanos()));
+        std::fs::copy(path, &copy).unwrap();
+        let c = Connection::open(&copy).unwrap();
+        c.query_row(
+            "SELECT 1 FROM node WHERE ino = ?1",
+            [ino as i64],
+            |_| Ok(()),
+        )
+        .optional()
+        .unwrap_or(None)
+        .is_some()
+    }
+
+    fn now_nanos() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    }
+
+    /// Changes reach the database file itself once the journal has been idle a moment, from the
+    /// background thread, and not before (they are in the log until then).
+    #[test]
+    fn an_idle_journal_is_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let j = Arc::new(Mutex::new(Journal::open(&path).unwrap()));
+        j.lock().batch(|tx| put_node(tx, &node(2, 1, "a"))).unwrap();
+        // Without the background thread, nothing checkpoints a small log.
+        std::thread::sleep(IDLE * 3);
+        assert!(!database_alone_holds(&path, dir.path(), 2));
+        checkpoint_when_idle(&j);
+        j.lock().batch(|tx| put_node(tx, &node(3, 1, "b"))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !database_alone_holds(&path, dir.path(), 3) {
+            assert!(Instant::now() < deadline, "never checkpointed");
+            std::thread::sleep(IDLE);
+        }
+        assert!(database_alone_holds(&path, dir.path(), 2));
+        assert!(!j.lock().unsynced, "a whole checkpoint is durable");
+    }
+
+    /// A program's fsync syncs the journal only when something was committed since.
+    #[test]
+    fn a_sync_with_nothing_new_costs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.sqlite")).unwrap();
+        assert!(j.unsynced);
+        j.sync().unwrap();
+        assert!(!j.unsynced);
+        let synced_at = j.get_meta("synced").unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        j.sync().unwrap();
+        // Nothing was written: the recorded sync time is the first one's.
+        assert_eq!(j.get_meta("synced").unwrap(), synced_at);
+        j.batch(|tx| put_node(tx, &node(2, 1, "a"))).unwrap();
+        assert!(j.unsynced);
+        j.sync().unwrap();
+        assert_ne!(j.get_meta("synced").unwrap(), synced_at);
+        j.set_meta("k", "v").unwrap();
+        assert!(j.unsynced);
     }
 }
