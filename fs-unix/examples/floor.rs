@@ -139,6 +139,24 @@ mod linux {
             }
         }
 
+        /// Removes `parent/name` with `remove` and forgets its inode.
+        fn remove(
+            &self,
+            parent: INodeNo,
+            name: &OsStr,
+            remove: impl FnOnce(&PathBuf) -> std::io::Result<()>,
+            reply: ReplyEmpty,
+        ) {
+            match self.child(parent.0, name).map(|p| (remove(&p), p)) {
+                Ok((Ok(()), p)) => {
+                    self.forget_path(&p);
+                    reply.ok()
+                }
+                Ok((Err(e), _)) => reply.error(err(e)),
+                Err(e) => reply.error(e),
+            }
+        }
+
         fn add_open(&self, f: File, b: Option<Arc<BackingId>>) -> u64 {
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
             self.open.lock().insert(fh, (f, b));
@@ -267,29 +285,11 @@ mod linux {
         }
 
         fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-            match self.child(parent.0, name) {
-                Ok(p) => match fs::remove_file(&p) {
-                    Ok(()) => {
-                        self.forget_path(&p);
-                        reply.ok()
-                    }
-                    Err(e) => reply.error(err(e)),
-                },
-                Err(e) => reply.error(e),
-            }
+            self.remove(parent, name, |p| fs::remove_file(p), reply)
         }
 
         fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-            match self.child(parent.0, name) {
-                Ok(p) => match fs::remove_dir(&p) {
-                    Ok(()) => {
-                        self.forget_path(&p);
-                        reply.ok()
-                    }
-                    Err(e) => reply.error(err(e)),
-                },
-                Err(e) => reply.error(e),
-            }
+            self.remove(parent, name, |p| fs::remove_dir(p), reply)
         }
 
         fn rename(

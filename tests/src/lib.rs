@@ -358,6 +358,17 @@ fn brief(e: &Entry) -> String {
     }
 }
 
+/// Runs `cmd` to completion; panics with its error output unless it succeeded.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the program starts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs a Python script from tests/scripts with arguments; panics with its output on failure.
 pub fn python(script: &str, args: &[&str]) -> Output {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

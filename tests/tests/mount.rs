@@ -449,15 +449,7 @@ fn times_set_before_the_first_read_are_kept() {
              open(p).read()\n\
              assert os.stat(p).st_mtime_ns == {mtime}, os.stat(p).st_mtime_ns\n"
         );
-        let out = std::process::Command::new("python3")
-            .args(["-c", &script, f.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(std::process::Command::new("python3").args(["-c", &script, f.to_str().unwrap()]));
     };
     let m = s.mount(&[]);
     utime_then_read(&m.mnt.join("f1.txt"));
@@ -704,26 +696,16 @@ fn extended_attributes_are_cleanly_unsupported() {
         \x20       assert e.errno == errno.EOPNOTSUPP, e\n\
         shutil.copy2(src, os.path.join(mnt, 'copied.csv'))\n\
         assert open(os.path.join(mnt, 'copied.csv')).read() == 'a,b\\n'\n";
-    let out = std::process::Command::new("python3")
-        .args(["-c", code, s.dir.path().join("src.csv").to_str().unwrap()])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new("python3")
+            .args(["-c", code, s.dir.path().join("src.csv").to_str().unwrap()])
+            .arg(&mnt),
     );
-    let out = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(s.dir.path().join("src.csv"))
-        .arg(mnt.join("cp-a.csv"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(s.dir.path().join("src.csv"))
+            .arg(mnt.join("cp-a.csv")),
     );
     assert!(m.stop().success());
 }
