@@ -292,6 +292,11 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // A fixed threshold: buffers of 128 KiB and more (a folder's listing, its reply to the
+        // kernel) are mapped and unmapped on their own. glibc's default raises the threshold
+        // after each such free, which puts them in the heap between the long-lived nodes made
+        // meanwhile, and a first listing of 100 000 entries then left ~10 MB of holes there.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 

@@ -41,10 +41,10 @@ impl Engine {
                     present: match n.kind {
                         EntryKind::Dir => n.children.is_some(),
                         EntryKind::File => n.cached,
-                        EntryKind::Symlink => n.link.is_some(),
+                        EntryKind::Symlink => n.link().is_some(),
                     },
                     mtime_ns: n.mtime_ns,
-                    link: n.link.as_deref().map(str::to_owned),
+                    link: n.link().map(str::to_owned),
                     base: n.base,
                     content_dirty: n.content_dirty,
                     meta_dirty: n.meta_dirty,
@@ -138,7 +138,7 @@ impl Engine {
             return Ok(());
         }
         n.cached = false;
-        n.link = None;
+        n.set_link(None);
         let n = n.clone();
         self.persist(|tx| journal::put_node(tx, &n))
     }

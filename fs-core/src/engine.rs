@@ -23,7 +23,7 @@ use crate::names;
 use crate::pending::{share_path_of, Base, NsOp};
 use crate::relpath::{check_name, RelPath};
 use crate::retry::RetryPolicy;
-use crate::tree::{Ino, Node, Tree, ROOT_INO};
+use crate::tree::{Ino, Name, Node, Tree, ROOT_INO};
 
 /// How an engine is set up.
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ pub struct Attr {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
-    pub name: String,
+    pub name: Name,
     pub ino: Ino,
     pub kind: EntryKind,
 }
@@ -404,7 +404,7 @@ impl Engine {
             kind: node.kind,
             size: node.size,
             mtime_ns: node.mtime_ns,
-            atime_ns: node.atime_ns.unwrap_or(node.mtime_ns),
+            atime_ns: node.atime_ns().unwrap_or(node.mtime_ns),
             ctime_ns: node.ctime_ns.max(node.mtime_ns),
             // The logical mode: the cache copy always stays readable and writable by sipfs.
             mode: node.mode,
@@ -559,15 +559,15 @@ impl Engine {
                 continue;
             }
             let child = Node::from_share(tree.alloc_ino(), ino, name, &st);
-            added.push(child.clone());
+            added.push(child.ino);
             tree.insert(child);
         }
-        let parent = tree.get(ino).expect("exists").clone();
         debug!(entries = added.len(), "listed");
+        // Written from the tree (still locked), not from copies: a copy of each node of a big
+        // folder would only be made to be freed.
         self.persist(|tx| {
-            journal::put_node(tx, &parent)?;
-            for n in &added {
-                journal::put_node(tx, n)?;
+            for &i in std::iter::once(&ino).chain(&added) {
+                journal::put_node(tx, tree.get(i).expect("just listed"))?;
             }
             Ok(())
         })
@@ -626,7 +626,7 @@ impl Engine {
             } else {
                 (st.mtime_ns, st.mode)
             };
-            let atime = node.atime_ns.unwrap_or(mtime);
+            let atime = node.atime_ns().unwrap_or(mtime);
             set_cache_mode(&tmp, mode);
             filetime::set_file_times(
                 &tmp,
@@ -656,7 +656,7 @@ impl Engine {
             node.size = st.size;
             node.mtime_ns = mtime;
             // The cached file holds the access time from now on.
-            node.atime_ns = None;
+            node.set_atime_ns(None);
             let n = node.clone();
             return self.persist(|tx| journal::put_node(tx, &n));
         }
@@ -749,10 +749,10 @@ impl Engine {
         let adopted = Self::adopt_removed(&mut tree, &path);
         let ino = tree.alloc_ino();
         let now = now_ns();
-        let node = Node {
+        let mut node = Node {
             ino,
             parent,
-            name: name.to_owned(),
+            name: name.into(),
             kind: if link.is_some() {
                 EntryKind::Symlink
             } else {
@@ -767,11 +767,11 @@ impl Engine {
             size: link.map_or(0, |l| l.len() as u64),
             mtime_ns: now,
             mode: if link.is_some() { 0o777 } else { mode & 0o7777 },
-            link: link.map(Box::from),
             ctime_ns: now,
-            atime_ns: None,
+            rare: None,
             gen: 0,
         };
+        node.set_link(link.map(Box::from));
         tree.insert(node.clone());
         let pnode = Self::touch_dir(&mut tree, parent, now);
         let put: Vec<Ino> = std::iter::once(ino).chain(pnode).collect();
@@ -848,7 +848,7 @@ impl Engine {
                     "{path} is not a symbolic link"
                 )));
             }
-            if let Some(l) = &node.link {
+            if let Some(l) = node.link() {
                 return Ok(l.to_string());
             }
             (
@@ -863,7 +863,7 @@ impl Engine {
             .map_err(|e| FsError::share(&share.0, e))?;
         let mut tree = self.state.write();
         if let Some(node) = tree.get_mut(ino) {
-            node.link = Some(target.as_str().into());
+            node.set_link(Some(target.as_str().into()));
             node.cached = true;
             let n = node.clone();
             let _ = backing::make_symlink(&target, &self.cache_path(&share.0));
@@ -883,7 +883,7 @@ impl Engine {
         let node = Node {
             ino: tree.alloc_ino(),
             parent,
-            name: name.to_owned(),
+            name: name.into(),
             kind: EntryKind::Dir,
             children: Some(Default::default()),
             cached: false,
@@ -894,9 +894,8 @@ impl Engine {
             size: 0,
             mtime_ns: now,
             mode: mode & 0o7777,
-            link: None,
             ctime_ns: now,
-            atime_ns: None,
+            rare: None,
             gen: 0,
         };
         let op = (!ignored).then(|| NsOp::Mkdir { path: path.clone() });
@@ -1409,14 +1408,36 @@ impl Engine {
     }
 
     /// Makes the file's data and the journal durable, as fsync on a local disk does.
+    /// A program's fsync: its file, and the journal if anything was committed since its last
+    /// sync (a new file's entry, say), both at once (see [`journal::LogSync`]).
     pub fn fsync(&self, fh: &FileHandle, datasync: bool) -> Result<(), FsError> {
-        let r = if datasync {
-            fh.file.sync_data()
-        } else {
-            fh.file.sync_all()
+        let sync_file = || {
+            if datasync {
+                fh.file.sync_data()
+            } else {
+                fh.file.sync_all()
+            }
         };
-        r.map_err(|e| FsError::cache(&self.path_of(fh.ino).unwrap_or_default(), e))?;
-        self.sync_journal()
+        let log = self.journal.lock().sync_needed()?;
+        let (file, log_result) = match &log {
+            None => (sync_file(), Ok(())),
+            Some(log) => std::thread::scope(|s| {
+                let other = s.spawn(|| log.run());
+                let file = sync_file();
+                // A panic in a sync is not expected; treat it as the log's failure.
+                let log_result = other
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("journal sync panicked")));
+                (file, log_result)
+            }),
+        };
+        file.map_err(|e| FsError::cache(&self.path_of(fh.ino).unwrap_or_default(), e))?;
+        if let Some(log) = log {
+            let mut j = self.journal.lock();
+            log_result.map_err(|e| j.log_error(e))?;
+            j.synced(&log);
+        }
+        Ok(())
     }
 
     pub fn sync_journal(&self) -> Result<(), FsError> {
@@ -1463,7 +1484,7 @@ impl Engine {
             if !on_cache_file {
                 // Until the first read, the node holds it; an access time alone is nothing
                 // to write back.
-                n.atime_ns = req.atime_ns.or(n.atime_ns);
+                n.set_atime_ns(req.atime_ns.or(n.atime_ns()));
             }
             n.ctime_ns = now_ns();
             n.meta_dirty |= req.mtime_ns.is_some() || req.mode.is_some();

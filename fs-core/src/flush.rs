@@ -374,7 +374,7 @@ impl Engine {
                 live_gen,
                 base: n.base,
                 in_share: n.in_share,
-                link: n.link.as_deref().map(str::to_owned),
+                link: n.link().map(str::to_owned),
                 content: n.content_dirty && !n.is_dir(),
                 mode: n.mode,
             });

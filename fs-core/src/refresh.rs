@@ -22,7 +22,7 @@ use crate::names;
 use crate::pending::{is_within_changed, touches, Base};
 use crate::relpath::{check_name, RelPath};
 use crate::report::{Invalidation, PendingItem, RefreshReport};
-use crate::tree::{Ino, Node, Tree, ROOT_INO};
+use crate::tree::{Ino, Name, Node, Tree, ROOT_INO};
 
 impl Engine {
     pub fn refresh(&self) -> RefreshReport {
@@ -92,13 +92,12 @@ impl Engine {
                         && !(ino == ROOT_INO && n == CONTROL_DIR)
                 })
                 .collect();
-            let children: Vec<(String, Ino)> = match tree.get(ino).and_then(|n| n.children.as_ref())
-            {
+            let children: Vec<(Name, Ino)> = match tree.get(ino).and_then(|n| n.children.as_ref()) {
                 Some(c) => c.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 None => continue,
             };
             for (name, cino) in children {
-                let st = share.remove(&name);
+                let st = share.remove(name.as_str());
                 let child_path = path.join(&name);
                 if touches(&tree.ops, &child_path) {
                     continue;
@@ -155,7 +154,7 @@ impl Engine {
                         let n = tree.get_mut(cino).expect("exists");
                         n.cached = false;
                         n.meta_dirty = false;
-                        n.link = None;
+                        n.set_link(None);
                         n.base = Some(Base::of(&st));
                         n.size = st.size;
                         n.mtime_ns = st.mtime_ns;

@@ -2,7 +2,10 @@
 //! journal. A node is the whole state of one cached entry (see docs/ARCHITECTURE.md):
 //! whether its content is cached, which share version it derives from, and what is dirty.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use compact_str::CompactString;
+use rustc_hash::FxHashMap;
 
 use crate::backing::{EntryKind, Stat};
 use crate::pending::{Base, Logged};
@@ -11,15 +14,20 @@ use crate::relpath::RelPath;
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
+/// One component of a path. Names up to 24 bytes (nearly all) are kept inline, without an
+/// allocation of their own: a node's name and its parent's key for it are the two largest
+/// parts of a listed entry's memory after the node itself.
+pub type Name = CompactString;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     pub ino: Ino,
     pub parent: Ino,
-    pub name: String,
+    pub name: Name,
     pub kind: EntryKind,
     /// Directories: `None` until listed from the share (or created here).
     /// Boxed: most nodes are files, and a file pays one pointer for the field, not a map.
-    pub children: Option<Box<BTreeMap<String, Ino>>>,
+    pub children: Option<Box<BTreeMap<Name, Ino>>>,
     /// Files: the content is in the cache tree.
     pub cached: bool,
     /// The entry exists on the share at this node's path once the pending log is replayed.
@@ -34,24 +42,57 @@ pub struct Node {
     pub size: u64,
     pub mtime_ns: i64,
     pub mode: u32,
-    pub link: Option<Box<str>>,
     /// Last change of the entry or its attributes (not kept in the journal: after a restart
     /// it starts at the modification time).
     pub ctime_ns: i64,
-    /// An access time a program set (`utimensat`), for entries whose truth is not a cached
-    /// file; `None`: the modification time. Kept here only: a share's access times change with
-    /// every read, so they are never written back.
-    pub atime_ns: Option<i64>,
+    /// What few nodes have (see [`Rare`]); `None` for the rest.
+    pub(crate) rare: Option<Box<Rare>>,
     /// Bumped on every change of the node; a flush clears dirty flags only if it is unchanged.
     pub gen: u64,
 }
 
+/// The attributes few nodes have, kept out of line: a listed entry's memory is mostly its node,
+/// and these would add 32 bytes to each of them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Rare {
+    link: Option<Box<str>>,
+    atime_ns: Option<i64>,
+}
+
 impl Node {
-    pub fn from_share(ino: Ino, parent: Ino, name: String, st: &Stat) -> Node {
+    /// Symbolic links: the target.
+    pub fn link(&self) -> Option<&str> {
+        self.rare.as_ref()?.link.as_deref()
+    }
+
+    pub fn set_link(&mut self, link: Option<Box<str>>) {
+        self.rare_mut(|r| r.link = link);
+    }
+
+    /// An access time a program set (`utimensat`), for entries whose truth is not a cached
+    /// file; `None`: the modification time. Kept here only: a share's access times change with
+    /// every read, so they are never written back.
+    pub fn atime_ns(&self) -> Option<i64> {
+        self.rare.as_ref()?.atime_ns
+    }
+
+    pub fn set_atime_ns(&mut self, atime_ns: Option<i64>) {
+        self.rare_mut(|r| r.atime_ns = atime_ns);
+    }
+
+    fn rare_mut(&mut self, change: impl FnOnce(&mut Rare)) {
+        let mut rare = self.rare.take().unwrap_or_default();
+        change(&mut rare);
+        if *rare != Rare::default() {
+            self.rare = Some(rare);
+        }
+    }
+
+    pub fn from_share(ino: Ino, parent: Ino, name: impl Into<Name>, st: &Stat) -> Node {
         Node {
             ino,
             parent,
-            name,
+            name: name.into(),
             kind: st.kind,
             children: None,
             cached: false,
@@ -62,9 +103,8 @@ impl Node {
             size: st.size,
             mtime_ns: st.mtime_ns,
             mode: st.mode,
-            link: None,
             ctime_ns: st.mtime_ns,
-            atime_ns: None,
+            rare: None,
             gen: 0,
         }
     }
@@ -81,23 +121,25 @@ impl Node {
 /// The in-memory namespace, the log of pending namespace changes and the dirty index.
 #[derive(Debug, Default)]
 pub struct Tree {
-    nodes: HashMap<Ino, Node>,
+    /// Inode numbers are small and not chosen by anyone outside, so a fast fixed hash is safe,
+    /// and it keeps iteration order the same from run to run.
+    nodes: FxHashMap<Ino, Node>,
     next_ino: Ino,
     /// Nodes with a dirty flag set: a flush looks at these only, never at the whole tree.
     dirty: BTreeSet<Ino>,
     /// How many of a listed directory's children are directories (its link count is two
     /// more): kept as children come and go, so that a stat never counts them.
-    subdirs: HashMap<Ino, u32>,
+    subdirs: FxHashMap<Ino, u32>,
     pub ops: Vec<Logged>,
 }
 
 impl Tree {
     pub fn from_nodes(nodes: Vec<Node>, ops: Vec<Logged>) -> Tree {
         let mut t = Tree {
-            nodes: HashMap::with_capacity(nodes.len()),
+            nodes: FxHashMap::with_capacity_and_hasher(nodes.len(), Default::default()),
             next_ino: ROOT_INO + 1,
             dirty: BTreeSet::new(),
-            subdirs: HashMap::new(),
+            subdirs: FxHashMap::default(),
             ops,
         };
         for n in nodes {
@@ -108,7 +150,7 @@ impl Tree {
             t.nodes.insert(n.ino, n);
         }
         // Children maps are derived from parent links rather than stored twice.
-        let links: Vec<(Ino, Ino, String, bool)> = t
+        let links: Vec<(Ino, Ino, Name, bool)> = t
             .nodes
             .values()
             .filter(|n| n.ino != ROOT_INO)
@@ -121,7 +163,7 @@ impl Tree {
     }
 
     /// Enters `ino` in its parent's children (if the parent is listed).
-    fn link_child(&mut self, parent: Ino, name: String, ino: Ino, is_dir: bool) {
+    fn link_child(&mut self, parent: Ino, name: Name, ino: Ino, is_dir: bool) {
         if let Some(children) = self
             .nodes
             .get_mut(&parent)
@@ -315,10 +357,10 @@ impl Tree {
             (n.parent, n.name.clone(), n.is_dir())
         };
         self.unlink_child(old_parent, &old_name, ino);
-        self.link_child(new_parent, new_name.to_owned(), ino, is_dir);
+        self.link_child(new_parent, new_name.into(), ino, is_dir);
         let n = self.nodes.get_mut(&ino).expect("node exists");
         n.parent = new_parent;
-        n.name = new_name.to_owned();
+        n.name = new_name.into();
     }
 
     /// All nodes below `ino` (not included), parents before children.
@@ -356,11 +398,28 @@ mod tests {
             size: 0,
             mtime_ns: 0,
             mode: 0o755,
-            link: None,
             ctime_ns: 0,
-            atime_ns: None,
+            rare: None,
             gen: 0,
         }
+    }
+
+    /// A listed entry's memory is mostly its node (docs/PERFORMANCE.md has the figures per
+    /// entry); what few nodes have stays out of line.
+    #[test]
+    fn a_node_stays_small() {
+        assert!(
+            std::mem::size_of::<Node>() <= 128,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
+        let mut n = node(2, ROOT_INO, "l", EntryKind::Symlink);
+        n.set_link(Some("target".into()));
+        n.set_atime_ns(Some(5));
+        assert_eq!((n.link(), n.atime_ns()), (Some("target"), Some(5)));
+        n.set_link(None);
+        n.set_atime_ns(None);
+        assert!(n.rare.is_none(), "an empty out-of-line part is dropped");
     }
 
     /// The kept count against counting each directory's children now.

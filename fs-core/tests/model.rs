@@ -292,7 +292,7 @@ fn read_engine_view(e: &Engine, content: bool) -> Result<BTreeMap<String, MNode>
     while let Some((ino, path)) = stack.pop() {
         for d in e.readdir(ino)? {
             let p = if path.is_empty() {
-                d.name.clone()
+                d.name.to_string()
             } else {
                 format!("{path}/{}", d.name)
             };

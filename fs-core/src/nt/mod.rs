@@ -613,7 +613,7 @@ impl NtFs {
                 }
                 for e in self.engine.readdir(ino).map_err(err)? {
                     match self.engine.getattr(e.ino) {
-                        Ok(a) => out.push((e.name.clone(), info_of_attr(&a, &e.name))),
+                        Ok(a) => out.push((e.name.to_string(), info_of_attr(&a, &e.name))),
                         // Gone since the listing (a refresh): left out.
                         Err(FsError::StaleInode(_)) => {}
                         Err(x) => return Err(err(x)),
