@@ -185,6 +185,12 @@ struct MountArgs {
     /// file locked) are retried in the background; the delay doubles up to 5 minutes. 0: never
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     retry_after: u64,
+    /// Seconds a call to the share may go unanswered (a frozen server, a dropped VPN) before
+    /// the share counts as unreachable: the flush then ends, leaving the rest pending, instead
+    /// of waiting minutes for the OS to give up. Transfers count from their last progress.
+    /// 0: no deadline
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    share_timeout: u64,
 }
 
 #[derive(Args)]
@@ -209,6 +215,12 @@ struct MirrorArgs {
     /// background; the delay doubles up to 5 minutes. 0: never
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     retry_after: u64,
+    /// Seconds a call to the share may go unanswered (a frozen server, a dropped VPN) before
+    /// the share counts as unreachable: the flush then ends, leaving the rest pending, instead
+    /// of waiting minutes for the OS to give up. Transfers count from their last progress.
+    /// 0: no deadline
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    share_timeout: u64,
 }
 
 #[derive(Args)]

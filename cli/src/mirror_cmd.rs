@@ -15,8 +15,7 @@ use fs_core::ignore_rules::CONTROL_DIR;
 use fs_core::mirror::requests::{self, FlushProgress};
 use fs_core::mirror::Marker;
 use fs_core::{
-    DirBacking, EngineOptions, FlushReport, FsError, JournalError, Mirror, MirrorError,
-    RefreshReport, Status,
+    EngineOptions, FlushReport, FsError, JournalError, Mirror, MirrorError, RefreshReport, Status,
 };
 use serde::Deserialize;
 use tracing::info;
@@ -32,6 +31,8 @@ pub struct Setup {
     pub ignore: Vec<String>,
     pub windows_share: bool,
     pub parallel: usize,
+    /// Seconds a share call may go unanswered; 0: no deadline.
+    pub share_timeout: u64,
 }
 
 /// Opens the mirror. `Ok(None)`: another sipfs process serves it (ask that one).
@@ -79,7 +80,11 @@ pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
     opts.windows_share = setup.windows_share || marker.as_ref().is_some_and(|m| m.windows_share);
     opts.parallelism = setup.parallel.max(1);
     opts.idle_checkpoints = true;
-    match Mirror::open(Arc::new(DirBacking::new(&backing)), opts, &folder) {
+    match Mirror::open(
+        crate::cache::share_at(&backing, setup.share_timeout),
+        opts,
+        &folder,
+    ) {
         Ok(m) => Ok(Some(m)),
         Err(MirrorError::Engine(FsError::Journal(JournalError::InUse(_)))) => Ok(None),
         Err(e) => Err(anyhow!(e)),
@@ -208,6 +213,7 @@ pub fn run(args: MirrorArgs) -> Result<Exit> {
         windows_share: args.windows_share
             || crate::detect::detect(&args.backing).is_ok_and(|d| d.windows_share),
         parallel: args.parallel,
+        share_timeout: args.share_timeout,
     };
     let Some(mirror) = open(&setup)? else {
         bail!(
@@ -252,6 +258,7 @@ fn setup_of(folder: &Path, marker: Marker) -> Setup {
         ignore: Vec::new(),
         windows_share: marker.windows_share,
         parallel: 8,
+        share_timeout: crate::cache::EngineSetup::default().share_timeout,
     }
 }
 

@@ -105,6 +105,7 @@ fn run_mirrored(args: &RunArgs, windows_share: bool) -> Result<i32> {
         ignore: Vec::new(),
         windows_share,
         parallel: 8,
+        share_timeout: crate::cache::EngineSetup::default().share_timeout,
     };
     let mirror = Arc::new(mirror_cmd::open(&setup)?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -184,7 +185,7 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
         .cache
         .clone()
         .unwrap_or_else(|| default_cache_dir(&backing));
-    let engine = crate::cache::open_engine(&backing, &cache, (8, Vec::new()), windows_share)?;
+    let engine = crate::cache::open_engine(&backing, &cache, Default::default(), windows_share)?;
     // Before the command: pull in what others changed since this cache last looked.
     let refresh = engine.refresh();
     if !refresh.errors.is_empty() {
@@ -240,7 +241,7 @@ fn run_on_drive(args: &RunArgs, windows_share: bool) -> Result<i32> {
         .cache
         .clone()
         .unwrap_or_else(|| default_cache_dir(&backing));
-    let engine = crate::cache::open_engine(&backing, &cache, (8, Vec::new()), windows_share)?;
+    let engine = crate::cache::open_engine(&backing, &cache, Default::default(), windows_share)?;
     if !engine.refresh().errors.is_empty() {
         errln!("sipfs: warning: the refresh could not reach every folder; working from the cache");
     }

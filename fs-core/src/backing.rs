@@ -201,8 +201,7 @@ impl Backing for DirBacking {
     fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()> {
         let mut src = File::open(self.path(path))?;
         let mut dst = File::create(dest)?;
-        io::copy(&mut src, &mut dst)?;
-        Ok(())
+        copy_reporting(&mut src, &mut dst)
     }
 
     fn read_link(&self, path: &RelPath) -> io::Result<String> {
@@ -221,7 +220,7 @@ impl Backing for DirBacking {
             .create_new(true)
             .open(&dest)?;
         let result = (|| {
-            io::copy(&mut input, &mut out)?;
+            copy_reporting(&mut input, &mut out)?;
             // Durable before the rename makes it visible: a crash of either side never
             // leaves a half-written file under the real name.
             out.sync_all()?;
@@ -267,6 +266,21 @@ impl Backing for DirBacking {
 
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {
         set_permissions_checked(&self.path(path), mode)
+    }
+}
+
+/// Copies a whole file in chunks, telling the call's deadline after each that bytes moved
+/// (a big file on a slow link may take longer than the deadline, and is not stuck).
+fn copy_reporting(src: &mut File, dst: &mut File) -> io::Result<()> {
+    use std::io::Read;
+    const CHUNK: u64 = 4 << 20;
+    loop {
+        // `io::copy` between files still uses copy_file_range where it can, chunk by chunk.
+        let n = io::copy(&mut Read::by_ref(src).take(CHUNK), dst)?;
+        crate::deadline::progressed();
+        if n < CHUNK {
+            return Ok(());
+        }
     }
 }
 

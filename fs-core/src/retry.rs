@@ -39,7 +39,12 @@ impl RetryPolicy {
         loop {
             match f() {
                 Ok(v) => return Ok(v),
-                Err(e) if tries < self.attempts && Reason::classify(&e).is_transient() => {
+                // A call that passed its deadline already waited longer than a retry would.
+                Err(e)
+                    if tries < self.attempts
+                        && Reason::classify(&e).is_transient()
+                        && !crate::deadline::Stalled::is(&e) =>
+                {
                     tracing::debug!(error = %e, tries, "share operation failed, retrying");
                     std::thread::sleep(delay);
                     delay *= 2;

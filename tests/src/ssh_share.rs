@@ -21,6 +21,9 @@ pub struct SshShare {
     sshd: Option<Child>,
     /// When set, sshfs reaches the server through a relay that delays every chunk.
     latency: Option<Duration>,
+    /// sshfs checks that the server is alive only every minute (the default is never), so it
+    /// takes minutes to notice a frozen server, as users' mounts do.
+    patient: bool,
 }
 
 /// A TCP relay on 127.0.0.1 that holds every chunk for `delay` before passing it on: a slow
@@ -102,8 +105,17 @@ impl SshShare {
         Self::start_with_latency(dir, None)
     }
 
+    /// The same, with an sshfs that takes minutes to notice a server that stopped answering.
+    pub fn start_patient(dir: &Path) -> SshShare {
+        Self::start_with(dir, None, true)
+    }
+
     /// The same, reached over a slow link that delays every chunk by `latency`.
     pub fn start_with_latency(dir: &Path, latency: Option<Duration>) -> SshShare {
+        Self::start_with(dir, latency, false)
+    }
+
+    fn start_with(dir: &Path, latency: Option<Duration>, patient: bool) -> SshShare {
         crate::require_tools(&["sshd", "sshfs", "ssh-keygen"]);
         if Command::new("id")
             .arg(SHARE_USER)
@@ -170,6 +182,7 @@ impl SshShare {
             port,
             sshd: None,
             latency,
+            patient,
         };
         share.start_server();
         share.mount();
@@ -199,18 +212,33 @@ impl SshShare {
     /// The share goes away: the server and all its connections stop. (Each connection is a
     /// child in a session of its own, so the whole process tree is looked up.)
     pub fn stop_server(&mut self) {
+        self.signal_server(libc::SIGKILL);
         if let Some(mut c) = self.sshd.take() {
-            let mut victims = vec![c.id()];
-            let mut i = 0;
-            while i < victims.len() {
-                victims.extend(children_of(victims[i]));
-                i += 1;
-            }
-            for pid in victims.iter().rev() {
-                // SAFETY: plain kill(2).
-                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-            }
             let _ = c.wait();
+        }
+    }
+
+    /// The server freezes: it and its connections stop (SIGSTOP) with their sockets open, as
+    /// a hung file server or a dropped VPN looks to a client.
+    pub fn freeze_server(&self) {
+        self.signal_server(libc::SIGSTOP);
+    }
+
+    pub fn thaw_server(&self) {
+        self.signal_server(libc::SIGCONT);
+    }
+
+    fn signal_server(&self, signal: i32) {
+        let Some(c) = &self.sshd else { return };
+        let mut tree = vec![c.id()];
+        let mut i = 0;
+        while i < tree.len() {
+            tree.extend(children_of(tree[i]));
+            i += 1;
+        }
+        for pid in tree.iter().rev() {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(*pid as i32, signal) };
         }
     }
 
@@ -226,16 +254,18 @@ impl SshShare {
             .arg("-o")
             .arg(format!(
                 "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,\
-                 reconnect,ServerAliveInterval=1,ServerAliveCountMax=3,ConnectTimeout=3,\
+                 reconnect,ServerAliveInterval={alive},ServerAliveCountMax=3,ConnectTimeout=3,\
                  dir_cache=no,attr_timeout=0,entry_timeout=0,negative_timeout=0,\
                  allow_other,LogLevel=ERROR",
-                self.dir.join("client_key").display()
+                self.dir.join("client_key").display(),
+                alive = if self.patient { 60 } else { 1 },
             )));
     }
 }
 
 impl Drop for SshShare {
     fn drop(&mut self) {
+        self.thaw_server();
         let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         self.stop_server();
     }

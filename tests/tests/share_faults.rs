@@ -128,6 +128,60 @@ fn share_goes_away_mid_flush() {
     m.stop();
 }
 
+/// A server that freezes (SIGSTOP on sshd and its connections, sockets left open) makes every
+/// call to the share hang; sshfs, like users' mounts, takes minutes to give up. The flush
+/// ends at the share deadline with everything pending, local work goes on, and once the
+/// server answers again the next flush writes it all.
+#[test]
+fn a_frozen_share_ends_the_flush_at_the_deadline() {
+    let s = Scratch::new();
+    let share = SshShare::start_patient(s.dir.path());
+    let m = mount_on(&share, &s, &["--retry-after", "0", "--share-timeout", "3"]);
+    write_step(&s.mnt.join("results"), 1, 40, 1);
+    share.freeze_server();
+
+    let started = Instant::now();
+    let (code, out) = flush(&s.mnt);
+    let took = started.elapsed();
+    eprintln!("flush against the frozen share: {took:?}\n{out}");
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("did not answer"), "{out}");
+    // Not a measurement: without the deadline this flush waits for sshfs, minutes.
+    assert!(took < Duration::from_secs(60), "the flush took {took:?}");
+    let status = fs::read_to_string(s.mnt.join(".sipfs/status")).unwrap();
+    assert!(status.contains("results/s0.csv"), "{status}");
+
+    // Local work goes on while the share is frozen.
+    fs::write(s.mnt.join("results/during.txt"), "local").unwrap();
+    assert_eq!(
+        fs::read_to_string(s.mnt.join("results/during.txt")).unwrap(),
+        "local"
+    );
+
+    share.thaw_server();
+    // The calls abandoned at the deadline return once the server answers; until they do, a
+    // flush is refused at once, so a few tries may be needed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out) = flush(&s.mnt);
+        if code == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never flushed after the thaw: {out}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_same_content(&share.export, &s.mnt);
+    assert!(
+        temporaries(&share.export).is_empty(),
+        "{:?}",
+        temporaries(&share.export)
+    );
+    m.stop();
+}
+
 #[test]
 fn kill9_at_many_points_during_flushes() {
     let s = Scratch::new();

@@ -1,0 +1,487 @@
+//! A deadline on every call to the share.
+//!
+//! A share whose server froze (a dropped VPN, a hung file server) does not fail: its calls
+//! hang until the OS client gives up, which for sshfs or SMB takes minutes. [`DeadlineBacking`]
+//! runs each call on a worker thread and waits at most the deadline for it. A call that passes
+//! it is abandoned where it hangs (its thread is left to finish or hang; a late result is
+//! dropped), and from then on the share counts as **stalled**: further calls fail at once,
+//! instead of each waiting out its own deadline, until the abandoned call returns (the server
+//! answers again) or, once per deadline, a call is let through to find out.
+//!
+//! What an abandoned call may leave behind is what any interrupted call leaves: a flush's
+//! temporary on the share is recorded in the journal before it is written, and removed by the
+//! next flush.
+//!
+//! Transfers (fetch, stage) may take longer than the deadline on a slow link: for them the
+//! deadline counts from the last progress (a chunk of the file moved), not from the start.
+
+use std::cell::RefCell;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::backing::{Backing, Stat};
+use crate::relpath::RelPath;
+
+/// The error of a call that passed its deadline, or that was refused because an earlier one
+/// still hangs. Its kind is [`io::ErrorKind::TimedOut`]; retrying it at once is pointless.
+#[derive(Debug, thiserror::Error)]
+#[error("the share did not answer within {} s{}", .secs, if *.waiting { " (an earlier call is still waiting for it)" } else { "" })]
+pub struct Stalled {
+    pub secs: u64,
+    /// Refused without trying: an earlier call still hangs.
+    pub waiting: bool,
+}
+
+impl Stalled {
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|i| i.is::<Stalled>())
+    }
+}
+
+thread_local! {
+    /// The progress counter of the call this worker thread is running, for transfers.
+    static PROGRESS: RefCell<Option<Arc<dyn Progress>>> = const { RefCell::new(None) };
+}
+
+/// Called by transfers as bytes move: the deadline of the call counts from now.
+pub fn progressed() {
+    PROGRESS.with(|p| {
+        if let Some(c) = &*p.borrow() {
+            c.bump();
+        }
+    });
+}
+
+/// A call to run: it returns what delivers its result to the caller. The worker is back among
+/// the idle ones before it delivers, so a caller that makes its next call at once finds it.
+type Job = Box<dyn FnOnce() -> Box<dyn FnOnce()> + Send>;
+
+/// Worker threads that are waiting for a call. A thread whose call hangs is simply not here;
+/// when its call returns, it comes back (or ends, if enough others wait).
+struct Workers {
+    idle: Mutex<Vec<mpsc::Sender<Job>>>,
+}
+
+/// Threads kept waiting for calls; more are started when all are busy or stuck.
+const MAX_IDLE: usize = 32;
+
+impl Workers {
+    fn run(self: &Arc<Self>, job: Job) {
+        let mut job = job;
+        loop {
+            let Some(tx) = self.idle.lock().pop() else {
+                break;
+            };
+            match tx.send(job) {
+                Ok(()) => return,
+                // That thread ended (it cannot, while its sender is idle here; but be safe).
+                Err(mpsc::SendError(j)) => job = j,
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let workers = Arc::downgrade(self);
+        let me = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sipfs-share".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let deliver = job();
+                    let back = workers.upgrade().is_some_and(|w| {
+                        let mut idle = w.idle.lock();
+                        let room = idle.len() < MAX_IDLE;
+                        if room {
+                            idle.push(me.clone());
+                        }
+                        room
+                    });
+                    deliver();
+                    if !back {
+                        return;
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                // The new thread owns `rx`; it takes this first job from its channel.
+                let _ = tx.send(job);
+            }
+            // No thread to be had: run it here, without a deadline, rather than not at all.
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for a share call; it runs without a deadline");
+                job()();
+            }
+        }
+    }
+}
+
+/// Whether the share is stalled.
+struct Health {
+    /// Calls that passed their deadline and have not returned yet.
+    hanging: AtomicUsize,
+    /// When a call was last let through to a stalled share.
+    last_try: Mutex<Instant>,
+}
+
+/// A [`Backing`] whose every call has a deadline (see the module's comment).
+pub struct DeadlineBacking {
+    inner: Arc<dyn Backing>,
+    timeout: Duration,
+    workers: Arc<Workers>,
+    health: Arc<Health>,
+}
+
+impl DeadlineBacking {
+    pub fn new(inner: Arc<dyn Backing>, timeout: Duration) -> DeadlineBacking {
+        DeadlineBacking {
+            inner,
+            timeout,
+            workers: Arc::new(Workers {
+                idle: Mutex::new(Vec::new()),
+            }),
+            health: Arc::new(Health {
+                hanging: AtomicUsize::new(0),
+                last_try: Mutex::new(Instant::now()),
+            }),
+        }
+    }
+
+    /// True while a call that passed its deadline still hangs.
+    pub fn stalled(&self) -> bool {
+        self.health.hanging.load(Ordering::SeqCst) > 0
+    }
+
+    fn stalled_error(&self, waiting: bool) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            Stalled {
+                secs: self.timeout.as_secs().max(1),
+                waiting,
+            },
+        )
+    }
+
+    /// Runs `call` on a worker and waits for it until the deadline.
+    fn call<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Backing) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        if self.stalled() {
+            let mut last = self.health.last_try.lock();
+            if last.elapsed() < self.timeout {
+                return Err(self.stalled_error(true));
+            }
+            // Once per deadline, one call finds out whether the share answers again.
+            *last = Instant::now();
+        }
+        let shared = Arc::new(Call {
+            slot: Mutex::new(Slot::Waiting),
+            ready: Condvar::new(),
+            progress: AtomicU64::new(0),
+        });
+        let (inner, health, job) = (self.inner.clone(), self.health.clone(), shared.clone());
+        self.workers.run(Box::new(move || {
+            PROGRESS.with(|p| *p.borrow_mut() = Some(job.clone()));
+            let result = call(&*inner);
+            PROGRESS.with(|p| *p.borrow_mut() = None);
+            Box::new(move || {
+                let mut slot = job.slot.lock();
+                if matches!(*slot, Slot::Abandoned) {
+                    // The caller gave up on this call: the share answered after all.
+                    health.hanging.fetch_sub(1, Ordering::SeqCst);
+                    tracing::info!("a share call that passed its deadline has returned");
+                } else {
+                    *slot = Slot::Done(result);
+                    job.ready.notify_one();
+                }
+            })
+        }));
+        let mut slot = shared.slot.lock();
+        let mut seen = 0;
+        loop {
+            if matches!(*slot, Slot::Done(_)) {
+                let Slot::Done(r) = std::mem::replace(&mut *slot, Slot::Waiting) else {
+                    unreachable!()
+                };
+                return r;
+            }
+            if !shared.ready.wait_for(&mut slot, self.timeout).timed_out() {
+                continue;
+            }
+            if matches!(*slot, Slot::Done(_)) {
+                continue;
+            }
+            let now = shared.progress.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                continue;
+            }
+            // Under the slot's lock: the worker, when it returns, finds the call abandoned
+            // and takes its count back.
+            *slot = Slot::Abandoned;
+            self.health.hanging.fetch_add(1, Ordering::SeqCst);
+            *self.health.last_try.lock() = Instant::now();
+            tracing::warn!(
+                secs = self.timeout.as_secs(),
+                share = %self.inner.describe(),
+                "a share call passed its deadline; the share counts as stalled"
+            );
+            return Err(self.stalled_error(false));
+        }
+    }
+}
+
+/// One call, shared by its caller and the worker running it.
+struct Call<T> {
+    slot: Mutex<Slot<T>>,
+    ready: Condvar,
+    /// Bumped by transfers as bytes move ([`progressed`]).
+    progress: AtomicU64,
+}
+
+enum Slot<T> {
+    Waiting,
+    Done(io::Result<T>),
+    /// The caller passed the deadline and left.
+    Abandoned,
+}
+
+/// The progress counter of a running call, whatever its result type.
+trait Progress: Send + Sync {
+    fn bump(&self);
+}
+
+impl<T: Send> Progress for Call<T> {
+    fn bump(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn owned(p: &RelPath) -> RelPath {
+    p.clone()
+}
+
+fn owned_path(p: &Path) -> PathBuf {
+    p.to_owned()
+}
+
+impl Backing for DeadlineBacking {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn stat(&self, path: &RelPath) -> io::Result<Option<Stat>> {
+        let p = owned(path);
+        self.call(move |b| b.stat(&p))
+    }
+    fn stat_fresh(&self, path: &RelPath) -> io::Result<Option<Stat>> {
+        let p = owned(path);
+        self.call(move |b| b.stat_fresh(&p))
+    }
+    fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
+        let p = owned(dir);
+        self.call(move |b| b.list(&p))
+    }
+    fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()> {
+        let (p, d) = (owned(path), owned_path(dest));
+        self.call(move |b| b.fetch(&p, &d))
+    }
+    fn read_link(&self, path: &RelPath) -> io::Result<String> {
+        let p = owned(path);
+        self.call(move |b| b.read_link(&p))
+    }
+    fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()> {
+        let (s, t) = (owned_path(src), owned(temp));
+        self.call(move |b| b.stage(&s, &t, mtime_ns, mode))
+    }
+    fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()> {
+        let (l, t) = (target.to_owned(), owned(temp));
+        self.call(move |b| b.stage_symlink(&l, &t))
+    }
+    fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
+        let (f, t) = (owned(from), owned(to));
+        self.call(move |b| b.rename(&f, &t))
+    }
+    fn remove_file(&self, path: &RelPath) -> io::Result<()> {
+        let p = owned(path);
+        self.call(move |b| b.remove_file(&p))
+    }
+    fn remove_dir(&self, path: &RelPath) -> io::Result<()> {
+        let p = owned(path);
+        self.call(move |b| b.remove_dir(&p))
+    }
+    fn create_dir(&self, path: &RelPath) -> io::Result<()> {
+        let p = owned(path);
+        self.call(move |b| b.create_dir(&p))
+    }
+    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
+        let p = owned(path);
+        self.call(move |b| b.set_mtime(&p, mtime_ns))
+    }
+    fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {
+        let p = owned(path);
+        self.call(move |b| b.set_mode(&p, mode))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backing::EntryKind;
+
+    /// A share whose calls wait at a gate until the test opens it, as calls to a frozen server
+    /// wait for it to come back. `fetch` instead moves `chunks` chunks, `pause` apart.
+    struct Frozen {
+        open: Mutex<bool>,
+        opened: Condvar,
+        calls: AtomicUsize,
+        chunks: u32,
+        pause: Duration,
+    }
+
+    impl Frozen {
+        fn new(chunks: u32, pause: Duration) -> Arc<Frozen> {
+            Arc::new(Frozen {
+                open: Mutex::new(false),
+                opened: Condvar::new(),
+                calls: AtomicUsize::new(0),
+                chunks,
+                pause,
+            })
+        }
+        fn thaw(&self) {
+            *self.open.lock() = true;
+            self.opened.notify_all();
+        }
+    }
+
+    fn stat() -> Stat {
+        Stat {
+            kind: EntryKind::File,
+            size: 1,
+            mtime_ns: 0,
+            mode: 0o644,
+        }
+    }
+
+    impl Backing for Frozen {
+        fn describe(&self) -> String {
+            "frozen".into()
+        }
+        fn stat(&self, _: &RelPath) -> io::Result<Option<Stat>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let mut open = self.open.lock();
+            while !*open {
+                self.opened.wait(&mut open);
+            }
+            Ok(Some(stat()))
+        }
+        fn list(&self, _: &RelPath) -> io::Result<Vec<(String, Stat)>> {
+            Ok(Vec::new())
+        }
+        fn fetch(&self, _: &RelPath, _: &Path) -> io::Result<()> {
+            for _ in 0..self.chunks {
+                std::thread::sleep(self.pause);
+                progressed();
+            }
+            Ok(())
+        }
+        fn read_link(&self, _: &RelPath) -> io::Result<String> {
+            Ok(String::new())
+        }
+        fn stage(&self, _: &Path, _: &RelPath, _: i64, _: u32) -> io::Result<()> {
+            Ok(())
+        }
+        fn stage_symlink(&self, _: &str, _: &RelPath) -> io::Result<()> {
+            Ok(())
+        }
+        fn rename(&self, _: &RelPath, _: &RelPath) -> io::Result<()> {
+            Ok(())
+        }
+        fn remove_file(&self, _: &RelPath) -> io::Result<()> {
+            Ok(())
+        }
+        fn remove_dir(&self, _: &RelPath) -> io::Result<()> {
+            Ok(())
+        }
+        fn create_dir(&self, _: &RelPath) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_mtime(&self, _: &RelPath, _: i64) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_mode(&self, _: &RelPath, _: u32) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn stalled(e: &io::Error) -> &Stalled {
+        e.get_ref()
+            .and_then(|i| i.downcast_ref::<Stalled>())
+            .unwrap_or_else(|| panic!("not a deadline error: {e}"))
+    }
+
+    #[test]
+    fn a_frozen_share_fails_at_the_deadline_then_at_once_until_it_answers() {
+        let share = Frozen::new(0, Duration::ZERO);
+        let b = DeadlineBacking::new(share.clone(), Duration::from_millis(200));
+        let p = RelPath::new("f").unwrap();
+        let e = b.stat(&p).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(!stalled(&e).waiting);
+        assert!(b.stalled());
+        assert!(!crate::retry::RetryPolicy::default()
+            .run(|| b.stat(&p))
+            .is_ok_and(|_| true));
+        // Refused without asking the share: its one call still hangs.
+        assert!(stalled(&b.stat(&p).unwrap_err()).waiting);
+        assert_eq!(share.calls.load(Ordering::SeqCst), 1);
+        // The server comes back: the hung call returns (its late answer is dropped) and the
+        // share is no longer stalled.
+        share.thaw();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while b.stalled() {
+            assert!(Instant::now() < deadline, "the hung call never came back");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(b.stat(&p).unwrap(), Some(stat()));
+    }
+
+    #[test]
+    fn once_per_deadline_one_call_tries_a_stalled_share_again() {
+        let share = Frozen::new(0, Duration::ZERO);
+        let b = DeadlineBacking::new(share.clone(), Duration::from_millis(100));
+        let p = RelPath::new("f").unwrap();
+        b.stat(&p).unwrap_err();
+        std::thread::sleep(Duration::from_millis(150));
+        // Let through, and hangs again.
+        assert!(!stalled(&b.stat(&p).unwrap_err()).waiting);
+        assert_eq!(share.calls.load(Ordering::SeqCst), 2);
+        share.thaw();
+    }
+
+    #[test]
+    fn a_transfer_that_moves_is_not_cut_off() {
+        // Thirty chunks 50 ms apart: 1.5 s in all, against a deadline of 1 s.
+        let share = Frozen::new(30, Duration::from_millis(50));
+        let b = DeadlineBacking::new(share, Duration::from_secs(1));
+        b.fetch(&RelPath::new("big").unwrap(), Path::new("/nonexistent"))
+            .unwrap();
+        assert!(!b.stalled());
+    }
+
+    #[test]
+    fn workers_are_reused() {
+        let share = Frozen::new(0, Duration::ZERO);
+        share.thaw();
+        let b = DeadlineBacking::new(share, Duration::from_secs(30));
+        for _ in 0..100 {
+            b.list(&RelPath::root()).unwrap();
+        }
+        assert_eq!(b.workers.idle.lock().len(), 1);
+    }
+}
