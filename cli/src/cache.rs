@@ -32,6 +32,8 @@ pub struct EngineSetup {
     pub ignore: Vec<String>,
     /// Seconds a share call may go unanswered; 0: no deadline.
     pub share_timeout: u64,
+    /// `--cache-max-size`, in bytes.
+    pub cache_max_bytes: Option<u64>,
 }
 
 /// What `sipfs run` and one-shot commands use.
@@ -41,6 +43,7 @@ impl Default for EngineSetup {
             parallel: 8,
             ignore: Vec::new(),
             share_timeout: 30,
+            cache_max_bytes: None,
         }
     }
 }
@@ -51,6 +54,7 @@ pub fn setup_of(args: &MountArgs) -> EngineSetup {
         parallel: args.parallel,
         ignore: args.ignore.clone(),
         share_timeout: args.share_timeout,
+        cache_max_bytes: args.cache_max_size.map(|s| s.as_u64()),
     }
 }
 
@@ -82,10 +86,12 @@ pub fn open_engine(
         parallel,
         ignore,
         share_timeout,
+        cache_max_bytes,
     } = setup;
     let mut opts = EngineOptions::new(cache, backing.display().to_string());
     opts.parallelism = parallel.max(1);
     opts.idle_checkpoints = true;
+    opts.cache_max_bytes = cache_max_bytes;
     opts.extra_ignore = ignore;
     opts.windows_share = windows_share;
     if opts.windows_share {

@@ -176,6 +176,11 @@ struct MountArgs {
     /// Share operations in flight at once during a flush or refresh
     #[arg(long, default_value_t = 8)]
     parallel: usize,
+    /// Keep the cache at most this big (e.g. 20GB, 500MiB): past it, the least recently
+    /// opened files that are unchanged and closed are dropped from the cache and fetched again
+    /// when next opened. Changed files are never dropped. Default: no limit
+    #[arg(long, value_name = "SIZE")]
+    cache_max_size: Option<bytesize::ByteSize>,
     /// Apply Windows share rules (refuse names like CON or a:b; names differing only in case
     /// are one file). On by itself for SMB/CIFS shares; use this for SMB reached otherwise
     /// (rclone, smbnetfs)

@@ -144,8 +144,12 @@ pub fn print_refresh(r: &RefreshReport) {
 
 pub fn print_status(s: &Status) {
     outln!("share:   {}", s.backing);
+    let limit = s
+        .cache_limit_bytes
+        .map(|l| format!(" of at most {}", human_bytes(l)))
+        .unwrap_or_default();
     outln!(
-        "cache:   {} ({} file(s), {})",
+        "cache:   {} ({} file(s), {}{limit})",
         s.cache_dir,
         s.cached_files,
         human_bytes(s.cache_bytes)

@@ -53,6 +53,9 @@ pub struct EngineOptions {
     /// to fill the log: a burst of changes then never waits for the disk. Off by default (a
     /// thread per engine); the mount, the drive and the mirror turn it on.
     pub idle_checkpoints: bool,
+    /// Keep the cache at most this big by dropping the least recently opened clean copies
+    /// (`evict.rs`); `None`: no limit.
+    pub cache_max_bytes: Option<u64>,
 }
 
 impl EngineOptions {
@@ -67,6 +70,7 @@ impl EngineOptions {
             tree_dir: None,
             flush_order_seed: None,
             idle_checkpoints: false,
+            cache_max_bytes: None,
         }
     }
 }
@@ -129,6 +133,10 @@ pub(crate) struct Live {
     /// Writable handles open now. A file open for writing stays dirty after a flush, since
     /// (with FUSE passthrough) its writes are not seen one by one.
     pub writers: AtomicU32,
+    /// Handles open now, readers included: an open file's copy is never evicted.
+    pub opens: AtomicU32,
+    /// When the file was last opened, on [`Engine::tick`]'s clock: eviction takes the oldest.
+    pub last_open: AtomicU64,
 }
 
 pub struct Engine {
@@ -139,6 +147,10 @@ pub struct Engine {
     pub(crate) state: RwLock<Tree>,
     pub(crate) journal: Arc<Mutex<Journal>>,
     pub(crate) live: DashMap<Ino, Arc<Live>>,
+    /// A logical clock for [`Live::last_open`].
+    clock: AtomicU64,
+    /// The cache's size as last counted, plus what was fetched since (`evict.rs`).
+    pub(crate) cache_estimate: AtomicU64,
     pub(crate) flush_lock: Mutex<()>,
     pub(crate) ignore: RwLock<IgnoreRules>,
     pub(crate) pool: rayon::ThreadPool,
@@ -265,6 +277,8 @@ impl Engine {
             state: RwLock::new(tree),
             journal: Arc::new(Mutex::new(journal)),
             live: DashMap::new(),
+            clock: AtomicU64::new(1),
+            cache_estimate: AtomicU64::new(0),
             flush_lock: Mutex::new(()),
             ignore: RwLock::new(IgnoreRules::defaults()),
             pool,
@@ -377,6 +391,19 @@ impl Engine {
 
     pub(crate) fn live(&self, ino: Ino) -> Arc<Live> {
         self.live.entry(ino).or_default().clone()
+    }
+
+    /// Counts a handle of `ino` as open (until [`Engine::release`]) and the file as just used.
+    fn count_open(&self, ino: Ino) -> Arc<Live> {
+        let live = self.live(ino);
+        live.opens.fetch_add(1, Ordering::SeqCst);
+        self.mark_used(&live);
+        live
+    }
+
+    fn mark_used(&self, live: &Live) {
+        let now = self.clock.fetch_add(1, Ordering::SeqCst);
+        live.last_open.store(now, Ordering::SeqCst);
     }
 
     pub(crate) fn cache_path(&self, p: &RelPath) -> PathBuf {
@@ -658,7 +685,12 @@ impl Engine {
             // The cached file holds the access time from now on.
             node.set_atime_ns(None);
             let n = node.clone();
-            return self.persist(|tx| journal::put_node(tx, &n));
+            let recorded = self.persist(|tx| journal::put_node(tx, &n));
+            drop(tree);
+            if recorded.is_ok() {
+                self.after_fetch(ino, st.size);
+            }
+            return recorded;
         }
         Err(FsError::share(
             &self.path_of(ino).unwrap_or_default(),
@@ -811,7 +843,7 @@ impl Engine {
         };
         drop(tree);
         let fh = file.map(|file| {
-            self.live(ino).writers.fetch_add(1, Ordering::SeqCst);
+            self.count_open(ino).writers.fetch_add(1, Ordering::SeqCst);
             FileHandle {
                 ino,
                 file,
@@ -1303,6 +1335,23 @@ impl Engine {
         truncate: bool,
         rw_descriptor: bool,
     ) -> Result<FileHandle, FsError> {
+        // Counted open before the copy is made sure of, so that no eviction takes it between
+        // the fetch and the open; taken back unless a handle comes out.
+        let live = self.count_open(ino);
+        let opened = self.open_counted(ino, write, truncate, rw_descriptor);
+        if opened.is_err() {
+            live.opens.fetch_sub(1, Ordering::SeqCst);
+        }
+        opened
+    }
+
+    fn open_counted(
+        &self,
+        ino: Ino,
+        write: bool,
+        truncate: bool,
+        rw_descriptor: bool,
+    ) -> Result<FileHandle, FsError> {
         for _ in 0..3 {
             if truncate && write {
                 self.make_empty_if_uncached(ino)?;
@@ -1400,11 +1449,12 @@ impl Engine {
     }
 
     pub fn release(&self, fh: FileHandle) {
+        let live = self.live(fh.ino);
         if fh.writable {
-            let live = self.live(fh.ino);
             live.gen.fetch_add(1, Ordering::SeqCst);
             live.writers.fetch_sub(1, Ordering::SeqCst);
         }
+        live.opens.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Makes the file's data and the journal durable, as fsync on a local disk does.

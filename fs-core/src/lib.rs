@@ -14,6 +14,7 @@ pub mod control;
 pub mod deadline;
 mod engine;
 pub mod error;
+mod evict;
 pub mod fault;
 mod flush;
 pub mod ignore_rules;
@@ -36,6 +37,7 @@ pub use control::{ControlCommand, ControlOutcome};
 pub use deadline::DeadlineBacking;
 pub use engine::{Attr, DirEntry, Engine, EngineOptions, FileHandle, LocalChanges, SetAttr};
 pub use error::{FsError, JournalError, Reason};
+pub use evict::Eviction;
 pub use mirror::{Mirror, MirrorError, SyncReport};
 pub use relpath::RelPath;
 pub use report::{

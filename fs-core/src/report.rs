@@ -149,6 +149,9 @@ pub struct Status {
     pub entries_known: usize,
     pub cached_files: usize,
     pub cache_bytes: u64,
+    /// `--cache-max-size`: past it, the least recently opened clean copies are dropped.
+    #[serde(default)]
+    pub cache_limit_bytes: Option<u64>,
     pub last_flush: Option<FlushReport>,
     pub last_refresh: Option<RefreshReport>,
     /// The last background retry of what a flush left pending.

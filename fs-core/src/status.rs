@@ -43,17 +43,12 @@ impl Engine {
             // No stat per cached file: status is read while flushes run (progress bars poll
             // it). A clean cached file has the size its node records; only files changed since
             // their last flush are asked, and they were stat'ed above already.
-            for n in tree.nodes() {
-                if n.cached && n.kind == EntryKind::File {
-                    s.cached_files += 1;
-                    s.cache_bytes += match (n.content_dirty, tree.path_of(n.ino)) {
-                        (true, Some(p)) => {
-                            fs::metadata(self.cache_path(&p)).map_or(n.size, |m| m.len())
-                        }
-                        _ => n.size,
-                    };
-                }
-            }
+            s.cached_files = tree
+                .nodes()
+                .filter(|n| n.cached && n.kind == EntryKind::File)
+                .count();
+            s.cache_bytes = self.cache_usage(&tree);
+            s.cache_limit_bytes = self.opts.cache_max_bytes;
         }
         let j = self.journal.lock();
         s.last_flush = j

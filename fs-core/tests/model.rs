@@ -85,6 +85,9 @@ enum Op {
     Refuse(usize),
     Heal,
     Crash,
+    /// The cache is shrunk to `16 * n` bytes (`--cache-max-size`): nothing a program sees
+    /// may change, and nothing of ours may be lost.
+    Evict(u8),
 }
 
 fn data() -> impl Strategy<Value = Vec<u8>> {
@@ -114,6 +117,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => p().prop_map(Op::Refuse),
         2 => Just(Op::Heal),
         2 => Just(Op::Crash),
+        3 => any::<u8>().prop_map(Op::Evict),
     ]
 }
 
@@ -860,6 +864,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 // The engine must show the model again once the share answers.
                 check_view(&rig, &mut m)?;
             }
+            Op::Evict(n) => {
+                let r = rig.e().evict_to(n as u64 * 16);
+                prop_assert!(r.is_ok(), "evict: {:?}", r);
+            }
             Op::Crash => {
                 // Dropped without a flush: what a kill -9 leaves is the cache and the journal.
                 rig.engine = None;
@@ -916,6 +924,45 @@ mod found {
         if let Err(e) = run(ops) {
             panic!("{e}");
         }
+    }
+
+    /// Evicted copies (`--cache-max-size`) read back the same, whatever happens to them next.
+    #[test]
+    fn evicted_copies_read_back_the_same() {
+        let flushed = || {
+            vec![
+                Op::Create(0, vec![1, 2, 3]),
+                Op::Mkdir(3),
+                Op::Create(4, vec![4]),
+                Op::Flush,
+            ]
+        };
+        let then = |more: Vec<Op>| {
+            let mut ops = flushed();
+            ops.push(Op::Evict(0));
+            ops.extend(more);
+            check(ops);
+        };
+        then(vec![Op::Read(0), Op::ReadAll]);
+        then(vec![Op::RemoteWrite(0, vec![9, 9]), Op::Read(0)]);
+        then(vec![Op::RemoteDelete(0), Op::ReadAll]);
+        then(vec![Op::Rename(0, 1), Op::Read(1), Op::Flush, Op::ReadAll]);
+        then(vec![Op::Rename(3, 8), Op::Read(9), Op::Flush, Op::ReadAll]);
+        then(vec![Op::Crash, Op::Read(0), Op::ReadAll]);
+        then(vec![
+            Op::Write(0, 1, vec![7]),
+            Op::Evict(0),
+            Op::Flush,
+            Op::ReadAll,
+        ]);
+        then(vec![
+            Op::SetTimes(0, 5, 6),
+            Op::Evict(0),
+            Op::Flush,
+            Op::Evict(0),
+            Op::ReadAll,
+        ]);
+        then(vec![Op::Offline, Op::Read(0), Op::Heal, Op::ReadAll]);
     }
 
     /// A file changed here and on the share, in a folder then moved into an ignored one.

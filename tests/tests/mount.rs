@@ -709,3 +709,49 @@ fn extended_attributes_are_cleanly_unsupported() {
     );
     assert!(m.stop().success());
 }
+
+/// `--cache-max-size`: reading a project bigger than the limit keeps the cache near the
+/// limit; every file still reads back whole, an open file keeps its content, and the status
+/// shows the size and the limit.
+#[test]
+fn a_cache_with_a_limit_stays_near_it() {
+    let s = Scratch::new();
+    let content = |i: usize| -> Vec<u8> { (0..1_000_000).map(|b| (b / 7 + i) as u8).collect() };
+    for i in 0..12 {
+        fs::write(s.share.join(format!("f{i}.bin")), content(i)).unwrap();
+    }
+    let m = s.mount(&["--cache-max-size", "3MB"]);
+    // Held open through the whole pass: never evicted under its reader.
+    let mut held = fs::File::open(m.mnt.join("f0.bin")).unwrap();
+    for i in 0..12 {
+        assert_eq!(
+            fs::read(m.mnt.join(format!("f{i}.bin"))).unwrap(),
+            content(i)
+        );
+    }
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut held, &mut back).unwrap();
+    assert_eq!(back, content(0));
+    drop(held);
+    let status: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(m.mnt.join(".sipfs/status")).unwrap()).unwrap();
+    assert_eq!(status["cache_limit_bytes"], 3_000_000);
+    let used = status["cache_bytes"].as_u64().unwrap();
+    assert!(used <= 3_000_000, "the cache holds {used} bytes");
+    let on_disk: u64 = fs::read_dir(s.cache.join("tree"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        on_disk <= 3_000_000,
+        "the cache folder holds {on_disk} bytes"
+    );
+    // Evicted files come back whole.
+    for i in 0..12 {
+        assert_eq!(
+            fs::read(m.mnt.join(format!("f{i}.bin"))).unwrap(),
+            content(i)
+        );
+    }
+    assert!(m.stop().success());
+}

@@ -1,0 +1,126 @@
+//! `--cache-max-size`: a cache past its limit drops the least recently opened clean copies,
+//! and never a changed, new or open one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fs_core::{DirBacking, Engine, EngineOptions, RelPath, RetryPolicy};
+
+const SIZE: usize = 10_000;
+
+fn content(i: usize) -> Vec<u8> {
+    (0..SIZE).map(|b| (b * 7 + i * 13) as u8).collect()
+}
+
+fn open(dir: &Path, limit: Option<u64>) -> Engine {
+    let mut opts = EngineOptions::new(dir.join("cache"), "test");
+    opts.retry = RetryPolicy::none();
+    opts.cache_max_bytes = limit;
+    Engine::open(Arc::new(DirBacking::new(dir.join("share"))), opts).unwrap()
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    fs::create_dir_all(&share).unwrap();
+    for i in 0..10 {
+        fs::write(share.join(format!("f{i}")), content(i)).unwrap();
+    }
+    dir
+}
+
+fn read(e: &Engine, name: &str) -> Vec<u8> {
+    let ino = e.resolve(&RelPath::new(name).unwrap()).unwrap();
+    let fh = e.open_file(ino, false, false).unwrap();
+    let data = e.read(&fh, 0, 1 << 20).unwrap();
+    e.release(fh);
+    data
+}
+
+fn write(e: &Engine, name: &str, data: &[u8]) {
+    let p = RelPath::new(name).unwrap();
+    let fh = match e.resolve(&p) {
+        Ok(ino) => e.open_file(ino, true, true).unwrap(),
+        Err(_) => e.create(fs_core::ROOT_INO, name, 0o644).unwrap().1,
+    };
+    e.write(&fh, 0, data).unwrap();
+    e.release(fh);
+}
+
+fn cached(dir: &Path) -> Vec<String> {
+    let tree: PathBuf = dir.join("cache/tree");
+    let mut names: Vec<String> = fs::read_dir(tree)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('f') || n == "new")
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_least_recently_opened_clean_copies_go_first() {
+    let dir = setup();
+    let e = open(dir.path(), Some(35_000));
+    for i in 0..10 {
+        assert_eq!(read(&e, &format!("f{i}")), content(i));
+    }
+    assert_eq!(cached(dir.path()), ["f7", "f8", "f9"]);
+    let s = e.status();
+    assert!(s.cache_bytes <= 35_000, "{}", s.cache_bytes);
+    assert_eq!(s.cache_limit_bytes, Some(35_000));
+    // An evicted file reads the same, fetched again; the oldest of the rest makes room.
+    assert_eq!(read(&e, "f0"), content(0));
+    assert_eq!(cached(dir.path()), ["f0", "f8", "f9"]);
+    // What was evicted stays evicted across a restart, and still reads the same.
+    drop(e);
+    let e = open(dir.path(), Some(35_000));
+    assert_eq!(cached(dir.path()), ["f0", "f8", "f9"]);
+    assert_eq!(read(&e, "f3"), content(3));
+}
+
+#[test]
+fn changed_new_and_open_files_are_never_evicted() {
+    let dir = setup();
+    let e = open(dir.path(), Some(25_000));
+    write(&e, "f1", b"ours");
+    write(&e, "new", b"only here");
+    let held_ino = e.resolve(&RelPath::new("f2").unwrap()).unwrap();
+    let held = e.open_file(held_ino, false, false).unwrap();
+    for i in 3..10 {
+        assert_eq!(read(&e, &format!("f{i}")), content(i));
+    }
+    let kept = cached(dir.path());
+    for name in ["f1", "f2", "new"] {
+        assert!(
+            kept.contains(&name.to_string()),
+            "{name} was evicted: {kept:?}"
+        );
+    }
+    assert_eq!(e.read(&held, 0, SIZE * 2).unwrap(), content(2));
+    e.release(held);
+    assert_eq!(read(&e, "f1"), b"ours");
+    assert_eq!(read(&e, "new"), b"only here");
+    // However small the limit, only the clean copies go while the others are unflushed.
+    e.evict_to(0).unwrap();
+    assert_eq!(cached(dir.path()), ["f1", "new"]);
+    // Once written back they are clean copies like any other.
+    assert!(e.flush(None).pending.is_empty());
+    let done = e.evict_to(0).unwrap();
+    assert_eq!((done.files, done.bytes), (2, 13), "{done:?}");
+    assert_eq!(cached(dir.path()), Vec::<String>::new());
+    assert_eq!(read(&e, "f1"), b"ours");
+    assert_eq!(read(&e, "new"), b"only here");
+}
+
+#[test]
+fn no_limit_means_nothing_is_evicted() {
+    let dir = setup();
+    let e = open(dir.path(), None);
+    for i in 0..10 {
+        read(&e, &format!("f{i}"));
+    }
+    assert_eq!(cached(dir.path()).len(), 10);
+    assert_eq!(e.status().cache_limit_bytes, None);
+}
