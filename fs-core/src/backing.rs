@@ -215,10 +215,13 @@ impl Backing for DirBacking {
     fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()> {
         let dest = self.path(temp);
         let mut input = open_cache_copy(src)?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&dest)?;
+        let mut create = OpenOptions::new();
+        create.write(true).create_new(true);
+        // Created with its mode (SFTP and NFS send it with the create), so that the usual
+        // modes need no chmod of their own, which would be one more round trip per file.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut create, mode & 0o7777);
+        let mut out = create.open(&dest)?;
         let result = (|| {
             copy_reporting(&mut input, &mut out)?;
             // Durable before the rename makes it visible: a crash of either side never
@@ -230,7 +233,9 @@ impl Backing for DirBacking {
             if let Err(e) = filetime::set_file_handle_times(&out, Some(t), Some(t)) {
                 tracing::debug!(path = %dest.display(), error = %e, "share did not take the time");
             }
-            set_permissions(&dest, mode);
+            if !created_with(mode) {
+                set_permissions(&dest, mode);
+            }
             Ok(())
         })();
         if result.is_err() {
@@ -267,6 +272,13 @@ impl Backing for DirBacking {
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {
         set_permissions_checked(&self.path(path), mode)
     }
+}
+
+/// Whether a file created with `mode` has it already: the creating side's umask (022 almost
+/// everywhere) takes away group and other write, and special bits may be dropped; modes with
+/// none of those (0644, 0755, 0600...) arrive whole. Elsewhere (Windows) the mode is set apart.
+fn created_with(mode: u32) -> bool {
+    cfg!(unix) && mode & 0o7022 == 0
 }
 
 /// Copies a whole file in chunks, telling the call's deadline after each that bytes moved
@@ -346,6 +358,24 @@ mod tests {
         b.rename(&rel(".f.sipfs-tmp-1"), &rel("f")).unwrap();
         assert_eq!(fs::read(share.join("f")).unwrap(), b"content");
         assert!(b.stat(&rel(".f.sipfs-tmp-1")).unwrap().is_none());
+    }
+
+    /// Usual modes arrive with the create; those a umask would trim still get a chmod.
+    #[cfg(unix)]
+    #[test]
+    fn staged_files_carry_their_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, b"x").unwrap();
+        let b = DirBacking::new(dir.path());
+        for (i, mode) in [0o644, 0o755, 0o600, 0o664, 0o777, 0o640]
+            .into_iter()
+            .enumerate()
+        {
+            let t = rel(&format!("t{i}"));
+            b.stage(&src, &t, 0, mode).unwrap();
+            assert_eq!(b.stat(&t).unwrap().unwrap().mode, mode, "{mode:o}");
+        }
     }
 
     #[test]

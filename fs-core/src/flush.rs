@@ -1108,133 +1108,158 @@ impl Engine {
     /// into a directory changes its time on the share, so directories come last).
     fn apply_meta(&self, ctx: &Ctx<'_>, meta: Vec<Job>, written_dirs: BTreeSet<RelPath>) {
         let ops = self.state.read().ops.clone();
-        let mut dirs: Vec<(RelPath, Option<Job>)> = Vec::new();
+        // (path, job, whether its mode may have changed here)
+        let mut dirs: Vec<(RelPath, Option<Job>, bool)> = Vec::new();
         let mut files = Vec::new();
         for j in meta {
             if j.kind == EntryKind::Dir {
-                dirs.push((j.local.clone(), Some(j)));
+                dirs.push((j.local.clone(), Some(j), true));
             } else {
                 files.push(j);
             }
         }
         // Directories this flush changed on the share get their time set like any dirty
         // directory: recorded first, so a failure leaves them pending instead of forgotten.
+        // Their mode did not change here: it is not sent again.
         for d in written_dirs {
-            if dirs.iter().any(|(p, _)| *p == d) {
+            if dirs.iter().any(|(p, _, _)| *p == d) {
                 continue;
             }
             if let Some(j) = self.mark_dir_touched(&d) {
-                dirs.push((d, Some(j)));
+                dirs.push((d, Some(j), false));
             }
         }
-        for j in files {
-            if ctx.down.load(Ordering::SeqCst) {
-                ctx.push_pending(ctx.unreachable(&j.local));
-                continue;
-            }
-            let Some(target) = share_path_of(&j.local, &ops) else {
-                continue;
-            };
-            let Ok(attr) = self.getattr(j.ino) else {
-                continue;
-            };
-            if j.in_share {
-                match self.backing.stat(&target) {
-                    Ok(Some(st)) if j.base.is_some_and(|b| !b.matches(&st)) => {
-                        // Changed on the share since: its content wins (a refresh brings it);
-                        // our new time belongs to the old content and is dropped.
-                        let msg = format!(
-                            "{}: changed on the share; the local change of its time was dropped",
-                            j.local
-                        );
-                        warn!("{msg}");
-                        ctx.report.lock().warnings.push(msg);
-                        self.finish_entry(&j, None, None);
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        ctx.push_pending(ctx.pending(&j.local, &e));
-                        continue;
-                    }
+        // Each file and folder independently, several at once: setting a folder's time does
+        // not change its parent's, and all content changes are done by now.
+        self.pool.install(|| {
+            files
+                .into_par_iter()
+                .for_each(|j| self.apply_file_meta(ctx, j, &ops))
+        });
+        self.pool.install(|| {
+            dirs.into_par_iter()
+                .for_each(|(path, job, mode)| self.apply_dir_meta(ctx, &path, job, mode, &ops))
+        });
+    }
+
+    /// A file's time and mode changed here (not its content).
+    fn apply_file_meta(&self, ctx: &Ctx<'_>, j: Job, ops: &[Logged]) {
+        if ctx.down.load(Ordering::SeqCst) {
+            ctx.push_pending(ctx.unreachable(&j.local));
+            return;
+        }
+        let Some(target) = share_path_of(&j.local, ops) else {
+            return;
+        };
+        let Ok(attr) = self.getattr(j.ino) else {
+            return;
+        };
+        if j.in_share {
+            match self.backing.stat(&target) {
+                Ok(Some(st)) if j.base.is_some_and(|b| !b.matches(&st)) => {
+                    // Changed on the share since: its content wins (a refresh brings it);
+                    // our new time belongs to the old content and is dropped.
+                    let msg = format!(
+                        "{}: changed on the share; the local change of its time was dropped",
+                        j.local
+                    );
+                    warn!("{msg}");
+                    ctx.report.lock().warnings.push(msg);
+                    self.finish_entry(&j, None, None);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    ctx.push_pending(ctx.pending(&j.local, &e));
+                    return;
                 }
             }
-            if j.kind == EntryKind::Symlink {
-                self.finish_entry(&j, None, None);
-                continue;
+        }
+        if j.kind == EntryKind::Symlink {
+            self.finish_entry(&j, None, None);
+            return;
+        }
+        let r = self
+            .opts
+            .retry
+            .run(|| self.backing.set_mtime(&target, attr.mtime_ns))
+            // A mode the share does not take is not worth keeping a change pending.
+            .map(|_| {
+                let _ = self.backing.set_mode(&target, attr.mode);
+            });
+        match r {
+            Ok(()) => {
+                // If the share cannot be asked again, it holds what we just set.
+                let base = match self.backing.stat(&target) {
+                    Ok(Some(st)) => Some(Base::of(&st)),
+                    _ => Some(Base {
+                        size: j.base.map_or(attr.size, |b| b.size),
+                        mtime_ns: attr.mtime_ns,
+                    }),
+                };
+                self.finish_entry(&j, base.filter(|_| j.in_share), None);
+                ctx.report.lock().attrs_updated += 1;
             }
-            let r = self
-                .opts
-                .retry
-                .run(|| self.backing.set_mtime(&target, attr.mtime_ns))
-                // A mode the share does not take is not worth keeping a change pending.
-                .map(|_| {
-                    let _ = self.backing.set_mode(&target, attr.mode);
-                });
-            match r {
-                Ok(()) => {
-                    // If the share cannot be asked again, it holds what we just set.
-                    let base = match self.backing.stat(&target) {
-                        Ok(Some(st)) => Some(Base::of(&st)),
-                        _ => Some(Base {
-                            size: j.base.map_or(attr.size, |b| b.size),
-                            mtime_ns: attr.mtime_ns,
-                        }),
-                    };
-                    self.finish_entry(&j, base.filter(|_| j.in_share), None);
+            // Shares that cannot keep times at all: say so once and keep going.
+            Err(e) if times_unsupported(&e) => {
+                ctx.warn_once_mtime();
+                self.finish_entry(&j, None, None);
+            }
+            Err(e) => ctx.push_pending(ctx.pending(&j.local, &e)),
+        }
+    }
+
+    /// A folder's time (and its mode, if `mode` may have changed here).
+    fn apply_dir_meta(
+        &self,
+        ctx: &Ctx<'_>,
+        path: &RelPath,
+        job: Option<Job>,
+        mode: bool,
+        ops: &[Logged],
+    ) {
+        if ctx.down.load(Ordering::SeqCst) {
+            if job.is_some() {
+                ctx.push_pending(ctx.unreachable(path));
+            }
+            return;
+        }
+        let Some(target) = share_path_of(path, ops) else {
+            return;
+        };
+        let ino = match &job {
+            Some(j) => j.ino,
+            None => match self.state.read().resolve(path) {
+                Ok(Some(i)) => i,
+                _ => return,
+            },
+        };
+        let Ok(attr) = self.getattr(ino) else {
+            return;
+        };
+        match self.backing.set_mtime(&target, attr.mtime_ns) {
+            Ok(()) => {
+                if job.is_some() {
+                    if mode {
+                        let _ = self.backing.set_mode(&target, attr.mode);
+                    }
                     ctx.report.lock().attrs_updated += 1;
                 }
-                // Shares that cannot keep times at all: say so once and keep going.
-                Err(e) if times_unsupported(&e) => {
-                    ctx.warn_once_mtime();
-                    self.finish_entry(&j, None, None);
+            }
+            // Not found: the directory waits for a change that is still pending.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) if times_unsupported(&e) => ctx.warn_once_mtime(),
+            Err(e) => {
+                if job.is_some() {
+                    let mut item = ctx.pending(path, &e);
+                    item.message = format!("the folder's modification time: {e}");
+                    ctx.push_pending(item);
                 }
-                Err(e) => ctx.push_pending(ctx.pending(&j.local, &e)),
+                return;
             }
         }
-        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.depth()));
-        for (path, job) in dirs {
-            if ctx.down.load(Ordering::SeqCst) {
-                if job.is_some() {
-                    ctx.push_pending(ctx.unreachable(&path));
-                }
-                continue;
-            }
-            let Some(target) = share_path_of(&path, &ops) else {
-                continue;
-            };
-            let ino = match &job {
-                Some(j) => j.ino,
-                None => match self.state.read().resolve(&path) {
-                    Ok(Some(i)) => i,
-                    _ => continue,
-                },
-            };
-            let Ok(attr) = self.getattr(ino) else {
-                continue;
-            };
-            match self.backing.set_mtime(&target, attr.mtime_ns) {
-                Ok(()) => {
-                    if job.is_some() {
-                        let _ = self.backing.set_mode(&target, attr.mode);
-                        ctx.report.lock().attrs_updated += 1;
-                    }
-                }
-                // Not found: the directory waits for a change that is still pending.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) if times_unsupported(&e) => ctx.warn_once_mtime(),
-                Err(e) => {
-                    if job.is_some() {
-                        let mut item = ctx.pending(&path, &e);
-                        item.message = format!("the folder's modification time: {e}");
-                        ctx.push_pending(item);
-                    }
-                    continue;
-                }
-            }
-            if let Some(j) = job {
-                self.finish_entry(&j, None, None);
-            }
+        if let Some(j) = job {
+            self.finish_entry(&j, None, None);
         }
     }
 
