@@ -1,0 +1,266 @@
+//! The engine's file operations: opening (fetching first if needed), reading, writing,
+//! syncing, and changing attributes.
+
+use super::*;
+
+impl Engine {
+    pub(crate) fn mark_content_dirty(&self, ino: Ino) -> Result<(), FsError> {
+        if self.state.read().get(ino).is_none_or(|n| n.content_dirty) {
+            return Ok(());
+        }
+        let mut tree = self.state.write();
+        let Some(n) = tree.get_mut(ino) else {
+            return Ok(());
+        };
+        if n.content_dirty {
+            return Ok(());
+        }
+        n.content_dirty = true;
+        n.gen += 1;
+        let n = n.clone();
+        tree.reindex(ino);
+        self.persist(|tx| journal::put_node(tx, &n))
+    }
+
+    /// Opens a file, fetching it from the share on first open. With `truncate`, nothing is
+    /// fetched.
+    pub fn open_file(&self, ino: Ino, write: bool, truncate: bool) -> Result<FileHandle, FsError> {
+        self.open_cached(ino, write, truncate, write)
+    }
+
+    /// Opens a file as [`Engine::open_file`] does, with a read-write descriptor even when the
+    /// program only reads: the kernel does its I/O on that descriptor (FUSE passthrough), and
+    /// one registration serves every later open of the file, readers and writers alike. The
+    /// handle still refuses writes unless `write`.
+    pub fn open_file_for_kernel(
+        &self,
+        ino: Ino,
+        write: bool,
+        truncate: bool,
+    ) -> Result<FileHandle, FsError> {
+        self.open_cached(ino, write, truncate, true)
+    }
+
+    fn open_cached(
+        &self,
+        ino: Ino,
+        write: bool,
+        truncate: bool,
+        rw_descriptor: bool,
+    ) -> Result<FileHandle, FsError> {
+        // Counted open before the copy is made sure of, so that no eviction takes it between
+        // the fetch and the open; taken back unless a handle comes out.
+        let live = self.count_open(ino);
+        let opened = self.open_counted(ino, write, truncate, rw_descriptor);
+        if opened.is_err() {
+            live.opens.fetch_sub(1, Ordering::SeqCst);
+        }
+        opened
+    }
+
+    fn open_counted(
+        &self,
+        ino: Ino,
+        write: bool,
+        truncate: bool,
+        rw_descriptor: bool,
+    ) -> Result<FileHandle, FsError> {
+        for _ in 0..3 {
+            if truncate && write {
+                self.make_empty_if_uncached(ino)?;
+            } else {
+                self.ensure_cached(ino)?;
+            }
+            let path = self.path_of(ino).ok_or(FsError::StaleInode(ino))?;
+            let opened = OpenOptions::new()
+                .read(true)
+                .write(rw_descriptor)
+                .truncate(truncate && write)
+                .open(self.cache_path(&path));
+            let file = match opened {
+                Ok(f) => f,
+                // Renamed or refreshed away between the fetch and the open: try again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(FsError::cache(&path, e)),
+            };
+            if write {
+                let live = self.live(ino);
+                live.writers.fetch_add(1, Ordering::SeqCst);
+                live.gen.fetch_add(1, Ordering::SeqCst);
+                if let Err(e) = self.mark_content_dirty(ino) {
+                    live.writers.fetch_sub(1, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+            return Ok(FileHandle {
+                ino,
+                file,
+                writable: write,
+            });
+        }
+        Err(FsError::NotFound(self.path_of(ino).unwrap_or_default()))
+    }
+
+    /// Gives an uncached file an empty cache copy, for opens that truncate it anyway.
+    fn make_empty_if_uncached(&self, ino: Ino) -> Result<(), FsError> {
+        let mut tree = self.state.write();
+        let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
+        let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
+        if node.is_dir() {
+            return Err(FsError::IsDir(path));
+        }
+        if node.cached {
+            return Ok(());
+        }
+        let cache = self.cache_path(&path);
+        if let Some(p) = cache.parent() {
+            fs::create_dir_all(p).map_err(io_err(&path))?;
+        }
+        create_cache_file(&cache, node.mode).map_err(io_err(&path))?;
+        let n = tree.get_mut(ino).expect("exists");
+        n.cached = true;
+        n.content_dirty = true;
+        n.gen += 1;
+        let n = n.clone();
+        tree.reindex(ino);
+        self.persist(|tx| journal::put_node(tx, &n))
+    }
+
+    pub fn read(&self, fh: &FileHandle, offset: u64, size: usize) -> Result<Vec<u8>, FsError> {
+        let mut buf = vec![0u8; size];
+        let mut done = 0;
+        while done < size {
+            let n = read_at(&fh.file, &mut buf[done..], offset + done as u64)
+                .map_err(|e| FsError::cache(&RelPath::root(), e))?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: &FileHandle, offset: u64, data: &[u8]) -> Result<usize, FsError> {
+        if !fh.writable {
+            return Err(FsError::InvalidArgument("file not open for writing".into()));
+        }
+        // Dirty before the bytes land, so a crash never leaves changed but clean content;
+        // and again after, in case a flush cleared the flag meanwhile.
+        self.mark_content_dirty(fh.ino)?;
+        write_all_at(&fh.file, data, offset)
+            .map_err(|e| FsError::cache(&self.path_of(fh.ino).unwrap_or_default(), e))?;
+        self.live(fh.ino).gen.fetch_add(1, Ordering::SeqCst);
+        self.mark_content_dirty(fh.ino)?;
+        Ok(data.len())
+    }
+
+    /// Records that data reached the file by a path the engine did not see (FUSE passthrough).
+    pub fn note_external_write(&self, ino: Ino) -> Result<(), FsError> {
+        self.live(ino).gen.fetch_add(1, Ordering::SeqCst);
+        self.mark_content_dirty(ino)
+    }
+
+    pub fn release(&self, fh: FileHandle) {
+        let live = self.live(fh.ino);
+        if fh.writable {
+            live.gen.fetch_add(1, Ordering::SeqCst);
+            live.writers.fetch_sub(1, Ordering::SeqCst);
+        }
+        live.opens.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Makes the file's data and the journal durable, as fsync on a local disk does.
+    /// A program's fsync: its file, and the journal if anything was committed since its last
+    /// sync (a new file's entry, say), both at once (see [`journal::LogSync`]).
+    pub fn fsync(&self, fh: &FileHandle, datasync: bool) -> Result<(), FsError> {
+        let sync_file = || {
+            if datasync {
+                fh.file.sync_data()
+            } else {
+                fh.file.sync_all()
+            }
+        };
+        let log = self.journal.lock().sync_needed()?;
+        let (file, log_result) = match &log {
+            None => (sync_file(), Ok(())),
+            Some(log) => std::thread::scope(|s| {
+                let other = s.spawn(|| log.run());
+                let file = sync_file();
+                // A panic in a sync is not expected; treat it as the log's failure.
+                let log_result = other
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("journal sync panicked")));
+                (file, log_result)
+            }),
+        };
+        file.map_err(|e| FsError::cache(&self.path_of(fh.ino).unwrap_or_default(), e))?;
+        if let Some(log) = log {
+            let mut j = self.journal.lock();
+            log_result.map_err(|e| j.log_error(e))?;
+            j.synced(&log);
+        }
+        Ok(())
+    }
+
+    pub fn sync_journal(&self) -> Result<(), FsError> {
+        Ok(self.journal.lock().sync()?)
+    }
+
+    pub fn setattr(&self, ino: Ino, req: SetAttr) -> Result<Attr, FsError> {
+        let path = self.path_of(ino).ok_or(FsError::StaleInode(ino))?;
+        let _span = info_span!("setattr", path = %path).entered();
+        if let Some(size) = req.size {
+            if size == 0 {
+                self.make_empty_if_uncached(ino)?;
+            } else {
+                self.ensure_cached(ino)?;
+            }
+            self.mark_content_dirty(ino)?;
+            let path = self.path_of(ino).ok_or(FsError::StaleInode(ino))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(self.cache_path(&path))
+                .map_err(io_err(&path))?;
+            f.set_len(size).map_err(io_err(&path))?;
+            self.live(ino).gen.fetch_add(1, Ordering::SeqCst);
+        }
+        if req.mtime_ns.is_some() || req.mode.is_some() || req.atime_ns.is_some() {
+            let mut tree = self.state.write();
+            let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
+            let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
+            let on_cache_file = node.kind == EntryKind::File && node.cached;
+            if on_cache_file {
+                let cache = self.cache_path(&path);
+                if let Some(m) = req.mode {
+                    set_cache_mode_checked(&cache, m).map_err(io_err(&path))?;
+                }
+                set_times(&cache, req.atime_ns, req.mtime_ns).map_err(io_err(&path))?;
+            }
+            let n = tree.get_mut(ino).expect("exists");
+            if let Some(m) = req.mode {
+                n.mode = m & 0o7777;
+            }
+            if let Some(t) = req.mtime_ns {
+                n.mtime_ns = t;
+            }
+            if !on_cache_file {
+                // Until the first read, the node holds it; an access time alone is nothing
+                // to write back.
+                n.set_atime_ns(req.atime_ns.or(n.atime_ns()));
+            }
+            n.ctime_ns = now_ns();
+            n.meta_dirty |= req.mtime_ns.is_some() || req.mode.is_some();
+            n.gen += 1;
+            let n = n.clone();
+            tree.reindex(ino);
+            self.persist(|tx| journal::put_node(tx, &n))?;
+        }
+        self.getattr(ino)
+    }
+
+    /// Hard links cannot be written to the shares sipfs is for (SMB), so they are refused.
+    pub fn link(&self) -> Result<Attr, FsError> {
+        Err(FsError::NotSupported("hard links"))
+    }
+}

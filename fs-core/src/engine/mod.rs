@@ -1,0 +1,522 @@
+//! The engine: the namespace and file operations an adapter (FUSE, WinFsp, mirror) calls.
+//!
+//! Locks are always taken in this order: `flush_lock`, then `state`, then `journal`. No lock is
+//! held while the share is contacted for a listing or a fetch, so a slow share never blocks
+//! operations on entries that are already cached.
+//!
+//! One module per concept: `reading` (attributes, lookups, listings and fetches from the
+//! share), `namespace` (creating, removing and renaming entries), `files` (opening, reading,
+//! writing, syncing and changing attributes of files); the types, the setup and what they all
+//! use are here.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use rusqlite::Transaction;
+use tracing::{debug, info_span, warn};
+
+use crate::backing::{self, Backing, EntryKind, Stat};
+use crate::error::{FsError, JournalError};
+use crate::ignore_rules::{IgnoreRules, CONTROL_DIR, IGNORE_FILE};
+use crate::journal::{self, Journal};
+use crate::names;
+use crate::pending::{share_path_of, Base, NsOp};
+use crate::relpath::{check_name, RelPath};
+use crate::retry::RetryPolicy;
+use crate::tree::{Ino, Name, Node, Tree, ROOT_INO};
+
+mod files;
+mod namespace;
+mod reading;
+
+/// How an engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Local folder holding the cache tree, the journal and temporary files.
+    pub cache_dir: PathBuf,
+    /// What the cache belongs to; a cache is refused for any other share.
+    pub backing_id: String,
+    /// Share operations in flight at once during a flush, refresh or prefetch.
+    pub parallelism: usize,
+    /// Extra ignore rules (gitignore syntax), on top of the defaults and `.sipfsignore`.
+    pub extra_ignore: Vec<String>,
+    pub retry: RetryPolicy,
+    /// The share follows Windows rules: names such as `CON` or `a:b` are refused, and two
+    /// names that differ only in case are the same file. On for SMB shares.
+    pub windows_share: bool,
+    /// Where the cache tree lives when it is not `cache_dir/tree`: in mirror mode it is the
+    /// mirror folder the user works in.
+    pub tree_dir: Option<PathBuf>,
+    /// For tests: a flush works through its files in an order drawn from this seed instead of
+    /// the order they were found in. It stands in for the order parallel workers happen to
+    /// finish in, which must never change what a flush does, so that a test's outcome depends
+    /// on its seed alone.
+    pub flush_order_seed: Option<u64>,
+    /// Write the journal's log into its database (a checkpoint, which syncs to disk) from a
+    /// background thread while the engine is idle, instead of inside whichever change happens
+    /// to fill the log: a burst of changes then never waits for the disk. Off by default (a
+    /// thread per engine); the mount, the drive and the mirror turn it on.
+    pub idle_checkpoints: bool,
+    /// Keep the cache at most this big by dropping the least recently opened clean copies
+    /// (`evict.rs`); `None`: no limit.
+    pub cache_max_bytes: Option<u64>,
+}
+
+impl EngineOptions {
+    pub fn new(cache_dir: impl Into<PathBuf>, backing_id: impl Into<String>) -> Self {
+        EngineOptions {
+            cache_dir: cache_dir.into(),
+            backing_id: backing_id.into(),
+            parallelism: 8,
+            extra_ignore: Vec::new(),
+            retry: RetryPolicy::default(),
+            windows_share: cfg!(windows),
+            tree_dir: None,
+            flush_order_seed: None,
+            idle_checkpoints: false,
+            cache_max_bytes: None,
+        }
+    }
+}
+
+/// Attributes of an entry, as an adapter reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub atime_ns: i64,
+    pub ctime_ns: i64,
+    pub mode: u32,
+    /// Directories: 2 plus the number of subdirectories known.
+    pub nlink: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Name,
+    pub ino: Ino,
+    pub kind: EntryKind,
+}
+
+/// Attribute changes requested by `setattr`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub size: Option<u64>,
+    pub mtime_ns: Option<i64>,
+    /// Kept in the cache, never written back (see `Node::atime_ns`).
+    pub atime_ns: Option<i64>,
+    pub mode: Option<u32>,
+}
+
+/// An open file: a handle on the cached copy in the cache tree.
+#[derive(Debug)]
+pub struct FileHandle {
+    pub ino: Ino,
+    file: File,
+    writable: bool,
+}
+
+impl FileHandle {
+    /// The cached file, for adapters that hand it to the kernel (FUSE passthrough).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+}
+
+/// Per-file counters of open files, outside the namespace lock so writes stay cheap.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    /// Bumped after every write and on release of a writable handle.
+    pub gen: AtomicU64,
+    /// Writable handles open now. A file open for writing stays dirty after a flush, since
+    /// (with FUSE passthrough) its writes are not seen one by one.
+    pub writers: AtomicU32,
+    /// Handles open now, readers included: an open file's copy is never evicted.
+    pub opens: AtomicU32,
+    /// When the file was last opened, on [`Engine::tick`]'s clock: eviction takes the oldest.
+    pub last_open: AtomicU64,
+}
+
+pub struct Engine {
+    pub(crate) backing: Arc<dyn Backing>,
+    pub(crate) opts: EngineOptions,
+    pub(crate) tree_dir: PathBuf,
+    pub(crate) tmp_dir: PathBuf,
+    pub(crate) state: RwLock<Tree>,
+    pub(crate) journal: Arc<Mutex<Journal>>,
+    pub(crate) live: DashMap<Ino, Arc<Live>>,
+    /// A logical clock for [`Live::last_open`].
+    clock: AtomicU64,
+    /// The cache's size as last counted, plus what was fetched since (`evict.rs`).
+    pub(crate) cache_estimate: AtomicU64,
+    pub(crate) flush_lock: Mutex<()>,
+    pub(crate) ignore: RwLock<IgnoreRules>,
+    pub(crate) pool: rayon::ThreadPool,
+    /// Set in mirror mode, where people change the cache tree directly.
+    pub(crate) local_changes: std::sync::OnceLock<Arc<dyn LocalChanges>>,
+    _cache_lock: File,
+}
+
+/// What a mirror folder knows and the engine does not: whether someone changed the cache tree
+/// behind the engine's back since the engine last recorded it. A refresh never replaces or
+/// removes such a copy, and a fetch never overwrites a file someone put in its place.
+pub trait LocalChanges: Send + Sync {
+    /// True when the cached entry at `path` (node `ino`) is not what the engine last recorded.
+    fn changed(&self, ino: Ino, path: &RelPath) -> bool;
+}
+
+/// Whether a namespace change must still be made in the cache tree, or was made there already
+/// by someone working in the mirror folder and is only being recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheSide {
+    Apply,
+    AlreadyDone,
+}
+
+#[cfg(unix)]
+fn ctime_ns(md: &fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    md.ctime() * 1_000_000_000 + md.ctime_nsec()
+}
+
+#[cfg(unix)]
+fn nlink(md: &fs::Metadata) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    md.nlink() as u32
+}
+
+#[cfg(not(unix))]
+fn nlink(_md: &fs::Metadata) -> u32 {
+    1
+}
+
+#[cfg(not(unix))]
+fn ctime_ns(md: &fs::Metadata) -> i64 {
+    backing::mtime_ns(md)
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn io_err(path: &RelPath) -> impl FnOnce(std::io::Error) -> FsError + '_ {
+    move |e| FsError::cache(path, e)
+}
+
+impl Engine {
+    /// Opens (or creates) the cache in `opts.cache_dir` for `backing`. Pending changes from an
+    /// earlier run are picked up, and a flush interrupted by a crash is rolled forward when the
+    /// share can be reached.
+    pub fn open(backing: Arc<dyn Backing>, opts: EngineOptions) -> Result<Engine, FsError> {
+        let _span = info_span!("open", cache = %opts.cache_dir.display()).entered();
+        let tree_dir = opts
+            .tree_dir
+            .clone()
+            .unwrap_or_else(|| opts.cache_dir.join("tree"));
+        let tmp_dir = opts.cache_dir.join("tmp");
+        for d in [&opts.cache_dir, &tree_dir, &tmp_dir] {
+            fs::create_dir_all(d).map_err(|e| JournalError::Io {
+                path: d.to_path_buf(),
+                source: e,
+            })?;
+        }
+        let cache_lock = lock_cache(&opts.cache_dir)?;
+        // Left over from fetches that a crash interrupted.
+        if let Ok(rd) = fs::read_dir(&tmp_dir) {
+            for e in rd.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let mut journal = Journal::open(&opts.cache_dir.join("journal.sqlite"))?;
+        match journal.get_meta("backing")? {
+            Some(recorded) if recorded != opts.backing_id => {
+                return Err(JournalError::OtherBacking {
+                    cache: opts.cache_dir.clone(),
+                    recorded,
+                    requested: opts.backing_id.clone(),
+                }
+                .into())
+            }
+            Some(_) => {}
+            None => journal.set_meta("backing", &opts.backing_id)?,
+        }
+        let mut nodes = journal.load_nodes()?;
+        if !nodes.iter().any(|n| n.ino == ROOT_INO) {
+            let st = backing.stat(&RelPath::root()).ok().flatten();
+            let mut root = Node::from_share(
+                ROOT_INO,
+                ROOT_INO,
+                String::new(),
+                &st.unwrap_or(Stat {
+                    kind: EntryKind::Dir,
+                    size: 0,
+                    mtime_ns: now_ns(),
+                    mode: 0o755,
+                }),
+            );
+            root.kind = EntryKind::Dir;
+            journal.batch(|tx| journal::put_node(tx, &root))?;
+            nodes.push(root);
+        }
+        let ops = journal.load_ops()?;
+        let tree = Tree::from_nodes(nodes, ops);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.parallelism.max(1))
+            .thread_name(|i| format!("sipfs-share-{i}"))
+            .build()
+            .expect("thread pool");
+        let engine = Engine {
+            backing,
+            tree_dir,
+            tmp_dir,
+            state: RwLock::new(tree),
+            journal: Arc::new(Mutex::new(journal)),
+            live: DashMap::new(),
+            clock: AtomicU64::new(1),
+            cache_estimate: AtomicU64::new(0),
+            flush_lock: Mutex::new(()),
+            ignore: RwLock::new(IgnoreRules::defaults()),
+            pool,
+            opts,
+            local_changes: std::sync::OnceLock::new(),
+            _cache_lock: cache_lock,
+        };
+        engine.reload_ignore_rules();
+        if engine.opts.idle_checkpoints {
+            journal::checkpoint_when_idle(&engine.journal);
+        }
+        if let Err(e) = engine.recover_staged().map(|_| ()) {
+            warn!(error = %e, "could not finish the interrupted flush yet; the next flush will");
+        }
+        Ok(engine)
+    }
+
+    pub fn backing(&self) -> &Arc<dyn Backing> {
+        &self.backing
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// The folder that mirrors the project's layout with every cached file.
+    pub fn cache_tree(&self) -> &Path {
+        &self.tree_dir
+    }
+
+    /// Installs the mirror folder's change detector (once).
+    pub fn set_local_changes(&self, detector: Arc<dyn LocalChanges>) {
+        let _ = self.local_changes.set(detector);
+    }
+
+    /// True when someone changed the cached copy of `ino`, or of anything below it, directly in
+    /// the cache tree (mirror mode) and the engine has not recorded it yet.
+    pub(crate) fn changed_locally(&self, tree: &Tree, ino: Ino) -> bool {
+        let Some(lc) = self.local_changes.get() else {
+            return false;
+        };
+        std::iter::once(ino)
+            .chain(tree.descendants(ino))
+            .any(|i| tree.path_of(i).is_some_and(|p| lc.changed(i, &p)))
+    }
+
+    /// Re-reads `.sipfsignore` (from the cache when it is cached, else from the share).
+    pub fn reload_ignore_rules(&self) {
+        let rel = RelPath::new(IGNORE_FILE).expect("valid");
+        let text = fs::read_to_string(rel.to_path(&self.tree_dir))
+            .ok()
+            .or_else(|| {
+                let tmp = self.tmp_dir.join("sipfsignore");
+                let r = self
+                    .backing
+                    .fetch(&rel, &tmp)
+                    .ok()
+                    .and_then(|_| fs::read_to_string(&tmp).ok());
+                let _ = fs::remove_file(&tmp);
+                r
+            });
+        match IgnoreRules::new(&self.opts.extra_ignore, text.as_deref()) {
+            Ok(r) => *self.ignore.write() = r,
+            Err(e) => warn!(error = %e, "ignoring an invalid rule set; the defaults stay in force"),
+        }
+    }
+
+    pub fn is_ignored(&self, path: &RelPath, is_dir: bool) -> bool {
+        self.ignore.read().is_ignored(path, is_dir)
+    }
+
+    pub(crate) fn persist(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<(), JournalError>,
+    ) -> Result<(), FsError> {
+        self.journal.lock().batch(f).map_err(FsError::from)
+    }
+
+    /// Records one namespace change in one journal transaction — nodes written, nodes deleted,
+    /// a logged change taken back, logged changes added — then appends the added ones to the
+    /// in-memory log. Callers hold the state lock, so the log and the journal agree.
+    fn record(
+        &self,
+        tree: &mut Tree,
+        put: &[Ino],
+        delete: &[Ino],
+        drop_op: Option<i64>,
+        ops: Vec<NsOp>,
+    ) -> Result<(), FsError> {
+        let mut seqs = Vec::with_capacity(ops.len());
+        let t: &Tree = tree;
+        self.persist(|tx| {
+            for &i in delete {
+                journal::delete_node(tx, i)?;
+            }
+            for n in put.iter().filter_map(|&i| t.get(i)) {
+                journal::put_node(tx, n)?;
+            }
+            if let Some(s) = drop_op {
+                journal::delete_op(tx, s)?;
+            }
+            for op in &ops {
+                seqs.push(journal::push_op(tx, op)?);
+            }
+            Ok(())
+        })?;
+        tree.ops.extend(seqs.into_iter().zip(ops));
+        Ok(())
+    }
+
+    pub(crate) fn live(&self, ino: Ino) -> Arc<Live> {
+        self.live.entry(ino).or_default().clone()
+    }
+
+    /// Counts a handle of `ino` as open (until [`Engine::release`]) and the file as just used.
+    fn count_open(&self, ino: Ino) -> Arc<Live> {
+        let live = self.live(ino);
+        live.opens.fetch_add(1, Ordering::SeqCst);
+        self.mark_used(&live);
+        live
+    }
+
+    fn mark_used(&self, live: &Live) {
+        let now = self.clock.fetch_add(1, Ordering::SeqCst);
+        live.last_open.store(now, Ordering::SeqCst);
+    }
+
+    pub(crate) fn cache_path(&self, p: &RelPath) -> PathBuf {
+        p.to_path(&self.tree_dir)
+    }
+}
+
+/// Sets the times given, leaving the others as they are.
+fn set_times(path: &Path, atime_ns: Option<i64>, mtime_ns: Option<i64>) -> std::io::Result<()> {
+    let ft = backing::filetime_from_ns;
+    match (atime_ns, mtime_ns) {
+        (Some(a), Some(m)) => filetime::set_file_times(path, ft(a), ft(m)),
+        (Some(a), None) => filetime::set_file_atime(path, ft(a)),
+        (None, Some(m)) => filetime::set_file_mtime(path, ft(m)),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Takes the lock that makes one process the owner of a cache folder (held as long as the
+/// returned file is open).
+pub(crate) fn lock_cache(cache_dir: &Path) -> Result<File, JournalError> {
+    let lock_path = cache_dir.join("lock");
+    let cache_lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| JournalError::Io {
+            path: lock_path.clone(),
+            source: e,
+        })?;
+    if cache_lock.try_lock().is_err() {
+        return Err(JournalError::InUse(cache_dir.to_path_buf()));
+    }
+    Ok(cache_lock)
+}
+
+/// Runs `make` for an entry of the cache tree, creating the folders above it first if they
+/// are missing (they exist for every listed folder, so this is rare: one try, not a mkdir
+/// before every create).
+fn in_cache_dir<T>(path: &Path, make: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    match make() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            make()
+        }
+        r => r,
+    }
+}
+
+fn create_cache_file(path: &Path, mode: u32) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // The cache copy must stay readable and writable by sipfs; the mode programs see is
+        // kept in the node.
+        o.mode((mode & 0o7777) | 0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    o.open(path)
+}
+
+fn set_cache_mode(path: &Path, mode: u32) {
+    let _ = set_cache_mode_checked(path, mode);
+}
+
+#[cfg(unix)]
+fn set_cache_mode_checked(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // The cache copy must stay readable and writable by sipfs itself.
+    fs::set_permissions(path, fs::Permissions::from_mode((mode & 0o7777) | 0o600))
+}
+
+#[cfg(not(unix))]
+fn set_cache_mode_checked(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn read_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(f, buf, off)
+}
+
+#[cfg(windows)]
+fn read_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(f, buf, off)
+}
+
+#[cfg(unix)]
+fn write_all_at(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, data, off)
+}
+
+#[cfg(windows)]
+fn write_all_at(f: &File, mut data: &[u8], mut off: u64) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(f, data, off)?;
+        data = &data[n..];
+        off += n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! The engine, reading the namespace: attributes, lookups, listings, and fetching a
+//! file's content from the share on first open.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn attr_of(&self, tree: &Tree, node: &Node) -> Result<Attr, FsError> {
+        if node.kind == EntryKind::File && node.cached {
+            let path = tree
+                .path_of(node.ino)
+                .ok_or(FsError::StaleInode(node.ino))?;
+            let md = fs::metadata(self.cache_path(&path)).map_err(io_err(&path))?;
+            return Ok(Self::attr_from(tree, node, Some(&md)));
+        }
+        Ok(Self::attr_from(tree, node, None))
+    }
+
+    /// A node's attributes; `cached` is the metadata of its cached copy, whose size and times
+    /// are the truth for cached files.
+    pub(super) fn attr_from(tree: &Tree, node: &Node, cached: Option<&fs::Metadata>) -> Attr {
+        let mut a = Attr {
+            ino: node.ino,
+            kind: node.kind,
+            size: node.size,
+            mtime_ns: node.mtime_ns,
+            atime_ns: node.atime_ns().unwrap_or(node.mtime_ns),
+            ctime_ns: node.ctime_ns.max(node.mtime_ns),
+            // The logical mode: the cache copy always stays readable and writable by sipfs.
+            mode: node.mode,
+            nlink: match &node.children {
+                Some(_) => 2 + tree.subdir_count(node.ino),
+                // A file; or a folder not listed yet, whose subfolders are not known: 1 says
+                // so (`find` then never takes it for a leaf).
+                None => 1,
+            },
+        };
+        if let Some(md) = cached {
+            a.size = md.len();
+            a.mtime_ns = backing::mtime_ns(md);
+            a.atime_ns = backing::atime_ns(md);
+            a.ctime_ns = a.ctime_ns.max(ctime_ns(md));
+        }
+        a
+    }
+
+    pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        let tree = self.state.read();
+        let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
+        self.attr_of(&tree, node)
+    }
+
+    /// Attributes through an open handle: never races with a rename, and still works after
+    /// the file was deleted while open.
+    pub fn getattr_handle(&self, fh: &FileHandle) -> Result<Attr, FsError> {
+        let md = fh
+            .file
+            .metadata()
+            .map_err(|e| FsError::cache(&RelPath::root(), e))?;
+        let st = Stat::from_metadata(&md);
+        let mode = self.state.read().get(fh.ino).map_or(st.mode, |n| n.mode);
+        Ok(Attr {
+            ino: fh.ino,
+            kind: EntryKind::File,
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            atime_ns: backing::atime_ns(&md),
+            ctime_ns: ctime_ns(&md),
+            mode,
+            // 0 once deleted while open, as on a local disk.
+            nlink: nlink(&md),
+        })
+    }
+
+    /// `setattr` on an open file that was deleted meanwhile (it lives on until closed).
+    pub fn setattr_handle(&self, fh: &FileHandle, req: SetAttr) -> Result<Attr, FsError> {
+        let err = |e| FsError::cache(&RelPath::root(), e);
+        if let Some(size) = req.size {
+            fh.file.set_len(size).map_err(err)?;
+        }
+        if req.mtime_ns.is_some() || req.atime_ns.is_some() {
+            let (a, m) = (
+                req.atime_ns.map(backing::filetime_from_ns),
+                req.mtime_ns.map(backing::filetime_from_ns),
+            );
+            filetime::set_file_handle_times(&fh.file, a, m).map_err(err)?;
+        }
+        self.getattr_handle(fh)
+    }
+
+    pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
+        check_name(name)?;
+        self.ensure_listed(parent)?;
+        let tree = self.state.read();
+        let ino = tree
+            .child(parent, name)
+            .ok_or_else(|| FsError::NotFound(self.child_path(&tree, parent, name)))?;
+        self.attr_of(&tree, tree.get(ino).expect("child exists"))
+    }
+
+    pub(super) fn child_path(&self, tree: &Tree, parent: Ino, name: &str) -> RelPath {
+        tree.path_of(parent).unwrap_or_default().join(name)
+    }
+
+    pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, FsError> {
+        self.ensure_listed(ino)?;
+        let tree = self.state.read();
+        let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
+        let children = node
+            .children
+            .as_ref()
+            .ok_or_else(|| FsError::NotDir(tree.path_of(ino).unwrap_or_default()))?;
+        Ok(children
+            .iter()
+            .map(|(name, &i)| DirEntry {
+                name: name.clone(),
+                ino: i,
+                kind: tree.get(i).map(|n| n.kind).unwrap_or(EntryKind::File),
+            })
+            .collect())
+    }
+
+    pub fn path_of(&self, ino: Ino) -> Option<RelPath> {
+        self.state.read().path_of(ino)
+    }
+
+    /// The inode at `path`, listing directories on the way as needed.
+    pub fn resolve(&self, path: &RelPath) -> Result<Ino, FsError> {
+        loop {
+            let r = self.state.read().resolve(path);
+            match r {
+                Ok(Some(i)) => return Ok(i),
+                Ok(None) => return Err(FsError::NotFound(path.clone())),
+                Err(dir) => self.ensure_listed(dir)?,
+            }
+        }
+    }
+
+    /// Loads a directory's listing from the share on first visit.
+    pub(crate) fn ensure_listed(&self, ino: Ino) -> Result<(), FsError> {
+        let (path, share) = {
+            let tree = self.state.read();
+            let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
+            let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
+            if !node.is_dir() {
+                return Err(FsError::NotDir(path));
+            }
+            if node.children.is_some() {
+                return Ok(());
+            }
+            let share = share_path_of(&path, &tree.ops);
+            (path, share)
+        };
+        let _span = info_span!("list", path = %path).entered();
+        let listing = match &share {
+            None => Vec::new(),
+            Some(sp) => self
+                .opts
+                .retry
+                .run(|| self.backing.list(sp))
+                .map_err(|e| FsError::share(&path, e))?,
+        };
+        let mut tree = self.state.write();
+        let Some(node) = tree.get(ino) else {
+            return Ok(());
+        };
+        if node.children.is_some() {
+            return Ok(());
+        }
+        let path = tree.path_of(ino).unwrap_or(path);
+        let _ = fs::create_dir_all(self.cache_path(&path));
+        tree.get_mut(ino).expect("exists").children = Some(Default::default());
+        let mut added = Vec::with_capacity(listing.len());
+        for (name, st) in listing {
+            if names::is_temp_name(&name)
+                || check_name(&name).is_err()
+                || (ino == ROOT_INO && name == CONTROL_DIR)
+            {
+                continue;
+            }
+            let child = Node::from_share(tree.alloc_ino(), ino, name, &st);
+            added.push(child.ino);
+            tree.insert(child);
+        }
+        debug!(entries = added.len(), "listed");
+        // Written from the tree (still locked), not from copies: a copy of each node of a big
+        // folder would only be made to be freed.
+        self.persist(|tx| {
+            for &i in std::iter::once(&ino).chain(&added) {
+                journal::put_node(tx, tree.get(i).expect("just listed"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Fetches a file's content into the cache on first open.
+    pub(crate) fn ensure_cached(&self, ino: Ino) -> Result<(), FsError> {
+        for _attempt in 0..3 {
+            let (path, share) = {
+                let tree = self.state.read();
+                let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
+                let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
+                match node.kind {
+                    EntryKind::Dir => return Err(FsError::IsDir(path)),
+                    EntryKind::Symlink => return Ok(()),
+                    EntryKind::File if node.cached => return Ok(()),
+                    EntryKind::File => {}
+                }
+                let share =
+                    share_path_of(&path, &tree.ops).ok_or(FsError::NotFound(path.clone()))?;
+                (path, share)
+            };
+            let _span = info_span!("fetch", path = %path).entered();
+            let tmp = self.tmp_dir.join(format!("fetch-{ino}-{}", now_ns()));
+            let fetched = (|| {
+                let before = self.opts.retry.run(|| self.backing.stat(&share))?;
+                self.opts.retry.run(|| self.backing.fetch(&share, &tmp))?;
+                let after = self.opts.retry.run(|| self.backing.stat(&share))?;
+                Ok::<_, std::io::Error>((before, after))
+            })();
+            let (before, after) = match fetched {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(FsError::share(&path, e));
+                }
+            };
+            let Some(st) = after else {
+                let _ = fs::remove_file(&tmp);
+                return Err(FsError::NotFound(path));
+            };
+            if before != after {
+                // Someone wrote the file while we copied it: copy again.
+                let _ = fs::remove_file(&tmp);
+                continue;
+            }
+            let mut tree = self.state.write();
+            let Some(node) = tree.get(ino) else {
+                let _ = fs::remove_file(&tmp);
+                return Ok(());
+            };
+            // A time or mode set here before the first read is a change of ours: the fetched
+            // copy takes it, and the flush still writes it (the node stays dirty).
+            let (mtime, mode) = if node.meta_dirty {
+                (node.mtime_ns, node.mode)
+            } else {
+                (st.mtime_ns, st.mode)
+            };
+            let atime = node.atime_ns().unwrap_or(mtime);
+            set_cache_mode(&tmp, mode);
+            filetime::set_file_times(
+                &tmp,
+                backing::filetime_from_ns(atime),
+                backing::filetime_from_ns(mtime),
+            )
+            .map_err(io_err(&path))?;
+            if node.cached {
+                let _ = fs::remove_file(&tmp);
+                return Ok(());
+            }
+            let path = tree.path_of(ino).expect("exists");
+            let dest = self.cache_path(&path);
+            if self.local_changes.get().is_some() && fs::symlink_metadata(&dest).is_ok() {
+                // Mirror mode: someone put an entry here before the share's was fetched. Theirs
+                // stays; the next scan records it as a local change.
+                let _ = fs::remove_file(&tmp);
+                return Ok(());
+            }
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(io_err(&path))?;
+            }
+            fs::rename(&tmp, &dest).map_err(io_err(&path))?;
+            let node = tree.get_mut(ino).expect("exists");
+            node.cached = true;
+            node.base = Some(Base::of(&st));
+            node.size = st.size;
+            node.mtime_ns = mtime;
+            // The cached file holds the access time from now on.
+            node.set_atime_ns(None);
+            let n = node.clone();
+            let recorded = self.persist(|tx| journal::put_node(tx, &n));
+            drop(tree);
+            if recorded.is_ok() {
+                self.after_fetch(ino, st.size);
+            }
+            return recorded;
+        }
+        Err(FsError::share(
+            &self.path_of(ino).unwrap_or_default(),
+            std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the file kept changing on the share while it was copied",
+            ),
+        ))
+    }
+}

@@ -1,0 +1,500 @@
+//! Writing pending changes to the share.
+//!
+//! Order (see docs/ARCHITECTURE.md for the reasoning):
+//! 1. finish what an interrupted flush left: `ready` temporaries are renamed into place,
+//!    others are removed;
+//! 2. stage: every dirty file whose directory exists on the share is copied, in parallel, to a
+//!    temporary name beside its target; the temporaries are recorded in the journal first;
+//! 3. the burst: temporaries are renamed over their targets, then the logged namespace changes
+//!    (mkdir, rename, remove) are replayed in order, each removed from the journal when done;
+//! 4. files that live in directories the burst created are staged and renamed in place;
+//! 5. modification times and modes, directories deepest first.
+//!
+//! A failure stays with its path: the change stays pending with a reason, and everything that
+//! does not depend on it goes on.
+//!
+//! The steps live in `stage` (2 and 4: temporaries, their commit, conflicts), `replay` (the
+//! logged namespace changes of 3) and `meta` (5); this module runs them in order.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use tracing::{info, info_span, warn};
+
+use crate::backing::{self, EntryKind};
+use crate::engine::Engine;
+use crate::error::{FsError, Reason};
+use crate::journal::{self, StagedRow};
+use crate::names;
+use crate::pending::{local_path_of, share_path_of, touches, Base, Logged, NsOp};
+use crate::relpath::RelPath;
+use crate::report::{ConflictItem, FlushReport, PendingItem, Progress};
+use crate::tree::Ino;
+
+mod meta;
+mod replay;
+mod stage;
+
+/// What a retry covers: the paths the last flush left pending, and logged changes up to the
+/// last one it covered.
+struct Scope {
+    paths: std::collections::HashSet<String>,
+    ops_upto: i64,
+}
+
+/// One dirty entry, as it was when the flush began.
+#[derive(Debug, Clone)]
+struct Job {
+    ino: Ino,
+    local: RelPath,
+    kind: EntryKind,
+    node_gen: u64,
+    live_gen: u64,
+    base: Option<Base>,
+    in_share: bool,
+    link: Option<String>,
+    content: bool,
+    mode: u32,
+}
+
+#[derive(Debug)]
+struct Staged {
+    job: Job,
+    temp: RelPath,
+    target: RelPath,
+    conflict: Option<RelPath>,
+    size: u64,
+    mtime_ns: i64,
+}
+
+enum StageOutcome {
+    Staged(Staged),
+    /// Its directory does not exist on the share until the burst creates it.
+    Deferred(Job),
+    Pending(PendingItem),
+}
+
+/// State shared by the workers of one flush.
+struct Ctx<'a> {
+    report: Mutex<FlushReport>,
+    /// Set once the share is found unreachable: the rest fails fast instead of retrying.
+    down: AtomicBool,
+    warned_mtime: AtomicBool,
+    progress: &'a (dyn Fn(Progress) + Sync),
+    done: std::sync::atomic::AtomicU64,
+    total: u64,
+    /// Local directories whose share copy this flush changed: their times are set last.
+    touched_dirs: Mutex<BTreeSet<RelPath>>,
+}
+
+impl Ctx<'_> {
+    fn touched(&self, path: &RelPath) {
+        if let Some(p) = path.parent() {
+            self.touched_dirs.lock().insert(p);
+        }
+    }
+
+    fn pending(&self, path: &RelPath, e: &io::Error) -> PendingItem {
+        let reason = Reason::classify(e);
+        if reason == Reason::Unreachable {
+            self.down.store(true, Ordering::SeqCst);
+        }
+        PendingItem::new(path, reason, e)
+    }
+
+    fn push_pending(&self, item: PendingItem) {
+        warn!(path = %item.path, reason = ?item.reason, message = %item.message, "stays pending");
+        self.report.lock().pending.push(item);
+    }
+
+    fn unreachable(&self, path: &RelPath) -> PendingItem {
+        PendingItem::new(
+            path,
+            Reason::Unreachable,
+            "the share stopped answering during this flush",
+        )
+    }
+
+    fn step(&self, bytes: u64) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        (self.progress)(Progress {
+            done,
+            total: self.total,
+            bytes,
+        });
+    }
+
+    fn warn_once_mtime(&self) {
+        if !self.warned_mtime.swap(true, Ordering::SeqCst) {
+            let msg = "the share does not keep modification times exactly; files were written, but their times are the share's own".to_string();
+            warn!("{msg}");
+            self.report.lock().warnings.push(msg);
+        }
+    }
+}
+
+/// Equal, or equal once ours is cut to whole seconds (SFTP) or to 100 ns (SMB): the share kept
+/// the time as well as it can.
+fn same_time_at_share_resolution(share_ns: i64, ours_ns: i64) -> bool {
+    share_ns == ours_ns
+        || share_ns == ours_ns - ours_ns.rem_euclid(1_000_000_000)
+        || share_ns == ours_ns - ours_ns.rem_euclid(100)
+}
+
+/// The share cannot set modification times (some SMB clients), as opposed to refusing this one.
+/// (Setting a time is refused with EPERM by shares that cannot keep times, e.g. rclone's SMB
+/// client; a share that refuses this one file says EACCES.)
+fn times_unsupported(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+        || is_kind(
+            e,
+            &[
+                libc::ENOTSUP,
+                libc::EOPNOTSUPP,
+                libc::ENOSYS,
+                libc::EINVAL,
+                libc::EPERM,
+            ],
+        )
+}
+
+fn is_kind(e: &io::Error, codes: &[i32]) -> bool {
+    e.raw_os_error().is_some_and(|c| codes.contains(&c))
+}
+
+impl Engine {
+    /// Writes every pending change to the share. Never panics on a share error: what cannot
+    /// be written stays pending and is listed in the report.
+    pub fn flush(&self, label: Option<&str>) -> FlushReport {
+        self.flush_with_progress(label, &|_| {})
+    }
+
+    pub fn flush_with_progress(
+        &self,
+        label: Option<&str>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> FlushReport {
+        self.flush_scoped(label, progress, None)
+    }
+
+    /// Writes again what the last flush left pending, and nothing changed since: a retry must
+    /// not write changes the user has not asked to flush yet. `None` when there is nothing to
+    /// retry.
+    pub fn retry_pending(&self) -> Option<FlushReport> {
+        let last = self.last_flush()?;
+        if last.pending.is_empty() {
+            return None;
+        }
+        let scope = Scope {
+            paths: last.pending.iter().map(|p| p.path.clone()).collect(),
+            ops_upto: last.ops_upto,
+        };
+        Some(self.flush_scoped(Some("retry"), &|_| {}, Some(scope)))
+    }
+
+    /// The report of the last flush the user asked for, as kept in the journal.
+    pub fn last_flush(&self) -> Option<FlushReport> {
+        self.report_of("last_flush")
+    }
+
+    /// The report of the last background retry.
+    pub fn last_retry(&self) -> Option<FlushReport> {
+        self.report_of("last_retry")
+    }
+
+    fn report_of(&self, key: &str) -> Option<FlushReport> {
+        let text = self.journal.lock().get_meta(key).ok().flatten()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn flush_scoped(
+        &self,
+        label: Option<&str>,
+        progress: &(dyn Fn(Progress) + Sync),
+        scope: Option<Scope>,
+    ) -> FlushReport {
+        let _flush = self.flush_lock.lock();
+        let _span = info_span!("flush", label = label.unwrap_or("")).entered();
+        let start = Instant::now();
+        let (mut jobs, ignored, mut max_seq) = self.collect_jobs();
+        if let Some(seed) = self.opts.flush_order_seed {
+            jobs.sort_by_cached_key(|j| {
+                xxhash_rust::xxh3::xxh3_64_with_seed(j.local.as_str().as_bytes(), seed)
+            });
+        }
+        if let Some(scope) = &scope {
+            jobs.retain(|j| scope.paths.contains(j.local.as_str()));
+            max_seq = max_seq.min(scope.ops_upto);
+        }
+        let ctx = Ctx {
+            report: Mutex::new(FlushReport {
+                label: label.map(str::to_owned),
+                started_at: chrono::Local::now().to_rfc3339(),
+                ops_upto: max_seq,
+                ..Default::default()
+            }),
+            down: AtomicBool::new(false),
+            warned_mtime: AtomicBool::new(false),
+            progress,
+            done: Default::default(),
+            total: jobs.iter().filter(|j| j.content).count() as u64,
+            touched_dirs: Mutex::new(BTreeSet::new()),
+        };
+        // The total is known now: progress bars can show it before the first file lands.
+        progress(Progress {
+            done: 0,
+            total: ctx.total,
+            bytes: 0,
+        });
+        match self.recover_staged() {
+            Ok((n, dirs)) => {
+                ctx.report.lock().rolled_forward = n;
+                ctx.touched_dirs.lock().extend(dirs);
+            }
+            Err(e) => ctx.push_pending(PendingItem::new(
+                "(interrupted flush)",
+                match &e {
+                    FsError::Share { reason, .. } => *reason,
+                    _ => Reason::Other,
+                },
+                e,
+            )),
+        }
+        self.forget_ignored(&ignored);
+
+        let (content, meta): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.content);
+
+        // 2. Stage.
+        let ops = self.state.read().ops.clone();
+        let outcomes: Vec<StageOutcome> = self.pool.install(|| {
+            content
+                .into_par_iter()
+                .map(|j| self.stage(&ctx, j, &ops, false))
+                .collect()
+        });
+        let mut staged = Vec::new();
+        let mut deferred = Vec::new();
+        for o in outcomes {
+            match o {
+                StageOutcome::Staged(s) => staged.push(s),
+                StageOutcome::Deferred(j) => deferred.push(j),
+                StageOutcome::Pending(p) => ctx.push_pending(p),
+            }
+        }
+
+        // 3. The burst: commit what is staged, then replay the namespace log.
+        if let Err(e) = self.mark_ready(&staged) {
+            for s in &staged {
+                ctx.push_pending(PendingItem::new(&s.job.local, Reason::Other, &e));
+            }
+            staged.clear();
+        }
+        let retry: Vec<Option<Job>> = self.pool.install(|| {
+            staged
+                .into_par_iter()
+                .map(|s| self.commit(&ctx, s))
+                .collect()
+        });
+        deferred.extend(retry.into_iter().flatten());
+        self.replay_ops(&ctx, max_seq);
+
+        // 4. Files in directories the burst created.
+        if !deferred.is_empty() {
+            let ops = self.state.read().ops.clone();
+            let outcomes: Vec<StageOutcome> = self.pool.install(|| {
+                deferred
+                    .into_par_iter()
+                    .map(|j| self.stage(&ctx, j, &ops, true))
+                    .collect()
+            });
+            let mut staged = Vec::new();
+            for o in outcomes {
+                match o {
+                    StageOutcome::Staged(s) => staged.push(s),
+                    StageOutcome::Deferred(j) => ctx.push_pending(PendingItem::new(
+                        &j.local,
+                        Reason::Waiting,
+                        "waits for a change to its folder that could not be written yet",
+                    )),
+                    StageOutcome::Pending(p) => ctx.push_pending(p),
+                }
+            }
+            if let Err(e) = self.mark_ready(&staged) {
+                for s in &staged {
+                    ctx.push_pending(PendingItem::new(&s.job.local, Reason::Other, &e));
+                }
+                staged.clear();
+            }
+            let left: Vec<Option<Job>> = self.pool.install(|| {
+                staged
+                    .into_par_iter()
+                    .map(|s| self.commit(&ctx, s))
+                    .collect()
+            });
+            for j in left.into_iter().flatten() {
+                ctx.push_pending(PendingItem::new(
+                    &j.local,
+                    Reason::Conflict,
+                    "something else has this name on the share",
+                ));
+            }
+        }
+        // 5. Times and modes.
+        let touched = std::mem::take(&mut *ctx.touched_dirs.lock());
+        self.apply_meta(&ctx, meta, touched);
+
+        let mut report = ctx.report.into_inner();
+        report.duration_ms = start.elapsed().as_millis() as u64;
+        info!(summary = %report.summary(), "flush done");
+        self.record_flush(&report, scope.is_some());
+        report
+    }
+
+    /// Snapshot of the dirty entries and of the log's end.
+    fn collect_jobs(&self) -> (Vec<Job>, Vec<Ino>, i64) {
+        let tree = self.state.read();
+        let max_seq = tree.ops.last().map_or(0, |(s, _)| *s);
+        let mut jobs = Vec::new();
+        let mut ignored = Vec::new();
+        for ino in tree.dirty_inos() {
+            let (Some(n), Some(path)) = (tree.get(ino), tree.path_of(ino)) else {
+                continue;
+            };
+            if self.is_ignored(&path, n.is_dir()) {
+                ignored.push(ino);
+                continue;
+            }
+            let live_gen = self
+                .live
+                .get(&ino)
+                .map_or(0, |l| l.gen.load(Ordering::SeqCst));
+            jobs.push(Job {
+                ino,
+                local: path,
+                kind: n.kind,
+                node_gen: n.gen,
+                live_gen,
+                base: n.base,
+                in_share: n.in_share,
+                link: n.link().map(str::to_owned),
+                content: n.content_dirty && !n.is_dir(),
+                mode: n.mode,
+            });
+        }
+        (jobs, ignored, max_seq)
+    }
+
+    /// Ignored entries are never written back: they stop counting as pending.
+    fn forget_ignored(&self, inos: &[Ino]) {
+        if inos.is_empty() {
+            return;
+        }
+        let mut tree = self.state.write();
+        let mut changed = Vec::new();
+        for &i in inos {
+            if let Some(n) = tree.get_mut(i) {
+                n.content_dirty = false;
+                n.meta_dirty = false;
+                changed.push(n.clone());
+                tree.reindex(i);
+            }
+        }
+        if let Err(e) = self.persist(|tx| {
+            for n in &changed {
+                journal::put_node(tx, n)?;
+            }
+            Ok(())
+        }) {
+            warn!(error = %e, "could not record ignored entries as settled");
+        }
+    }
+
+    fn free_conflict_name(&self, dir: &RelPath, name: &str) -> io::Result<RelPath> {
+        let now = chrono::Local::now();
+        for attempt in 0..100 {
+            let candidate = dir.join(&names::conflict_name(name, now, attempt));
+            if self.backing.stat(&candidate)?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no free conflict name",
+        ))
+    }
+
+    /// Finishes what a flush interrupted by a crash left on the share. Returns how many
+    /// temporaries were renamed into place.
+    /// Also returns the share directories it changed, whose times must be set again.
+    pub(crate) fn recover_staged(&self) -> Result<(usize, Vec<RelPath>), FsError> {
+        let rows = self.journal.lock().load_staged()?;
+        let mut rolled = 0;
+        let mut dirs = Vec::new();
+        for row in rows {
+            dirs.extend(row.temp.parent());
+            let _span = info_span!("recover", temp = %row.temp).entered();
+            if row.ready {
+                let target_now = self
+                    .backing
+                    .stat(&row.target)
+                    .map_err(|e| FsError::share(&row.target, e))?;
+                let temp_now = self
+                    .backing
+                    .stat(&row.temp)
+                    .map_err(|e| FsError::share(&row.temp, e))?;
+                if temp_now.is_some() {
+                    if let (Some(c), Some(_)) = (&row.conflict, target_now) {
+                        self.backing
+                            .rename(&row.target, c)
+                            .map_err(|e| FsError::share(&row.target, e))?;
+                    }
+                    self.backing
+                        .rename(&row.temp, &row.target)
+                        .map_err(|e| FsError::share(&row.target, e))?;
+                    rolled += 1;
+                }
+                // The file stays dirty (it may have changed since); its base is what is now on
+                // the share, so writing it again is not taken for a conflict.
+                let base = self.backing.stat(&row.target).ok().flatten();
+                let mut tree = self.state.write();
+                let mut changed = None;
+                if let (Some(n), Some(st)) = (tree.get_mut(row.ino), base) {
+                    n.base = Some(Base::of(&st));
+                    n.in_share = true;
+                    changed = Some(n.clone());
+                }
+                self.persist(|tx| {
+                    if let Some(n) = &changed {
+                        journal::put_node(tx, n)?;
+                    }
+                    journal::delete_staged(tx, &row.temp)
+                })?;
+            } else {
+                match self.backing.remove_file(&row.temp) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Never created (the share refused it): nothing to remove.
+                    Err(_) if matches!(self.backing.stat(&row.temp), Ok(None)) => {}
+                    Err(e) => return Err(FsError::share(&row.temp, e)),
+                }
+                self.persist(|tx| journal::delete_staged(tx, &row.temp))?;
+            }
+        }
+        Ok((rolled, dirs))
+    }
+
+    /// Retries are kept apart from the user's flushes: `sipfs flush` reads its own report back.
+    fn record_flush(&self, report: &FlushReport, retry: bool) {
+        let key = if retry { "last_retry" } else { "last_flush" };
+        if let Ok(s) = serde_json::to_string(report) {
+            if let Err(e) = self.journal.lock().set_meta(key, &s) {
+                warn!(error = %e, "could not record the flush report");
+            }
+        }
+    }
+}
