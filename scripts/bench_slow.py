@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Round trips to a share over a slow link, for scripts/bench (issue 14).
+
+The share is an sshfs mount whose sshd is reached through scripts/slow_link.py, which delays
+every byte by the given time in each direction. Each step is timed through sipfs (a fresh
+mount with a new cache each repetition) and as users would do it without sipfs; the figure
+is the median over the repetitions of the paired ratio. Tests never assert times; this only
+measures.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import time
+
+
+def run(*cmd, **kw):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
+
+
+def timed(f):
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+class Sipfs:
+    """A fresh sipfs mount of the share, with a new cache."""
+
+    def __init__(self, a, tag):
+        self.a = a
+        self.mnt = os.path.join(a.work, f"m-slow-sipfs-{tag}")
+        self.cache = os.path.join(a.work, f"slow-cache-{tag}")
+        os.makedirs(self.mnt, exist_ok=True)
+        run(a.sipfs, "mount", a.share, self.mnt, "--cache", self.cache, "--daemon")
+
+    def flush(self):
+        run(self.a.sipfs, "flush", self.mnt)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        run(self.a.sipfs, "unmount", self.mnt)
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+
+def small_files(root, n):
+    os.makedirs(root, exist_ok=True)
+    for i in range(n):
+        with open(os.path.join(root, f"f{i:04d}.csv"), "wb") as f:
+            f.write(os.urandom(4096))
+
+
+def flush_new_files(a, rep):
+    """200 new 4 KiB files: `cp -r` onto the share, rsync over ssh, and a sipfs flush."""
+    src = os.path.join(a.work, f"slow-src-{rep}")
+    small_files(src, 200)
+    cp = timed(lambda: run("cp", "-r", src, os.path.join(a.share, f"cp-{rep}")))
+    rsync = timed(lambda: run("rsync", "-r", "-e", a.ssh, src + "/",
+                              f"root@127.0.0.1:{a.export}/rsync-{rep}/"))
+    with Sipfs(a, f"flush-{rep}") as m:
+        run("cp", "-r", src, os.path.join(m.mnt, f"sipfs-{rep}"))
+        sip = timed(m.flush)
+    return {"serial cp -r": cp, "rsync over ssh": rsync, "sipfs flush": sip}
+
+
+def first_bytes(a, rep):
+    """The first 4 KiB of a 64 MiB file that is on the share (a new file each time)."""
+    name = f"big-{rep}.bin"
+    with open(os.path.join(a.export, name), "wb") as f:
+        f.write(os.urandom(64 << 20))
+
+    def head(path):
+        with open(path, "rb") as f:
+            assert len(f.read(4096)) == 4096
+
+    # The same file through sshfs, then through sipfs: sshfs reads only what is asked.
+    direct = timed(lambda: head(os.path.join(a.share, name)))
+    with Sipfs(a, f"big-{rep}") as m:
+        sip = timed(lambda: head(os.path.join(m.mnt, name)))
+    return {"straight from the share": direct, "sipfs": sip}
+
+
+def first_listing(a, rep):
+    """The first listing with sizes and times of 1000 files in 10 folders on the share."""
+    root = os.path.join(a.export, f"tree-{rep}")
+    for d in range(10):
+        small = os.path.join(root, f"d{d:02d}")
+        os.makedirs(small)
+        for i in range(100):
+            open(os.path.join(small, f"f{i:03d}"), "wb").close()
+
+    def find(path):
+        run("find", path, "-printf", "%s %T@\n")
+
+    direct = timed(lambda: find(os.path.join(a.share, f"tree-{rep}")))
+    with Sipfs(a, f"tree-{rep}") as m:
+        sip = timed(lambda: find(os.path.join(m.mnt, f"tree-{rep}")))
+    return {"straight on the share": direct, "sipfs": sip}
+
+
+STEPS = [
+    ("flush of 200 new 4 KiB files", flush_new_files, "serial cp -r",
+     "<= 0.5x the serial cp -r"),
+    ("first 4 KiB of a 64 MiB file", first_bytes, "straight from the share",
+     "<= 3x reading straight from the share"),
+    ("first listing with stats, 1000 files", first_listing, "straight on the share",
+     "<= 1.2x"),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sipfs", required=True)
+    ap.add_argument("--share", required=True, help="the sshfs mount over the slow link")
+    ap.add_argument("--export", required=True, help="the same folder as the server has it")
+    ap.add_argument("--ssh", required=True, help="ssh command through the slow link, for rsync")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--delay-ms", type=float, required=True)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    rows = []
+    for name, step, base, target in STEPS:
+        runs = []
+        for rep in range(a.reps):
+            runs.append(step(a, rep))
+            print(f"slow link: rep {rep + 1}/{a.reps}: {name} done", flush=True)
+        cols = list(runs[0])
+        rows.append({
+            "name": name,
+            "target": target,
+            "base": base,
+            "seconds": {c: statistics.median(r[c] for r in runs) for c in cols},
+            "ratio": {c: round(statistics.median(r[c] / r[base] for r in runs), 2)
+                      for c in cols if c != base},
+        })
+    json.dump({"delay_ms": a.delay_ms, "reps": a.reps, "rows": rows}, open(a.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
