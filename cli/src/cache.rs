@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use fs_core::{Backing, DeadlineBacking, DirBacking, Engine, EngineOptions, FsError, JournalError};
+use fs_core::{Engine, EngineOptions, FsError, JournalError};
 use tracing::info;
 
 use crate::MountArgs;
@@ -42,7 +42,7 @@ impl Default for EngineSetup {
         EngineSetup {
             parallel: 8,
             ignore: Vec::new(),
-            share_timeout: 30,
+            share_timeout: crate::share::DEFAULT_TIMEOUT_SECS,
             cache_max_bytes: None,
         }
     }
@@ -56,23 +56,6 @@ pub fn setup_of(args: &MountArgs) -> EngineSetup {
         share_timeout: args.share_timeout,
         cache_max_bytes: args.cache_max_size.map(|s| s.as_u64()),
     }
-}
-
-/// The share at `backing`, every call with a deadline of `timeout_secs` (none if 0).
-///
-/// Only a share on a network file system (or one whose kind cannot be told) gets the
-/// deadline: handing each call to a worker costs some 70 µs on a small VM, a few percent of a
-/// network round trip but forty times a local stat, and a local folder does not freeze.
-pub fn share_at(backing: &Path, timeout_secs: u64) -> Arc<dyn Backing> {
-    let dir = Arc::new(DirBacking::new(backing));
-    let local = crate::detect::detect(backing).is_ok_and(|d| !d.network);
-    if timeout_secs == 0 || local {
-        return dir;
-    }
-    Arc::new(DeadlineBacking::new(
-        dir,
-        std::time::Duration::from_secs(timeout_secs),
-    ))
 }
 
 /// The engine for a mount or drive of `backing`, its cache in `cache`.
@@ -97,7 +80,7 @@ pub fn open_engine(
     if opts.windows_share {
         info!("the share follows Windows rules: names are checked before they are written");
     }
-    let engine = match Engine::open(share_at(backing, share_timeout), opts) {
+    let engine = match Engine::open(crate::share::share_at(backing, share_timeout), opts) {
         Ok(e) => Arc::new(e),
         Err(FsError::Journal(JournalError::InUse(dir))) => bail!(
             "the cache {} is in use by another sipfs mount of the same share; unmount that one first, or pass --cache",

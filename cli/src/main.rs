@@ -35,6 +35,7 @@ mod output;
 mod paths;
 mod probe;
 mod run_cmd;
+mod share;
 mod stop;
 
 /// Exit codes, documented in `sipfs --help` and docs/USER_GUIDE.md.

@@ -81,7 +81,7 @@ pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
     opts.parallelism = setup.parallel.max(1);
     opts.idle_checkpoints = true;
     match Mirror::open(
-        crate::cache::share_at(&backing, setup.share_timeout),
+        crate::share::share_at(&backing, setup.share_timeout),
         opts,
         &folder,
     ) {
@@ -258,7 +258,7 @@ fn setup_of(folder: &Path, marker: Marker) -> Setup {
         ignore: Vec::new(),
         windows_share: marker.windows_share,
         parallel: 8,
-        share_timeout: crate::cache::EngineSetup::default().share_timeout,
+        share_timeout: crate::share::DEFAULT_TIMEOUT_SECS,
     }
 }
 

@@ -105,7 +105,7 @@ fn run_mirrored(args: &RunArgs, windows_share: bool) -> Result<i32> {
         ignore: Vec::new(),
         windows_share,
         parallel: 8,
-        share_timeout: crate::cache::EngineSetup::default().share_timeout,
+        share_timeout: crate::share::DEFAULT_TIMEOUT_SECS,
     };
     let mirror = Arc::new(mirror_cmd::open(&setup)?.ok_or_else(|| {
         anyhow::anyhow!(
