@@ -204,3 +204,110 @@ fn a_folder_never_listed_can_be_removed() {
     assert!(!r.share.join("empty").exists());
     assert!(r.share.join("full/f").exists());
 }
+
+/// A share that keeps modification times to the whole second, as SFTP does, and counts the
+/// plain stats it is asked for (the freshness check before each write is a `stat_fresh`).
+struct SecondsShare {
+    inner: DirBacking,
+    stats: std::sync::atomic::AtomicUsize,
+}
+
+impl Backing for SecondsShare {
+    fn describe(&self) -> String {
+        "seconds".into()
+    }
+    fn stat(&self, p: &RelPath) -> std::io::Result<Option<fs_core::Stat>> {
+        self.stats.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.stat(p)
+    }
+    fn stat_fresh(&self, p: &RelPath) -> std::io::Result<Option<fs_core::Stat>> {
+        self.inner.stat_fresh(p)
+    }
+    fn list(&self, d: &RelPath) -> std::io::Result<Vec<(String, fs_core::Stat)>> {
+        self.inner.list(d)
+    }
+    fn fetch(&self, p: &RelPath, dest: &std::path::Path) -> std::io::Result<()> {
+        self.inner.fetch(p, dest)
+    }
+    fn read_link(&self, p: &RelPath) -> std::io::Result<String> {
+        self.inner.read_link(p)
+    }
+    fn stage(
+        &self,
+        src: &std::path::Path,
+        t: &RelPath,
+        mtime: i64,
+        mode: u32,
+    ) -> std::io::Result<()> {
+        self.inner
+            .stage(src, t, mtime - mtime.rem_euclid(1_000_000_000), mode)
+    }
+    fn stage_symlink(&self, target: &str, t: &RelPath) -> std::io::Result<()> {
+        self.inner.stage_symlink(target, t)
+    }
+    fn rename(&self, a: &RelPath, b: &RelPath) -> std::io::Result<()> {
+        self.inner.rename(a, b)
+    }
+    fn remove_file(&self, p: &RelPath) -> std::io::Result<()> {
+        self.inner.remove_file(p)
+    }
+    fn remove_dir(&self, p: &RelPath) -> std::io::Result<()> {
+        self.inner.remove_dir(p)
+    }
+    fn create_dir(&self, p: &RelPath) -> std::io::Result<()> {
+        self.inner.create_dir(p)
+    }
+    fn set_mtime(&self, p: &RelPath, mtime: i64) -> std::io::Result<()> {
+        self.inner
+            .set_mtime(p, mtime - mtime.rem_euclid(1_000_000_000))
+    }
+    fn set_mode(&self, p: &RelPath, mode: u32) -> std::io::Result<()> {
+        self.inner.set_mode(p, mode)
+    }
+}
+
+/// The first file written teaches the flush what the share does to times; later files need
+/// no stat after their rename, and a refresh then finds nothing changed on the share.
+#[test]
+fn a_flush_learns_the_shares_time_resolution_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let share_dir = dir.path().join("share");
+    fs::create_dir_all(&share_dir).unwrap();
+    let share = Arc::new(SecondsShare {
+        inner: DirBacking::new(&share_dir),
+        stats: Default::default(),
+    });
+    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
+    opts.retry = RetryPolicy::none();
+    let e = Engine::open(share.clone(), opts).unwrap();
+    for i in 0..5 {
+        let name = format!("f{i}");
+        write(&e, &name, b"data");
+        let ino = e.resolve(&RelPath::new(&name).unwrap()).unwrap();
+        e.setattr(
+            ino,
+            SetAttr {
+                mtime_ns: Some(1_700_000_000_123_456_789 + i),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    let before = share.stats.load(std::sync::atomic::Ordering::SeqCst);
+    let report = e.flush(None);
+    assert!(
+        report.pending.is_empty() && report.warnings.is_empty(),
+        "{report:?}"
+    );
+    let stats = share.stats.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(stats, 1, "stats after renames");
+    let refreshed = e.refresh();
+    assert!(refreshed.errors.is_empty(), "{refreshed:?}");
+    assert_eq!(
+        (refreshed.added, refreshed.changed, refreshed.removed),
+        (0, 0, 0),
+        "{refreshed:?}"
+    );
+    let again = e.flush(None);
+    assert_eq!(again.files_written, 0, "{again:?}");
+}

@@ -160,6 +160,8 @@ pub struct Engine {
     clock: AtomicU64,
     /// The cache's size as last counted, plus what was fetched since (`evict.rs`).
     pub(crate) cache_estimate: AtomicU64,
+    /// What the share does to the times a flush gives it (`flush/times.rs`).
+    pub(crate) share_times: crate::flush::ShareTimes,
     pub(crate) flush_lock: Mutex<()>,
     pub(crate) ignore: RwLock<IgnoreRules>,
     pub(crate) pool: rayon::ThreadPool,
@@ -288,6 +290,7 @@ impl Engine {
             live: DashMap::new(),
             clock: AtomicU64::new(1),
             cache_estimate: AtomicU64::new(0),
+            share_times: Default::default(),
             flush_lock: Mutex::new(()),
             ignore: RwLock::new(IgnoreRules::defaults()),
             pool,

@@ -39,6 +39,9 @@ use crate::tree::Ino;
 mod meta;
 mod replay;
 mod stage;
+mod times;
+
+pub(crate) use times::ShareTimes;
 
 /// What a retry covers: the paths the last flush left pending, and logged changes up to the
 /// last one it covered.

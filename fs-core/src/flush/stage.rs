@@ -280,16 +280,34 @@ impl Engine {
             ctx.push_pending(item);
             return None;
         }
-        let after = self.backing.stat(&s.target).ok().flatten();
-        if s.job.kind == EntryKind::File
-            && after.is_some_and(|st| !same_time_at_share_resolution(st.mtime_ns, s.mtime_ns))
-        {
-            ctx.warn_once_mtime();
-        }
-        let base = after.map(|st| Base::of(&st)).unwrap_or(Base {
-            size: s.size,
-            mtime_ns: s.mtime_ns,
-        });
+        let known = match s.job.kind {
+            EntryKind::File => self.share_times.kept(s.mtime_ns),
+            _ => None,
+        };
+        let base = match known {
+            // What the share holds is known without asking (see `times.rs`).
+            Some(mtime_ns) => Base {
+                size: s.size,
+                mtime_ns,
+            },
+            None => {
+                let after = self.backing.stat(&s.target).ok().flatten();
+                if s.job.kind == EntryKind::File {
+                    if let Some(st) = after {
+                        if !same_time_at_share_resolution(st.mtime_ns, s.mtime_ns) {
+                            ctx.warn_once_mtime();
+                        }
+                        if st.size == s.size {
+                            self.share_times.learn(s.mtime_ns, st.mtime_ns);
+                        }
+                    }
+                }
+                after.map(|st| Base::of(&st)).unwrap_or(Base {
+                    size: s.size,
+                    mtime_ns: s.mtime_ns,
+                })
+            }
+        };
         self.finish_entry(&s.job, Some(base), Some(&s.temp));
         ctx.touched(&s.job.local);
         ctx.step(s.size);

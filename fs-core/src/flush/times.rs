@@ -1,0 +1,83 @@
+//! What the share does to the modification times a flush gives its files, learned from the
+//! first file written whose time can tell: a later file then needs no stat after its rename to
+//! know the version the share holds (its `base`), which over a slow link is a round trip per
+//! component of its path.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Not learned yet (the default, 0).
+#[cfg(test)]
+const UNKNOWN: u8 = 0;
+const EXACT: u8 = 1;
+/// SFTP (sshfs) keeps whole seconds.
+const SECONDS: u8 = 2;
+/// SMB keeps 100 ns.
+const HUNDRED_NS: u8 = 3;
+
+const SECOND: i64 = 1_000_000_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct ShareTimes(AtomicU8);
+
+impl ShareTimes {
+    /// The time the share holds after it was given `ours`, once that is known.
+    pub(crate) fn kept(&self, ours: i64) -> Option<i64> {
+        match self.0.load(Ordering::SeqCst) {
+            EXACT => Some(ours),
+            SECONDS => Some(ours - ours.rem_euclid(SECOND)),
+            HUNDRED_NS => Some(ours - ours.rem_euclid(100)),
+            _ => None,
+        }
+    }
+
+    /// Learns from the share's time `share` for a file given `ours`. Only a time with a part
+    /// below 100 ns tells the three apart; a share that kept none of them (one that cannot set
+    /// times) teaches nothing, and its files keep being asked.
+    pub(crate) fn learn(&self, ours: i64, share: i64) {
+        if ours.rem_euclid(100) == 0 {
+            return;
+        }
+        let seen = if share == ours {
+            EXACT
+        } else if share == ours - ours.rem_euclid(SECOND) {
+            SECONDS
+        } else if share == ours - ours.rem_euclid(100) {
+            HUNDRED_NS
+        } else {
+            return;
+        };
+        self.0.store(seen, Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    fn known(&self) -> bool {
+        self.0.load(Ordering::SeqCst) != UNKNOWN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_each_resolution_from_a_time_that_tells() {
+        let ours = 1_700_000_000_123_456_789;
+        for (share, kept) in [
+            (ours, ours),
+            (1_700_000_000_000_000_000, 1_700_000_000_000_000_000),
+            (1_700_000_000_123_456_700, 1_700_000_000_123_456_700),
+        ] {
+            let t = ShareTimes::default();
+            assert_eq!(t.kept(ours), None);
+            // A whole-second time cannot tell: nothing is learned from it.
+            t.learn(1_700_000_001_000_000_000, 1_700_000_001_000_000_000);
+            assert!(!t.known());
+            t.learn(ours, share);
+            assert_eq!(t.kept(ours), Some(kept));
+        }
+        // A share that kept none of them (it sets its own times) is asked every time.
+        let t = ShareTimes::default();
+        t.learn(ours, 5);
+        assert!(!t.known());
+    }
+}
