@@ -17,10 +17,9 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -262,68 +261,60 @@ impl<T: Send> Progress for Call<T> {
     }
 }
 
-fn owned(p: &RelPath) -> RelPath {
-    p.clone()
-}
-
-fn owned_path(p: &Path) -> PathBuf {
-    p.to_owned()
-}
-
 impl Backing for DeadlineBacking {
     fn describe(&self) -> String {
         self.inner.describe()
     }
     fn stat(&self, path: &RelPath) -> io::Result<Option<Stat>> {
-        let p = owned(path);
+        let p = path.clone();
         self.call(move |b| b.stat(&p))
     }
     fn stat_fresh(&self, path: &RelPath) -> io::Result<Option<Stat>> {
-        let p = owned(path);
+        let p = path.clone();
         self.call(move |b| b.stat_fresh(&p))
     }
     fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
-        let p = owned(dir);
+        let p = dir.clone();
         self.call(move |b| b.list(&p))
     }
     fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()> {
-        let (p, d) = (owned(path), owned_path(dest));
+        let (p, d) = (path.clone(), dest.to_owned());
         self.call(move |b| b.fetch(&p, &d))
     }
     fn read_link(&self, path: &RelPath) -> io::Result<String> {
-        let p = owned(path);
+        let p = path.clone();
         self.call(move |b| b.read_link(&p))
     }
     fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()> {
-        let (s, t) = (owned_path(src), owned(temp));
+        let (s, t) = (src.to_owned(), temp.clone());
         self.call(move |b| b.stage(&s, &t, mtime_ns, mode))
     }
     fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()> {
-        let (l, t) = (target.to_owned(), owned(temp));
+        let (l, t) = (target.to_owned(), temp.clone());
         self.call(move |b| b.stage_symlink(&l, &t))
     }
     fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
-        let (f, t) = (owned(from), owned(to));
+        let (f, t) = (from.clone(), to.clone());
         self.call(move |b| b.rename(&f, &t))
     }
     fn remove_file(&self, path: &RelPath) -> io::Result<()> {
-        let p = owned(path);
+        let p = path.clone();
         self.call(move |b| b.remove_file(&p))
     }
     fn remove_dir(&self, path: &RelPath) -> io::Result<()> {
-        let p = owned(path);
+        let p = path.clone();
         self.call(move |b| b.remove_dir(&p))
     }
     fn create_dir(&self, path: &RelPath) -> io::Result<()> {
-        let p = owned(path);
+        let p = path.clone();
         self.call(move |b| b.create_dir(&p))
     }
     fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
-        let p = owned(path);
+        let p = path.clone();
         self.call(move |b| b.set_mtime(&p, mtime_ns))
     }
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {
-        let p = owned(path);
+        let p = path.clone();
         self.call(move |b| b.set_mode(&p, mode))
     }
 }

@@ -64,14 +64,15 @@ impl Engine {
     }
 
     /// Drops the least recently opened clean copies until the cache holds at most `limit`
-    /// bytes, or nothing more may go.
+    /// bytes, or nothing more may go. Only for an engine with a cache limit: without one,
+    /// open handles are not counted, so nothing can be known safe to drop, and nothing is.
     pub fn evict_to(&self, limit: u64) -> Result<Eviction, FsError> {
         self.evict_keeping(limit, None)
     }
 
     fn evict_keeping(&self, limit: u64, keep: Option<Ino>) -> Result<Eviction, FsError> {
         let _span = info_span!("evict", limit).entered();
-        if self.local_changes.get().is_some() {
+        if self.local_changes.get().is_some() || !self.counts_opens() {
             return Ok(Eviction::default());
         }
         let (mut total, candidates) = {

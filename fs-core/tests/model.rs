@@ -257,6 +257,9 @@ impl Rig {
         opts.parallelism = 1;
         opts.flush_order_seed = Some(self.seed);
         opts.retry = RetryPolicy::none();
+        // A limit that never triggers by itself, so that the engine counts open handles and
+        // the `Evict` op can shrink the cache.
+        opts.cache_max_bytes = Some(u64::MAX);
         self.engine = Some(Engine::open(backing, opts).expect("engine opens"));
     }
 

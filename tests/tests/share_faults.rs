@@ -37,6 +37,13 @@ fn assert_same_content(share: &Path, mnt: &Path) {
     }
 }
 
+/// After a flush that finished: the share holds what the mount shows, and no temporary.
+fn assert_all_landed(share: &SshShare, mnt: &Path) {
+    assert_same_content(&share.export, mnt);
+    let left = temporaries(&share.export);
+    assert!(left.is_empty(), "{left:?}");
+}
+
 fn temporaries(root: &Path) -> Vec<String> {
     snapshot(root, &|_| false)
         .into_keys()
@@ -119,12 +126,7 @@ fn share_goes_away_mid_flush() {
     std::thread::sleep(Duration::from_secs(1));
     let (code, out) = flush(&s.mnt);
     assert_eq!(code, Some(0), "{out}");
-    assert_same_content(&share.export, &s.mnt);
-    assert!(
-        temporaries(&share.export).is_empty(),
-        "{:?}",
-        temporaries(&share.export)
-    );
+    assert_all_landed(&share, &s.mnt);
     m.stop();
 }
 
@@ -173,12 +175,7 @@ fn a_frozen_share_ends_the_flush_at_the_deadline() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert_same_content(&share.export, &s.mnt);
-    assert!(
-        temporaries(&share.export).is_empty(),
-        "{:?}",
-        temporaries(&share.export)
-    );
+    assert_all_landed(&share, &s.mnt);
     m.stop();
 }
 
@@ -204,12 +201,7 @@ fn kill9_at_many_points_during_flushes() {
     }
     let (code, out) = flush(&s.mnt);
     assert_eq!(code, Some(0), "{out}");
-    assert_same_content(&share.export, &s.mnt);
-    assert!(
-        temporaries(&share.export).is_empty(),
-        "{:?}",
-        temporaries(&share.export)
-    );
+    assert_all_landed(&share, &s.mnt);
     for round in 0..delays.len() {
         for i in 0..120 {
             let p = share.export.join(format!("r{round}/s{i}.csv"));

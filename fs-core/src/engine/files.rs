@@ -48,12 +48,16 @@ impl Engine {
         truncate: bool,
         rw_descriptor: bool,
     ) -> Result<FileHandle, FsError> {
+        if !self.counts_opens() {
+            return self.open_counted(ino, write, truncate, rw_descriptor);
+        }
         // Counted open before the copy is made sure of, so that no eviction takes it between
         // the fetch and the open; taken back unless a handle comes out.
-        let live = self.count_open(ino);
+        let live = self.live(ino);
+        self.count_open(&live);
         let opened = self.open_counted(ino, write, truncate, rw_descriptor);
         if opened.is_err() {
-            live.opens.fetch_sub(1, Ordering::SeqCst);
+            self.uncount_open(&live);
         }
         opened
     }
@@ -162,12 +166,15 @@ impl Engine {
     }
 
     pub fn release(&self, fh: FileHandle) {
+        if !fh.writable && !self.counts_opens() {
+            return;
+        }
         let live = self.live(fh.ino);
         if fh.writable {
             live.gen.fetch_add(1, Ordering::SeqCst);
             live.writers.fetch_sub(1, Ordering::SeqCst);
         }
-        live.opens.fetch_sub(1, Ordering::SeqCst);
+        self.uncount_open(&live);
     }
 
     /// Makes the file's data and the journal durable, as fsync on a local disk does.

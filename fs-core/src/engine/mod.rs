@@ -142,7 +142,8 @@ pub(crate) struct Live {
     /// Writable handles open now. A file open for writing stays dirty after a flush, since
     /// (with FUSE passthrough) its writes are not seen one by one.
     pub writers: AtomicU32,
-    /// Handles open now, readers included: an open file's copy is never evicted.
+    /// Handles open now, readers included: an open file's copy is never evicted. Counted only
+    /// with a cache limit ([`Engine::counts_opens`]).
     pub opens: AtomicU32,
     /// When the file was last opened, on [`Engine::tick`]'s clock: eviction takes the oldest.
     pub last_open: AtomicU64,
@@ -405,17 +406,26 @@ impl Engine {
         self.live.entry(ino).or_default().clone()
     }
 
-    /// Counts a handle of `ino` as open (until [`Engine::release`]) and the file as just used.
-    fn count_open(&self, ino: Ino) -> Arc<Live> {
-        let live = self.live(ino);
-        live.opens.fetch_add(1, Ordering::SeqCst);
-        self.mark_used(&live);
-        live
+    /// Handles are counted open, and files' last opens kept, only for eviction
+    /// (`--cache-max-size`): without a limit a read-only open keeps no per-file state, and an
+    /// opened file costs no memory of its own.
+    pub(crate) fn counts_opens(&self) -> bool {
+        self.opts.cache_max_bytes.is_some()
     }
 
-    fn mark_used(&self, live: &Live) {
-        let now = self.clock.fetch_add(1, Ordering::SeqCst);
-        live.last_open.store(now, Ordering::SeqCst);
+    /// Counts a handle as open (until [`Engine::release`]) and its file as just used.
+    fn count_open(&self, live: &Live) {
+        if self.counts_opens() {
+            live.opens.fetch_add(1, Ordering::SeqCst);
+            let now = self.clock.fetch_add(1, Ordering::SeqCst);
+            live.last_open.store(now, Ordering::SeqCst);
+        }
+    }
+
+    fn uncount_open(&self, live: &Live) {
+        if self.counts_opens() {
+            live.opens.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     pub(crate) fn cache_path(&self, p: &RelPath) -> PathBuf {

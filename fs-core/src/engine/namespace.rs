@@ -144,7 +144,9 @@ impl Engine {
         };
         drop(tree);
         let fh = file.map(|file| {
-            self.count_open(ino).writers.fetch_add(1, Ordering::SeqCst);
+            let live = self.live(ino);
+            self.count_open(&live);
+            live.writers.fetch_add(1, Ordering::SeqCst);
             FileHandle {
                 ino,
                 file,

@@ -273,13 +273,7 @@ impl Engine {
         let (content, meta): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.content);
 
         // 2. Stage.
-        let ops = self.state.read().ops.clone();
-        let outcomes: Vec<StageOutcome> = self.pool.install(|| {
-            content
-                .into_par_iter()
-                .map(|j| self.stage(&ctx, j, &ops, false))
-                .collect()
-        });
+        let outcomes = self.stage_all(&ctx, content, false);
         let mut staged = Vec::new();
         let mut deferred = Vec::new();
         for o in outcomes {
@@ -291,30 +285,12 @@ impl Engine {
         }
 
         // 3. The burst: commit what is staged, then replay the namespace log.
-        if let Err(e) = self.mark_ready(&staged) {
-            for s in &staged {
-                ctx.push_pending(PendingItem::new(&s.job.local, Reason::Other, &e));
-            }
-            staged.clear();
-        }
-        let retry: Vec<Option<Job>> = self.pool.install(|| {
-            staged
-                .into_par_iter()
-                .map(|s| self.commit(&ctx, s))
-                .collect()
-        });
-        deferred.extend(retry.into_iter().flatten());
+        deferred.extend(self.commit_all(&ctx, staged));
         self.replay_ops(&ctx, max_seq);
 
         // 4. Files in directories the burst created.
         if !deferred.is_empty() {
-            let ops = self.state.read().ops.clone();
-            let outcomes: Vec<StageOutcome> = self.pool.install(|| {
-                deferred
-                    .into_par_iter()
-                    .map(|j| self.stage(&ctx, j, &ops, true))
-                    .collect()
-            });
+            let outcomes = self.stage_all(&ctx, deferred, true);
             let mut staged = Vec::new();
             for o in outcomes {
                 match o {
@@ -327,19 +303,7 @@ impl Engine {
                     StageOutcome::Pending(p) => ctx.push_pending(p),
                 }
             }
-            if let Err(e) = self.mark_ready(&staged) {
-                for s in &staged {
-                    ctx.push_pending(PendingItem::new(&s.job.local, Reason::Other, &e));
-                }
-                staged.clear();
-            }
-            let left: Vec<Option<Job>> = self.pool.install(|| {
-                staged
-                    .into_par_iter()
-                    .map(|s| self.commit(&ctx, s))
-                    .collect()
-            });
-            for j in left.into_iter().flatten() {
+            for j in self.commit_all(&ctx, staged) {
                 ctx.push_pending(PendingItem::new(
                     &j.local,
                     Reason::Conflict,

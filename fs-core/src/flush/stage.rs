@@ -4,15 +4,42 @@
 use super::*;
 
 impl Engine {
-    /// Stages one file. `after_burst`: the logged changes that could be replayed were, so a
-    /// folder still standing at the file's name is not ours to wait for.
-    pub(super) fn stage(
+    /// Stages `jobs`, several at once, against the namespace log as it is now.
+    pub(super) fn stage_all(
         &self,
         ctx: &Ctx<'_>,
-        job: Job,
-        ops: &[Logged],
+        jobs: Vec<Job>,
         after_burst: bool,
-    ) -> StageOutcome {
+    ) -> Vec<StageOutcome> {
+        let ops = self.state.read().ops.clone();
+        self.pool.install(|| {
+            jobs.into_par_iter()
+                .map(|j| self.stage(ctx, j, &ops, after_burst))
+                .collect()
+        })
+    }
+
+    /// Marks `staged` ready in the journal and renames each into place, several at once.
+    /// Returns the jobs whose name something else holds for now.
+    pub(super) fn commit_all(&self, ctx: &Ctx<'_>, mut staged: Vec<Staged>) -> Vec<Job> {
+        if let Err(e) = self.mark_ready(&staged) {
+            for s in &staged {
+                ctx.push_pending(PendingItem::new(&s.job.local, Reason::Other, &e));
+            }
+            staged.clear();
+        }
+        let left: Vec<Option<Job>> = self.pool.install(|| {
+            staged
+                .into_par_iter()
+                .map(|s| self.commit(ctx, s))
+                .collect()
+        });
+        left.into_iter().flatten().collect()
+    }
+
+    /// Stages one file. `after_burst`: the logged changes that could be replayed were, so a
+    /// folder still standing at the file's name is not ours to wait for.
+    fn stage(&self, ctx: &Ctx<'_>, job: Job, ops: &[Logged], after_burst: bool) -> StageOutcome {
         if ctx.down.load(Ordering::SeqCst) {
             return StageOutcome::Pending(ctx.unreachable(&job.local));
         }
@@ -185,7 +212,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn mark_ready(&self, staged: &[Staged]) -> Result<(), FsError> {
+    fn mark_ready(&self, staged: &[Staged]) -> Result<(), FsError> {
         self.persist(|tx| {
             for s in staged {
                 journal::put_staged(
@@ -205,7 +232,7 @@ impl Engine {
 
     /// Renames a staged temporary over its target. Returns the job when the name is taken by
     /// something the burst may still move away (it is tried again after the burst).
-    pub(super) fn commit(&self, ctx: &Ctx<'_>, s: Staged) -> Option<Job> {
+    fn commit(&self, ctx: &Ctx<'_>, s: Staged) -> Option<Job> {
         let _span = info_span!("commit", path = %s.job.local).entered();
         let retry = self.opts.retry;
         let abandon = |keep_row: bool| {
