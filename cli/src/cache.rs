@@ -88,6 +88,8 @@ pub fn open_engine(
         ),
         Err(e) => return Err(e).context(format!("opening the cache {}", cache.display())),
     };
+    // Big files opened for reading are fetched in ranges; the rest of each comes in here.
+    engine.start_background_fill();
     info!(share = %backing.display(), cache = %cache.display(), "cache ready");
     Ok(engine)
 }

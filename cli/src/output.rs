@@ -154,6 +154,20 @@ pub fn print_status(s: &Status) {
         s.cached_files,
         human_bytes(s.cache_bytes)
     );
+    if !s.fetching.is_empty() {
+        outln!(
+            "fetching: {} big file(s), readable meanwhile",
+            s.fetching.len()
+        );
+        for f in s.fetching.iter().take(SHOWN) {
+            outln!(
+                "  {}: {} of {}",
+                f.path,
+                human_bytes(f.fetched_bytes),
+                human_bytes(f.size)
+            );
+        }
+    }
     if s.pending_files == 0 && s.pending_changes == 0 && s.pending_paths.is_empty() {
         outln!("pending: nothing");
     } else {

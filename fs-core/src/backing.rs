@@ -7,6 +7,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use filetime::FileTime;
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,10 @@ pub trait Backing: Send + Sync {
     }
     /// Copies the content of the file at `path` into the local file `dest` (created or truncated).
     fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()>;
+    /// Opens the file at `path` for reading ranges of it: a big file is fetched in ranges, the
+    /// first ones while a program waits for them (`engine/partial.rs`). One open serves every
+    /// range, so each costs one round trip, not an open and a close as well.
+    fn open_read(&self, path: &RelPath) -> io::Result<Arc<dyn ShareReader>>;
     fn read_link(&self, path: &RelPath) -> io::Result<String>;
     /// Writes the local file `src` to the share as the new file `temp` (which must not exist),
     /// durably, with the given modification time and mode, ready to be renamed into place.
@@ -132,6 +137,42 @@ pub trait Backing: Send + Sync {
     fn create_dir(&self, path: &RelPath) -> io::Result<()>;
     fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()>;
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()>;
+}
+
+/// A file on the share, open for reading ranges of it.
+pub trait ShareReader: Send + Sync {
+    /// Up to `len` bytes from `offset`; fewer only at the end of the file.
+    fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+}
+
+/// A local file as a [`ShareReader`].
+struct FileReader(File);
+
+impl ShareReader for FileReader {
+    fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match read_at(&self.0, &mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+}
+
+#[cfg(unix)]
+fn read_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(f, buf, off)
+}
+
+#[cfg(windows)]
+fn read_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(f, buf, off)
 }
 
 /// A share reached as a directory of the local file system (a mapped drive, a mount point).
@@ -202,6 +243,10 @@ impl Backing for DirBacking {
         let mut src = File::open(self.path(path))?;
         let mut dst = File::create(dest)?;
         copy_reporting(&mut src, &mut dst)
+    }
+
+    fn open_read(&self, path: &RelPath) -> io::Result<Arc<dyn ShareReader>> {
+        Ok(Arc::new(FileReader(File::open(self.path(path))?)))
     }
 
     fn read_link(&self, path: &RelPath) -> io::Result<String> {

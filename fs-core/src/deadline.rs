@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::backing::{Backing, Stat};
+use crate::backing::{Backing, ShareReader, Stat};
 use crate::relpath::RelPath;
 
 /// The error of a call that passed its deadline, or that was refused because an earlier one
@@ -130,28 +130,66 @@ struct Health {
 /// A [`Backing`] whose every call has a deadline (see the module's comment).
 pub struct DeadlineBacking {
     inner: Arc<dyn Backing>,
+    deadline: Arc<Deadline>,
+}
+
+/// What the calls to one share have in common: their deadline, the workers that run them and
+/// whether the share is stalled. Shared with the files open on it ([`DeadlineReader`]).
+struct Deadline {
     timeout: Duration,
+    share: String,
     workers: Arc<Workers>,
     health: Arc<Health>,
 }
 
 impl DeadlineBacking {
     pub fn new(inner: Arc<dyn Backing>, timeout: Duration) -> DeadlineBacking {
+        let share = inner.describe();
         DeadlineBacking {
             inner,
-            timeout,
-            workers: Arc::new(Workers {
-                idle: Mutex::new(Vec::new()),
-            }),
-            health: Arc::new(Health {
-                hanging: AtomicUsize::new(0),
-                last_try: Mutex::new(Instant::now()),
+            deadline: Arc::new(Deadline {
+                timeout,
+                share,
+                workers: Arc::new(Workers {
+                    idle: Mutex::new(Vec::new()),
+                }),
+                health: Arc::new(Health {
+                    hanging: AtomicUsize::new(0),
+                    last_try: Mutex::new(Instant::now()),
+                }),
             }),
         }
     }
 
     /// True while a call that passed its deadline still hangs.
     pub fn stalled(&self) -> bool {
+        self.deadline.stalled()
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Backing) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let inner = self.inner.clone();
+        self.deadline.run(move || call(&*inner))
+    }
+}
+
+/// A file open on the share whose every range read has the share's deadline.
+struct DeadlineReader {
+    inner: Arc<dyn ShareReader>,
+    deadline: Arc<Deadline>,
+}
+
+impl ShareReader for DeadlineReader {
+    fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let inner = self.inner.clone();
+        self.deadline.run(move || inner.read_range(offset, len))
+    }
+}
+
+impl Deadline {
+    fn stalled(&self) -> bool {
         self.health.hanging.load(Ordering::SeqCst) > 0
     }
 
@@ -166,9 +204,9 @@ impl DeadlineBacking {
     }
 
     /// Runs `call` on a worker and waits for it until the deadline.
-    fn call<T: Send + 'static>(
+    fn run<T: Send + 'static>(
         &self,
-        call: impl FnOnce(&dyn Backing) -> io::Result<T> + Send + 'static,
+        call: impl FnOnce() -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
         if self.stalled() {
             let mut last = self.health.last_try.lock();
@@ -183,10 +221,10 @@ impl DeadlineBacking {
             ready: Condvar::new(),
             progress: AtomicU64::new(0),
         });
-        let (inner, health, job) = (self.inner.clone(), self.health.clone(), shared.clone());
+        let (health, job) = (self.health.clone(), shared.clone());
         self.workers.run(Box::new(move || {
             PROGRESS.with(|p| *p.borrow_mut() = Some(job.clone()));
-            let result = call(&*inner);
+            let result = call();
             PROGRESS.with(|p| *p.borrow_mut() = None);
             Box::new(move || {
                 let mut slot = job.slot.lock();
@@ -227,7 +265,7 @@ impl DeadlineBacking {
             *self.health.last_try.lock() = Instant::now();
             tracing::warn!(
                 secs = self.timeout.as_secs(),
-                share = %self.inner.describe(),
+                share = %self.share,
                 "a share call passed its deadline; the share counts as stalled"
             );
             return Err(self.stalled_error(false));
@@ -280,6 +318,14 @@ impl Backing for DeadlineBacking {
     fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()> {
         let (p, d) = (path.clone(), dest.to_owned());
         self.call(move |b| b.fetch(&p, &d))
+    }
+    fn open_read(&self, path: &RelPath) -> io::Result<Arc<dyn ShareReader>> {
+        let p = path.clone();
+        let inner = self.call(move |b| b.open_read(&p))?;
+        Ok(Arc::new(DeadlineReader {
+            inner,
+            deadline: self.deadline.clone(),
+        }))
     }
     fn read_link(&self, path: &RelPath) -> io::Result<String> {
         let p = path.clone();
@@ -381,6 +427,9 @@ mod tests {
             }
             Ok(())
         }
+        fn open_read(&self, _: &RelPath) -> io::Result<Arc<dyn ShareReader>> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
         fn read_link(&self, _: &RelPath) -> io::Result<String> {
             Ok(String::new())
         }
@@ -475,6 +524,6 @@ mod tests {
         for _ in 0..100 {
             b.list(&RelPath::root()).unwrap();
         }
-        assert_eq!(b.workers.idle.lock().len(), 1);
+        assert_eq!(b.deadline.workers.idle.lock().len(), 1);
     }
 }

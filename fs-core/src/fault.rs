@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::backing::{Backing, Stat};
+use crate::backing::{Backing, ShareReader, Stat};
 use crate::relpath::RelPath;
 
 /// The switches of a [`FaultyBacking`].
@@ -25,6 +25,8 @@ pub struct FaultControl {
     times_errno: std::sync::atomic::AtomicI32,
     /// Operations asked of the share so far.
     ops: std::sync::atomic::AtomicU64,
+    /// File content read from the share so far, whole fetches and ranges alike.
+    read_bytes: std::sync::atomic::AtomicU64,
     /// When set: listings come in an order drawn from this seed (and the folder's path), the
     /// way a real file system's hashed directories scramble them, but the same on every machine.
     listing_seed: Mutex<Option<u64>>,
@@ -77,6 +79,15 @@ impl FaultControl {
         self.ops.load(Ordering::SeqCst)
     }
 
+    /// Bytes of file content read from the share so far.
+    pub fn read_bytes(&self) -> u64 {
+        self.read_bytes.load(Ordering::SeqCst)
+    }
+
+    fn count_read(&self, n: u64) {
+        self.read_bytes.fetch_add(n, Ordering::SeqCst);
+    }
+
     fn check(&self, paths: &[&RelPath], mutating: bool) -> io::Result<()> {
         self.ops.fetch_add(1, Ordering::SeqCst);
         let left = self.ops_until_offline.load(Ordering::SeqCst);
@@ -94,6 +105,23 @@ impl FaultControl {
             }
         }
         Ok(())
+    }
+}
+
+/// A share file whose every range read consults the [`FaultControl`], as each is a call to
+/// the share.
+struct FaultyReader {
+    inner: Arc<dyn ShareReader>,
+    path: RelPath,
+    control: Arc<FaultControl>,
+}
+
+impl ShareReader for FaultyReader {
+    fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.control.check(&[&self.path], false)?;
+        let data = self.inner.read_range(offset, len)?;
+        self.control.count_read(data.len() as u64);
+        Ok(data)
     }
 }
 
@@ -132,7 +160,18 @@ impl Backing for FaultyBacking {
     }
     fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()> {
         self.control.check(&[path], false)?;
-        self.inner.fetch(path, dest)
+        self.inner.fetch(path, dest)?;
+        self.control
+            .count_read(std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0));
+        Ok(())
+    }
+    fn open_read(&self, path: &RelPath) -> io::Result<Arc<dyn ShareReader>> {
+        self.control.check(&[path], false)?;
+        Ok(Arc::new(FaultyReader {
+            inner: self.inner.open_read(path)?,
+            path: path.clone(),
+            control: self.control.clone(),
+        }))
     }
     fn read_link(&self, path: &RelPath) -> io::Result<String> {
         self.control.check(&[path], false)?;

@@ -20,6 +20,7 @@ use crate::backing::EntryKind;
 use crate::error::JournalError;
 use crate::mirror::stamp::{Check, Stamp};
 use crate::pending::{Base, Logged, NsOp};
+use crate::ranges::Ranges;
 use crate::relpath::RelPath;
 use crate::tree::{Ino, Node};
 
@@ -50,6 +51,14 @@ CREATE TABLE IF NOT EXISTS staged(
     conflict TEXT,
     ino INTEGER NOT NULL,
     ready INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS partial(
+    ino INTEGER PRIMARY KEY,
+    file TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    ranges BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS stamp(
     ino INTEGER PRIMARY KEY,
@@ -381,6 +390,24 @@ impl Journal {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Files fetched in ranges, not whole yet (`engine/partial.rs`).
+    pub fn load_partials(&self) -> Result<Vec<PartialRow>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT ino, file, size, mtime, mode, ranges FROM partial")?;
+        let rows = st.query_map([], |r| {
+            Ok(PartialRow {
+                ino: r.get::<_, i64>(0)? as Ino,
+                file: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                mtime_ns: r.get(3)?,
+                mode: r.get::<_, i64>(4)? as u32,
+                ranges: Ranges::decode(&r.get::<_, Vec<u8>>(5)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Mirror mode: what each entry of the mirror folder looked like when last accounted for.
     pub fn load_stamps(&self) -> Result<Vec<(Ino, Stamp)>, JournalError> {
         let mut st = self
@@ -493,6 +520,43 @@ pub fn put_staged(c: &Connection, s: &StagedRow) -> Result<(), JournalError> {
 pub fn delete_staged(c: &Connection, temp: &RelPath) -> Result<(), JournalError> {
     c.prepare_cached("DELETE FROM staged WHERE temp = ?1")?
         .execute([temp.as_str()])?;
+    Ok(())
+}
+
+/// A file fetched in ranges: the share's version being fetched, the part file holding it, and
+/// the ranges of it that are durable there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialRow {
+    pub ino: Ino,
+    /// The part file's name in `CACHE/parts/`.
+    pub file: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub ranges: Ranges,
+}
+
+pub fn put_partial(c: &Connection, p: &PartialRow) -> Result<(), JournalError> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO partial(ino, file, size, mtime, mode, ranges)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        p.ino as i64,
+        p.file,
+        p.size as i64,
+        p.mtime_ns,
+        p.mode as i64,
+        p.ranges.encode()
+    ])?;
+    Ok(())
+}
+
+/// Forgets the ranged copy of `ino` held in `file` (and no other: a newer one of the same
+/// file may have taken its place).
+pub fn delete_partial(c: &Connection, ino: Ino, file: &str) -> Result<(), JournalError> {
+    c.prepare_cached("DELETE FROM partial WHERE ino = ?1 AND file = ?2")?
+        .execute(params![ino as i64, file])?;
     Ok(())
 }
 

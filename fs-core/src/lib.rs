@@ -24,6 +24,7 @@ pub mod names;
 pub mod nt;
 pub mod pending;
 mod prefetch;
+pub mod ranges;
 mod refresh;
 pub mod relpath;
 pub mod report;
@@ -41,7 +42,8 @@ pub use evict::Eviction;
 pub use mirror::{Mirror, MirrorError, SyncReport};
 pub use relpath::RelPath;
 pub use report::{
-    ConflictItem, FlushReport, Invalidation, PendingItem, Progress, RefreshReport, Status,
+    ConflictItem, FetchingItem, FlushReport, Invalidation, PendingItem, Progress, RefreshReport,
+    Status,
 };
 pub use retry::RetryPolicy;
 pub use tree::{Ino, ROOT_INO};

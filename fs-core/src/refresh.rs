@@ -57,6 +57,7 @@ impl Engine {
         let mut tree = self.state.write();
         let mut put: Vec<Node> = Vec::new();
         let mut deleted: Vec<Ino> = Vec::new();
+        let mut refetch: Vec<Ino> = Vec::new();
         if let (Ok(Some(st)), Some(root)) = (&root_stat, tree.get_mut(ROOT_INO)) {
             if !root.meta_dirty && (root.mtime_ns != st.mtime_ns || root.mode != st.mode) {
                 root.mtime_ns = st.mtime_ns;
@@ -151,6 +152,7 @@ impl Engine {
                     Some(_) if c.content_dirty || !c.in_share => report.kept_local += 1,
                     Some(st) => {
                         self.drop_cached(&tree, cino);
+                        refetch.push(cino);
                         let n = tree.get_mut(cino).expect("exists");
                         n.cached = false;
                         n.meta_dirty = false;
@@ -195,6 +197,11 @@ impl Engine {
             Ok(())
         });
         drop(tree);
+        // Ranged copies of versions the share no longer has (after the tree's lock: a
+        // ranged copy's lock comes first).
+        for ino in deleted.iter().chain(&refetch) {
+            self.drop_partial(*ino);
+        }
         if let Err(e) = r {
             report
                 .errors

@@ -38,6 +38,14 @@ pub struct ConflictItem {
     pub detail: String,
 }
 
+/// A big file being fetched in ranges: opened, readable, not whole in the cache yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchingItem {
+    pub path: String,
+    pub fetched_bytes: u64,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FlushReport {
     pub label: Option<String>,
@@ -152,6 +160,9 @@ pub struct Status {
     /// `--cache-max-size`: past it, the least recently opened clean copies are dropped.
     #[serde(default)]
     pub cache_limit_bytes: Option<u64>,
+    /// Big files being fetched in ranges (`engine/partial.rs`).
+    #[serde(default)]
+    pub fetching: Vec<FetchingItem>,
     pub last_flush: Option<FlushReport>,
     pub last_refresh: Option<RefreshReport>,
     /// The last background retry of what a flush left pending.

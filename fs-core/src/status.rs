@@ -4,7 +4,7 @@ use std::fs;
 
 use crate::backing::EntryKind;
 use crate::engine::Engine;
-use crate::report::{ConflictItem, FlushReport, RefreshReport, Status};
+use crate::report::{ConflictItem, FetchingItem, FlushReport, RefreshReport, Status};
 
 const MAX_LISTED: usize = 200;
 
@@ -50,6 +50,17 @@ impl Engine {
             s.cache_bytes = self.cache_usage(&tree);
             s.cache_limit_bytes = self.opts.cache_max_bytes;
         }
+        s.fetching = self
+            .partial_files()
+            .into_iter()
+            .filter_map(|(ino, fetched_bytes, size)| {
+                Some(FetchingItem {
+                    path: self.path_of(ino)?.to_string(),
+                    fetched_bytes,
+                    size,
+                })
+            })
+            .collect();
         let j = self.journal.lock();
         s.last_flush = j
             .get_meta("last_flush")

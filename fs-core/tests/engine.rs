@@ -229,6 +229,12 @@ impl Backing for SecondsShare {
     fn fetch(&self, p: &RelPath, dest: &std::path::Path) -> std::io::Result<()> {
         self.inner.fetch(p, dest)
     }
+    fn open_read(
+        &self,
+        p: &RelPath,
+    ) -> std::io::Result<std::sync::Arc<dyn fs_core::backing::ShareReader>> {
+        self.inner.open_read(p)
+    }
     fn read_link(&self, p: &RelPath) -> std::io::Result<String> {
         self.inner.read_link(p)
     }

@@ -88,6 +88,11 @@ enum Op {
     /// The cache is shrunk to `16 * n` bytes (`--cache-max-size`): nothing a program sees
     /// may change, and nothing of ours may be lost.
     Evict(u8),
+    /// A program reads `len` bytes at `offset` of one file: a big file (4 bytes or more here)
+    /// is fetched in ranges, and only the blocks read are fetched.
+    ReadPart(usize, u8, u8),
+    /// The background filler takes `n` steps on one file's ranged copy.
+    FillSteps(usize, u8),
 }
 
 fn data() -> impl Strategy<Value = Vec<u8>> {
@@ -118,6 +123,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Heal),
         2 => Just(Op::Crash),
         3 => any::<u8>().prop_map(Op::Evict),
+        3 => (p(), 0u8..40, 0u8..12).prop_map(|(a, o, n)| Op::ReadPart(a, o, n)),
+        2 => (p(), 1u8..4).prop_map(|(a, n)| Op::FillSteps(a, n)),
     ]
 }
 
@@ -260,6 +267,10 @@ impl Rig {
         // A limit that never triggers by itself, so that the engine counts open handles and
         // the `Evict` op can shrink the cache.
         opts.cache_max_bytes = Some(u64::MAX);
+        // Files of 4 bytes or more are fetched in ranges, 2 bytes at least at a time and 32
+        // per background step, so that part files, their holes and their records are in play.
+        opts.range_fetch_min = 4;
+        opts.range_block = 2;
         self.engine = Some(Engine::open(backing, opts).expect("engine opens"));
     }
 
@@ -866,6 +877,45 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 rig.faulted = false;
                 // The engine must show the model again once the share answers.
                 check_view(&rig, &mut m)?;
+            }
+            Op::ReadPart(i, offset, len) => {
+                let p = path(i);
+                let r = rig.resolve(&p).and_then(|ino| {
+                    let e = rig.e();
+                    let fh = e.open_file(ino, false, false)?;
+                    let bytes = e.read(&fh, offset as u64, len as usize);
+                    e.release(fh);
+                    bytes
+                });
+                match (r, m.local.get(&p)) {
+                    (Ok(bytes), Some(MNode::File(c))) => {
+                        let start = (offset as usize).min(c.len());
+                        let end = (start + len as usize).min(c.len());
+                        prop_assert_eq!(&bytes[..], &c[start..end], "bytes of {} at {}", p, offset);
+                        m.atimes.remove(&p);
+                    }
+                    (Err(FsError::Share { .. }), _) => prop_assert!(faults_active),
+                    (Err(e), Some(MNode::File(_))) => {
+                        return Err(TestCaseError::fail(format!("read of {p} failed: {e}")))
+                    }
+                    (Ok(_), _) => return Err(TestCaseError::fail(format!("read {p} should fail"))),
+                    (Err(_), _) => {}
+                }
+            }
+            Op::FillSteps(i, n) => {
+                if let Ok(ino) = rig.resolve(&path(i)) {
+                    for _ in 0..n {
+                        match rig.e().fill_step(ino) {
+                            Ok(true) => {}
+                            Ok(false) => break,
+                            Err(FsError::Share { .. }) => {
+                                prop_assert!(faults_active);
+                                break;
+                            }
+                            Err(e) => return Err(TestCaseError::fail(format!("fill: {e}"))),
+                        }
+                    }
+                }
             }
             Op::Evict(n) => {
                 let r = rig.e().evict_to(n as u64 * 16);

@@ -241,9 +241,12 @@ impl SipFs {
 impl Filesystem for SipFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let caps = config.capabilities();
+        // Direct-I/O opens (files still fetched in ranges) may be mapped shared: the kernel
+        // then reads the mapping's pages through us, as any other read of them.
         let mut want = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_DO_READDIRPLUS;
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
         if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
             // The cache lives on a local disk file system: one level of stacking.
             if config.set_max_stack_depth(1).is_ok() {
@@ -518,7 +521,12 @@ impl Filesystem for SipFs {
             Ok(f) => f,
             Err(e) => return reply.error(errno(&e)),
         };
-        let backing = passthrough
+        // A file still being fetched in ranges has holes the kernel must not read: its reads
+        // come here, which fetches what they need. Direct I/O keeps such an open out of the
+        // kernel's cached I/O mode, which would refuse passthrough opens of the file once it
+        // is whole; without passthrough the page cache (and read-ahead) serves it as usual.
+        let partial = efh.is_partial();
+        let backing = (passthrough && !partial)
             .then(|| self.backing_for(ino.0, efh.file(), |f| reply.open_backing(f)))
             .flatten();
         let id = backing.clone();
@@ -526,9 +534,14 @@ impl Filesystem for SipFs {
             fh: efh,
             _backing: backing,
         });
+        let flags = if partial && passthrough {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        };
         match id {
-            Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
-            None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Some(id) => reply.opened_passthrough(FileHandle(fh), flags, &id),
+            None => reply.opened(FileHandle(fh), flags),
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sipfs_tests::ssh_share::SshShare;
+use sipfs_tests::ssh_share::{chown_to_share_user, SshShare};
 use sipfs_tests::*;
 
 /// Content and kind equal; times equal at the whole second (SFTP keeps no more).
@@ -711,5 +711,128 @@ fn an_smb_share_with_windows_rules() {
     ] {
         assert_eq!(fs::read_to_string(share.export.join(p)).unwrap(), c, "{p}");
     }
+    m.stop();
+}
+
+/// Content nothing repeats: a hole or a misplaced block never matches it.
+fn noise(size: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// `len` bytes at `off` of `path`, read through a shared read-only mapping.
+fn mapped_bytes(path: &Path, off: usize, len: usize) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    let size = f.metadata().unwrap().len() as usize;
+    // SAFETY: a read-only shared mapping of a file nobody truncates during the test, unmapped
+    // before return; the slice read lies inside it.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        let out = std::slice::from_raw_parts((p as *const u8).add(off), len).to_vec();
+        libc::munmap(p, size);
+        out
+    }
+}
+
+/// The ranges of ranged copies the journal of `cache` records, each checked against `want`:
+/// a recorded range must hold the share's bytes, whatever state the crash left. Returns the
+/// bytes recorded.
+fn recorded_ranges_hold_the_share_bytes(cache: &Path, want: &[u8]) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let journal = fs_core::journal::Journal::open(&cache.join("journal.sqlite")).unwrap();
+    let mut recorded = 0;
+    for row in journal.load_partials().unwrap() {
+        assert_eq!(row.size, want.len() as u64);
+        let part = fs::File::open(cache.join("parts").join(&row.file)).unwrap();
+        for span in row.ranges.spans() {
+            let mut got = vec![0u8; (span.end - span.start) as usize];
+            part.read_exact_at(&mut got, span.start).unwrap();
+            assert!(
+                got == want[span.start as usize..span.end as usize],
+                "recorded range {span:?} of {} does not hold the share's bytes",
+                row.file
+            );
+            recorded += span.end - span.start;
+        }
+    }
+    recorded
+}
+
+/// A big file on a slow share: its first bytes read before the whole is fetched, the rest
+/// comes in the background, and `kill -9` at any point of that fetch never makes a hole or a
+/// half-written block count as data. After each crash the mount reads the file right.
+#[test]
+fn kill9_during_a_background_fetch_never_serves_a_hole() {
+    let s = Scratch::new();
+    let share = SshShare::start_with_latency(s.dir.path(), Some(Duration::from_millis(2)));
+    let want = noise(48 << 20, 7);
+    fs::write(share.export.join("big.bin"), &want).unwrap();
+    chown_to_share_user(&share.export.join("big.bin"));
+    let at = |off: usize| &want[off..off + 4096];
+    let mut seen_partial = 0;
+    for (round, delay) in [0u64, 100, 300, 700, 1500].into_iter().enumerate() {
+        let m = mount_on(&share, &s, &[]);
+        let off = (round * 9 + 3) << 20;
+        let mut got = vec![0u8; 4096];
+        {
+            use std::os::unix::fs::FileExt;
+            let f = fs::File::open(s.mnt.join("big.bin")).unwrap();
+            f.read_exact_at(&mut got, off as u64).unwrap();
+        }
+        assert!(got == at(off), "round {round}: first read at {off} differs");
+        let mapped = mapped_bytes(&s.mnt.join("big.bin"), off + (1 << 20), 4096);
+        assert!(
+            mapped == at(off + (1 << 20)),
+            "round {round}: a mapped read differs"
+        );
+        let status: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(s.mnt.join(".sipfs/status")).unwrap())
+                .unwrap();
+        let fetching = status["fetching"].as_array().unwrap().clone();
+        std::thread::sleep(Duration::from_millis(delay));
+        m.kill9();
+        let rows = fs::read_dir(s.cache.join("parts")).map_or(0, |d| d.count());
+        // A part file left means the fetch was under way when status was read.
+        if rows > 0 {
+            assert_eq!(fetching.len(), 1, "{status}");
+            assert_eq!(fetching[0]["path"], "big.bin");
+            assert_eq!(fetching[0]["size"], want.len() as u64);
+        }
+        let recorded = recorded_ranges_hold_the_share_bytes(&s.cache, &want);
+        eprintln!("round {round}: killed after {delay} ms; {rows} part file(s), {recorded} bytes recorded");
+        if rows > 0 {
+            seen_partial += 1;
+        }
+    }
+    assert!(
+        seen_partial > 0,
+        "no kill found the file partly fetched: the share was too fast to tell"
+    );
+    let m = mount_on(&share, &s, &[]);
+    assert!(
+        fs::read(s.mnt.join("big.bin")).unwrap() == want,
+        "the file reads wrong after the crashes"
+    );
     m.stop();
 }

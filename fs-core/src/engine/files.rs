@@ -69,6 +69,11 @@ impl Engine {
         truncate: bool,
         rw_descriptor: bool,
     ) -> Result<FileHandle, FsError> {
+        if !write {
+            if let Some(h) = self.open_ranged(ino)? {
+                return Ok(h);
+            }
+        }
         for _ in 0..3 {
             if truncate && write {
                 self.make_empty_if_uncached(ino)?;
@@ -100,13 +105,39 @@ impl Engine {
                 ino,
                 file,
                 writable: write,
+                partial: None,
             });
         }
         Err(FsError::NotFound(self.path_of(ino).unwrap_or_default()))
     }
 
+    /// A read-only handle on the ranged copy of a big uncached file (`partial.rs`), which
+    /// the background filler then completes; `None` when the file is read whole.
+    fn open_ranged(&self, ino: Ino) -> Result<Option<FileHandle>, FsError> {
+        let Some(p) = self.partial_for(ino)? else {
+            return Ok(None);
+        };
+        if p.is_whole() {
+            // Filled already (but not installed): installed by the fetch the caller makes.
+            return Ok(None);
+        }
+        let file = p
+            .file()
+            .try_clone()
+            .map_err(io_err(&self.path_of(ino).unwrap_or_default()))?;
+        self.queue_fill(&p);
+        Ok(Some(FileHandle {
+            ino,
+            file,
+            writable: false,
+            partial: Some(p),
+        }))
+    }
+
     /// Gives an uncached file an empty cache copy, for opens that truncate it anyway.
     fn make_empty_if_uncached(&self, ino: Ino) -> Result<(), FsError> {
+        // A ranged copy in the making is of content about to be replaced.
+        self.drop_partial(ino);
         let mut tree = self.state.write();
         let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
         let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
@@ -131,6 +162,9 @@ impl Engine {
     }
 
     pub fn read(&self, fh: &FileHandle, offset: u64, size: usize) -> Result<Vec<u8>, FsError> {
+        if let Some(p) = &fh.partial {
+            self.fill(p, offset..offset.saturating_add(size as u64))?;
+        }
         let mut buf = vec![0u8; size];
         let mut done = 0;
         while done < size {

@@ -32,6 +32,7 @@ use crate::tree::{Ino, Name, Node, Tree, ROOT_INO};
 
 mod files;
 mod namespace;
+mod partial;
 mod reading;
 
 /// How an engine is set up.
@@ -65,6 +66,12 @@ pub struct EngineOptions {
     /// Keep the cache at most this big by dropping the least recently opened clean copies
     /// (`evict.rs`); `None`: no limit.
     pub cache_max_bytes: Option<u64>,
+    /// Files at least this big are fetched in ranges (`partial.rs`): an open for reading
+    /// returns at once and a read waits only for what it reads. `u64::MAX`: never.
+    pub range_fetch_min: u64,
+    /// What a read of a file fetched in ranges fetches at least, aligned: a read of 4 KiB
+    /// fetches the block around it. The background fill asks for 16 blocks at a time.
+    pub range_block: u64,
 }
 
 impl EngineOptions {
@@ -80,6 +87,8 @@ impl EngineOptions {
             flush_order_seed: None,
             idle_checkpoints: false,
             cache_max_bytes: None,
+            range_fetch_min: 8 << 20,
+            range_block: 256 << 10,
         }
     }
 }
@@ -121,9 +130,17 @@ pub struct FileHandle {
     pub ino: Ino,
     file: File,
     writable: bool,
+    /// A file fetched in ranges: reads fetch what is missing first (`partial.rs`).
+    partial: Option<Arc<partial::Partial>>,
 }
 
 impl FileHandle {
+    /// The file is not whole in the cache: its reads must come through the engine, which
+    /// fetches what they need; it cannot be handed to the kernel.
+    pub fn is_partial(&self) -> bool {
+        self.partial.as_ref().is_some_and(|p| !p.is_whole())
+    }
+
     /// The cached file, for adapters that hand it to the kernel (FUSE passthrough).
     pub fn file(&self) -> &File {
         &self.file
@@ -168,6 +185,10 @@ pub struct Engine {
     pub(crate) pool: rayon::ThreadPool,
     /// Set in mirror mode, where people change the cache tree directly.
     pub(crate) local_changes: std::sync::OnceLock<Arc<dyn LocalChanges>>,
+    /// Files being fetched in ranges (`partial.rs`).
+    pub(crate) partials: partial::Partials,
+    /// The background filler of ranged copies, once started.
+    filler: std::sync::OnceLock<std::sync::mpsc::Sender<Arc<partial::Partial>>>,
     _cache_lock: File,
 }
 
@@ -297,8 +318,11 @@ impl Engine {
             pool,
             opts,
             local_changes: std::sync::OnceLock::new(),
+            partials: Default::default(),
+            filler: std::sync::OnceLock::new(),
             _cache_lock: cache_lock,
         };
+        engine.load_partials()?;
         engine.reload_ignore_rules();
         if engine.opts.idle_checkpoints {
             journal::checkpoint_when_idle(&engine.journal);

@@ -151,6 +151,7 @@ impl Engine {
                 ino,
                 file,
                 writable: true,
+                partial: None,
             }
         });
         Ok((attr, fh))

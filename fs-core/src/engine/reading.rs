@@ -192,7 +192,8 @@ impl Engine {
         })
     }
 
-    /// Fetches a file's content into the cache on first open.
+    /// Fetches a file's content into the cache on first open. A big file goes through a
+    /// ranged copy (`partial.rs`), which picks up what an earlier open already fetched.
     pub(crate) fn ensure_cached(&self, ino: Ino) -> Result<(), FsError> {
         for _attempt in 0..3 {
             let (path, share) = {
@@ -209,6 +210,11 @@ impl Engine {
                     share_path_of(&path, &tree.ops).ok_or(FsError::NotFound(path.clone()))?;
                 (path, share)
             };
+            if let Some(p) = self.partial_for(ino)? {
+                // Installed, or dropped because the share's copy changed: look again.
+                self.finish_partial(&p)?;
+                continue;
+            }
             let _span = info_span!("fetch", path = %path).entered();
             let tmp = self.tmp_dir.join(format!("fetch-{ino}-{}", now_ns()));
             let fetched = (|| {
@@ -233,56 +239,10 @@ impl Engine {
                 let _ = fs::remove_file(&tmp);
                 continue;
             }
-            let mut tree = self.state.write();
-            let Some(node) = tree.get(ino) else {
+            if !self.install_copy(ino, &tmp, &st, |_| Ok(()))? {
                 let _ = fs::remove_file(&tmp);
-                return Ok(());
-            };
-            // A time or mode set here before the first read is a change of ours: the fetched
-            // copy takes it, and the flush still writes it (the node stays dirty).
-            let (mtime, mode) = if node.meta_dirty {
-                (node.mtime_ns, node.mode)
-            } else {
-                (st.mtime_ns, st.mode)
-            };
-            let atime = node.atime_ns().unwrap_or(mtime);
-            set_cache_mode(&tmp, mode);
-            filetime::set_file_times(
-                &tmp,
-                backing::filetime_from_ns(atime),
-                backing::filetime_from_ns(mtime),
-            )
-            .map_err(io_err(&path))?;
-            if node.cached {
-                let _ = fs::remove_file(&tmp);
-                return Ok(());
             }
-            let path = tree.path_of(ino).expect("exists");
-            let dest = self.cache_path(&path);
-            if self.local_changes.get().is_some() && fs::symlink_metadata(&dest).is_ok() {
-                // Mirror mode: someone put an entry here before the share's was fetched. Theirs
-                // stays; the next scan records it as a local change.
-                let _ = fs::remove_file(&tmp);
-                return Ok(());
-            }
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).map_err(io_err(&path))?;
-            }
-            fs::rename(&tmp, &dest).map_err(io_err(&path))?;
-            let node = tree.get_mut(ino).expect("exists");
-            node.cached = true;
-            node.base = Some(Base::of(&st));
-            node.size = st.size;
-            node.mtime_ns = mtime;
-            // The cached file holds the access time from now on.
-            node.set_atime_ns(None);
-            let n = node.clone();
-            let recorded = self.persist(|tx| journal::put_node(tx, &n));
-            drop(tree);
-            if recorded.is_ok() {
-                self.after_fetch(ino, st.size);
-            }
-            return recorded;
+            return Ok(());
         }
         Err(FsError::share(
             &self.path_of(ino).unwrap_or_default(),
@@ -291,5 +251,66 @@ impl Engine {
                 "the file kept changing on the share while it was copied",
             ),
         ))
+    }
+
+    /// Puts a fetched copy of the share's version `st` (the local file `from`) into the cache
+    /// tree as the node's content, and records it with `also` in one journal transaction.
+    /// `Ok(false)` when it is not wanted any more (the node went, or got a copy meanwhile);
+    /// `from` is then left for the caller to remove.
+    pub(super) fn install_copy(
+        &self,
+        ino: Ino,
+        from: &Path,
+        st: &Stat,
+        also: impl FnOnce(&Transaction<'_>) -> Result<(), JournalError>,
+    ) -> Result<bool, FsError> {
+        let mut tree = self.state.write();
+        let Some(node) = tree.get(ino) else {
+            return Ok(false);
+        };
+        let path = tree.path_of(ino).expect("exists");
+        // A time or mode set here before the first read is a change of ours: the fetched
+        // copy takes it, and the flush still writes it (the node stays dirty).
+        let (mtime, mode) = if node.meta_dirty {
+            (node.mtime_ns, node.mode)
+        } else {
+            (st.mtime_ns, st.mode)
+        };
+        let atime = node.atime_ns().unwrap_or(mtime);
+        if node.cached {
+            return Ok(false);
+        }
+        set_cache_mode(from, mode);
+        filetime::set_file_times(
+            from,
+            backing::filetime_from_ns(atime),
+            backing::filetime_from_ns(mtime),
+        )
+        .map_err(io_err(&path))?;
+        let dest = self.cache_path(&path);
+        if self.local_changes.get().is_some() && fs::symlink_metadata(&dest).is_ok() {
+            // Mirror mode: someone put an entry here before the share's was fetched. Theirs
+            // stays; the next scan records it as a local change.
+            return Ok(false);
+        }
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err(&path))?;
+        }
+        fs::rename(from, &dest).map_err(io_err(&path))?;
+        let node = tree.get_mut(ino).expect("exists");
+        node.cached = true;
+        node.base = Some(Base::of(st));
+        node.size = st.size;
+        node.mtime_ns = mtime;
+        // The cached file holds the access time from now on.
+        node.set_atime_ns(None);
+        let n = node.clone();
+        self.persist(|tx| {
+            journal::put_node(tx, &n)?;
+            also(tx)
+        })?;
+        drop(tree);
+        self.after_fetch(ino, st.size);
+        Ok(true)
     }
 }
