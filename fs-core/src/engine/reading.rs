@@ -192,8 +192,8 @@ impl Engine {
         })
     }
 
-    /// Fetches a file's content into the cache on first open. A big file goes through a
-    /// ranged copy (`partial.rs`), which picks up what an earlier open already fetched.
+    /// Fetches a file's content into the cache on first open, finishing the ranged copy
+    /// (`partial.rs`) a read-only open began, if any.
     pub(crate) fn ensure_cached(&self, ino: Ino) -> Result<(), FsError> {
         for _attempt in 0..3 {
             let (path, share) = {
@@ -210,7 +210,10 @@ impl Engine {
                     share_path_of(&path, &tree.ops).ok_or(FsError::NotFound(path.clone()))?;
                 (path, share)
             };
-            if let Some(p) = self.partial_for(ino)? {
+            // A ranged copy a read-only open began is finished rather than fetched again. None
+            // is begun here: who needs the whole file now is served best by one whole fetch.
+            let partial = self.partials.lock().get(&ino).cloned();
+            if let Some(p) = partial {
                 // Installed, or dropped because the share's copy changed: look again.
                 self.finish_partial(&p)?;
                 continue;
