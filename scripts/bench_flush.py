@@ -16,19 +16,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
+import sys
 import time
 
-
-def run(*cmd):
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-
-
-def timed(f):
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
+from bench_slow import row, run, timed  # noqa: E402
 
 
 def make_tree(root, files, per_dir=100, size=4096):
@@ -113,18 +106,6 @@ def mirror_flush(a):
         proc.terminate()
         proc.wait(timeout=300)
     return runs
-
-
-def row(name, runs, base, target):
-    cols = list(runs[0])
-    return {
-        "name": name,
-        "target": target,
-        "base": base,
-        "seconds": {c: statistics.median(r[c] for r in runs) for c in cols},
-        "ratio": {c: round(statistics.median(r[c] / r[base] for r in runs), 2)
-                  for c in cols if c != base},
-    }
 
 
 def main():

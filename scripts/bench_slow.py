@@ -131,6 +131,20 @@ STEPS = [
 ]
 
 
+def row(name, runs, base, target):
+    """A table row: median seconds per column, and the median of each column's paired ratio
+    to `base` (scripts/bench_flush.py uses it too)."""
+    cols = list(runs[0])
+    return {
+        "name": name,
+        "target": target,
+        "base": base,
+        "seconds": {c: statistics.median(r[c] for r in runs) for c in cols},
+        "ratio": {c: round(statistics.median(r[c] / r[base] for r in runs), 2)
+                  for c in cols if c != base},
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sipfs", required=True)
@@ -151,15 +165,7 @@ def main():
         for rep in range(a.reps):
             runs.append(step(a, rep))
             print(f"slow link: rep {rep + 1}/{a.reps}: {name} done", flush=True)
-        cols = list(runs[0])
-        rows.append({
-            "name": name,
-            "target": target,
-            "base": base,
-            "seconds": {c: statistics.median(r[c] for r in runs) for c in cols},
-            "ratio": {c: round(statistics.median(r[c] / r[base] for r in runs), 2)
-                      for c in cols if c != base},
-        })
+        rows.append(row(name, runs, base, target))
     json.dump({"delay_ms": a.delay_ms, "reps": a.reps, "rows": rows}, open(a.out, "w"), indent=1)
 
 
