@@ -5,7 +5,9 @@ Two steps, each against a local share folder (no delay: what is measured is the 
 does beyond writing what changed):
 
 - a mount of a 20 000-file project, 50 files changed, `sipfs flush`; beside it the floor, a
-  `cp` of the 50 files onto a copy of the share, and `rsync -a` of the whole tree onto another;
+  `cp` of the 50 files onto a copy of the share, the durable floor (the same `cp`, then each
+  file synced: a flush syncs each file before it renames it into place), and `rsync -a` of
+  the whole tree onto another;
 - a mirror folder of 100 000 files, 50 changed, `sipfs flush FOLDER`; beside it `rsync -a` of
   the same tree.
 
@@ -50,9 +52,10 @@ def mounted_flush(a):
     share = os.path.join(a.work, "flush-share")
     local = os.path.join(a.work, "flush-local")
     cp_dest = os.path.join(a.work, "flush-cp")
+    sync_dest = os.path.join(a.work, "flush-cp-sync")
     rsync_dest = os.path.join(a.work, "flush-rsync")
     make_tree(share, n)
-    for d in (local, cp_dest, rsync_dest):
+    for d in (local, cp_dest, sync_dest, rsync_dest):
         shutil.copytree(share, d)
     mnt = os.path.join(a.work, "m-flush")
     cache = os.path.join(a.work, "flush-cache")
@@ -68,8 +71,14 @@ def mounted_flush(a):
             change(local, paths, rep)
             cp = timed(lambda: subprocess.run(["cp", "--parents", *paths, cp_dest],
                                               cwd=local, check=True))
+            # The floor of a durable write: the same cp, then each file synced to disk (`sync
+            # FILE...` fsyncs each), as a flush does before it renames a file into place.
+            durable = timed(lambda: (
+                subprocess.run(["cp", "--parents", *paths, sync_dest], cwd=local, check=True),
+                subprocess.run(["sync", *paths], cwd=sync_dest, check=True)))
             rsync = timed(lambda: run("rsync", "-a", local + "/", rsync_dest + "/"))
-            runs.append({"a cp of the 50": cp, "rsync -a of the tree": rsync, "sipfs flush": sip})
+            runs.append({"a cp of the 50": cp, "cp, then sync of each": durable,
+                         "rsync -a of the tree": rsync, "sipfs flush": sip})
             print(f"flush: rep {rep + 1}/{a.reps} done", flush=True)
     finally:
         run(a.sipfs, "unmount", mnt)

@@ -256,6 +256,11 @@ impl Journal {
         Ok(out)
     }
 
+    /// Transactions committed since the journal was opened.
+    pub fn commits(&self) -> u64 {
+        self.committed
+    }
+
     /// Makes everything committed so far durable against a power cut.
     pub fn sync(&mut self) -> Result<(), JournalError> {
         if let Some(s) = self.sync_needed()? {

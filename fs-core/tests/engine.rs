@@ -80,6 +80,43 @@ fn flush_cost_follows_what_changed_not_the_tree() {
 }
 
 #[test]
+fn a_flush_records_its_files_in_a_few_journal_transactions_not_one_per_file() {
+    let r = rig(|share| {
+        for d in 0..40 {
+            fs::create_dir_all(share.join(format!("d{d}"))).unwrap();
+            fs::write(share.join(format!("d{d}/f")), "old").unwrap();
+        }
+    });
+    for d in 0..40 {
+        write(&r.engine, &format!("d{d}/f"), b"new");
+        write(&r.engine, &format!("d{d}/g"), b"created");
+    }
+    let before = r.engine.journal_commits();
+    let report = r.engine.flush(None);
+    let used = r.engine.journal_commits() - before;
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.files_written, 80);
+    // Recorded before staging, marked ready, recorded as written, folders' times marked to
+    // set and then set, the report: a transaction per file would be 160 or more.
+    assert!(
+        used <= 8,
+        "a flush of 80 files in 40 folders committed {used} journal transactions"
+    );
+    for d in 0..40 {
+        assert_eq!(fs::read(r.share.join(format!("d{d}/f"))).unwrap(), b"new");
+        assert_eq!(
+            fs::read(r.share.join(format!("d{d}/g"))).unwrap(),
+            b"created"
+        );
+    }
+    assert_eq!(
+        r.engine.flush(None).files_written,
+        0,
+        "all recorded as written"
+    );
+}
+
+#[test]
 fn a_file_written_during_its_flush_stays_dirty() {
     let r = rig(|_| {});
     write(&r.engine, "log.txt", b"first");

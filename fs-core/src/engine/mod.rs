@@ -387,6 +387,12 @@ impl Engine {
         self.ignore.read().is_ignored(path, is_dir)
     }
 
+    /// Journal transactions committed since the engine opened: what local bookkeeping a change
+    /// costs, for tests and benchmarks.
+    pub fn journal_commits(&self) -> u64 {
+        self.journal.lock().commits()
+    }
+
     pub(crate) fn persist(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<(), JournalError>,

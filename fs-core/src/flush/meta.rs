@@ -26,29 +26,45 @@ impl Engine {
         // Directories this flush changed on the share get their time set like any dirty
         // directory: recorded first, so a failure leaves them pending instead of forgotten.
         // Their mode did not change here: it is not sent again.
-        for d in written_dirs {
-            if dirs.iter().any(|(p, _, _)| *p == d) {
-                continue;
-            }
-            if let Some(j) = self.mark_dir_touched(&d) {
-                dirs.push((d, Some(j), false));
-            }
+        let touched: Vec<RelPath> = written_dirs
+            .into_iter()
+            .filter(|d| !dirs.iter().any(|(p, _, _)| p == d))
+            .collect();
+        for j in self.mark_dirs_touched(&touched) {
+            dirs.push((j.local.clone(), Some(j), false));
         }
+        // What is settled is recorded at the end, in one journal transaction.
+        let finished = Mutex::new(Vec::new());
         // Each file and folder independently, several at once: setting a folder's time does
         // not change its parent's, and all content changes are done by now.
         self.pool.install(|| {
             files
                 .into_par_iter()
-                .for_each(|j| self.apply_file_meta(ctx, j, &ops))
+                .for_each(|j| self.apply_file_meta(ctx, j, &ops, &finished))
         });
         self.pool.install(|| {
-            dirs.into_par_iter()
-                .for_each(|(path, job, mode)| self.apply_dir_meta(ctx, &path, job, mode, &ops))
+            dirs.into_par_iter().for_each(|(path, job, mode)| {
+                self.apply_dir_meta(ctx, &path, job, mode, &ops, &finished)
+            })
         });
+        self.finish_entries(finished.into_inner());
     }
 
     /// A file's time and mode changed here (not its content).
-    fn apply_file_meta(&self, ctx: &Ctx<'_>, j: Job, ops: &[Logged]) {
+    fn apply_file_meta(
+        &self,
+        ctx: &Ctx<'_>,
+        j: Job,
+        ops: &[Logged],
+        finished: &Mutex<Vec<Finished>>,
+    ) {
+        let settle = |job: Job, base: Option<Base>| {
+            finished.lock().push(Finished {
+                job,
+                base,
+                temp: None,
+            })
+        };
         if ctx.down.load(Ordering::SeqCst) {
             ctx.push_pending(ctx.unreachable(&j.local));
             return;
@@ -70,7 +86,7 @@ impl Engine {
                     );
                     warn!("{msg}");
                     ctx.report.lock().warnings.push(msg);
-                    self.finish_entry(&j, None, None);
+                    settle(j, None);
                     return;
                 }
                 Ok(_) => {}
@@ -81,7 +97,7 @@ impl Engine {
             }
         }
         if j.kind == EntryKind::Symlink {
-            self.finish_entry(&j, None, None);
+            settle(j, None);
             return;
         }
         let r = self
@@ -102,13 +118,14 @@ impl Engine {
                         mtime_ns: attr.mtime_ns,
                     }),
                 };
-                self.finish_entry(&j, base.filter(|_| j.in_share), None);
+                let in_share = j.in_share;
+                settle(j, base.filter(|_| in_share));
                 ctx.report.lock().attrs_updated += 1;
             }
             // Shares that cannot keep times at all: say so once and keep going.
             Err(e) if times_unsupported(&e) => {
                 ctx.warn_once_mtime();
-                self.finish_entry(&j, None, None);
+                settle(j, None);
             }
             Err(e) => ctx.push_pending(ctx.pending(&j.local, &e)),
         }
@@ -122,6 +139,7 @@ impl Engine {
         job: Option<Job>,
         mode: bool,
         ops: &[Logged],
+        finished: &Mutex<Vec<Finished>>,
     ) {
         if ctx.down.load(Ordering::SeqCst) {
             if job.is_some() {
@@ -163,33 +181,57 @@ impl Engine {
                 return;
             }
         }
-        if let Some(j) = job {
-            self.finish_entry(&j, None, None);
+        if let Some(job) = job {
+            finished.lock().push(Finished {
+                job,
+                base: None,
+                temp: None,
+            });
         }
     }
 
-    fn mark_dir_touched(&self, path: &RelPath) -> Option<Job> {
-        let mut tree = self.state.write();
-        let ino = tree.resolve(path).ok().flatten()?;
-        let n = tree.get_mut(ino)?;
-        n.meta_dirty = true;
-        n.gen += 1;
-        let snapshot = n.clone();
-        tree.reindex(ino);
-        if let Err(e) = self.persist(|tx| journal::put_node(tx, &snapshot)) {
-            warn!(error = %e, "could not record a directory time to set");
+    /// Marks the folders at `paths` as having a time to set, in one journal transaction, so
+    /// that a failure leaves them pending instead of forgotten.
+    fn mark_dirs_touched(&self, paths: &[RelPath]) -> Vec<Job> {
+        if paths.is_empty() {
+            return Vec::new();
         }
-        Some(Job {
-            ino,
-            local: path.clone(),
-            kind: EntryKind::Dir,
-            node_gen: snapshot.gen,
-            live_gen: 0,
-            base: None,
-            in_share: snapshot.in_share,
-            link: None,
-            content: false,
-            mode: snapshot.mode,
-        })
+        let mut tree = self.state.write();
+        let mut jobs = Vec::with_capacity(paths.len());
+        let mut changed = Vec::with_capacity(paths.len());
+        for path in paths {
+            let Some(ino) = tree.resolve(path).ok().flatten() else {
+                continue;
+            };
+            let Some(n) = tree.get_mut(ino) else {
+                continue;
+            };
+            n.meta_dirty = true;
+            n.gen += 1;
+            let snapshot = n.clone();
+            tree.reindex(ino);
+            jobs.push(Job {
+                ino,
+                local: path.clone(),
+                kind: EntryKind::Dir,
+                node_gen: snapshot.gen,
+                live_gen: 0,
+                base: None,
+                in_share: snapshot.in_share,
+                link: None,
+                content: false,
+                mode: snapshot.mode,
+            });
+            changed.push(snapshot);
+        }
+        if let Err(e) = self.persist(|tx| {
+            for n in &changed {
+                journal::put_node(tx, n)?;
+            }
+            Ok(())
+        }) {
+            warn!(error = %e, "could not record directory times to set");
+        }
+        jobs
     }
 }

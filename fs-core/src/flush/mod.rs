@@ -75,6 +75,47 @@ struct Staged {
     mtime_ns: i64,
 }
 
+/// A dirty file about to be staged: its place on the share and its temporary's name there.
+struct Planned {
+    job: Job,
+    target: RelPath,
+    temp: RelPath,
+}
+
+impl Planned {
+    /// Its journal record before the temporary is made: not ready (a crash from here on
+    /// removes the temporary), and no conflict name yet (`mark_ready` records it).
+    fn row(&self) -> StagedRow {
+        StagedRow {
+            temp: self.temp.clone(),
+            target: self.target.clone(),
+            conflict: None,
+            ino: self.job.ino,
+            ready: false,
+        }
+    }
+}
+
+impl Staged {
+    fn row(&self, ready: bool) -> StagedRow {
+        StagedRow {
+            temp: self.temp.clone(),
+            target: self.target.clone(),
+            conflict: self.conflict.clone(),
+            ino: self.job.ino,
+            ready,
+        }
+    }
+}
+
+/// An entry the flush wrote (or settled), to be recorded as such.
+struct Finished {
+    job: Job,
+    base: Option<Base>,
+    /// Its temporary, whose journal record goes in the same transaction.
+    temp: Option<RelPath>,
+}
+
 enum StageOutcome {
     Staged(Staged),
     /// Its directory does not exist on the share until the burst creates it.

@@ -3,8 +3,18 @@
 
 use super::*;
 
+/// What the planning of one file found.
+enum Plan {
+    Stage(Planned),
+    Not(StageOutcome),
+}
+
 impl Engine {
     /// Stages `jobs`, several at once, against the namespace log as it is now.
+    ///
+    /// Every temporary is recorded in the journal before it is made, the whole pass in one
+    /// transaction, and the records of those that were never made (or were removed again) go
+    /// in one more: a transaction per file cost more than the copy of a small file.
     pub(super) fn stage_all(
         &self,
         ctx: &Ctx<'_>,
@@ -12,15 +22,55 @@ impl Engine {
         after_burst: bool,
     ) -> Vec<StageOutcome> {
         let ops = self.state.read().ops.clone();
-        self.pool.install(|| {
-            jobs.into_par_iter()
-                .map(|j| self.stage(ctx, j, &ops, after_burst))
+        let mut outcomes = Vec::new();
+        let mut planned = Vec::new();
+        for job in jobs {
+            match self.plan(job, &ops) {
+                Plan::Stage(p) => planned.push(p),
+                Plan::Not(o) => outcomes.push(o),
+            }
+        }
+        let recorded = self.persist(|tx| {
+            for p in &planned {
+                journal::put_staged(tx, &p.row())?;
+            }
+            Ok(())
+        });
+        if let Err(e) = recorded {
+            outcomes.extend(
+                planned.into_iter().map(|p| {
+                    StageOutcome::Pending(PendingItem::new(&p.job.local, Reason::Other, &e))
+                }),
+            );
+            return outcomes;
+        }
+        let staged: Vec<(StageOutcome, Option<RelPath>)> = self.pool.install(|| {
+            planned
+                .into_par_iter()
+                .map(|p| self.stage(ctx, p, after_burst))
                 .collect()
-        })
+        });
+        let mut forget = Vec::new();
+        for (outcome, gone) in staged {
+            outcomes.push(outcome);
+            forget.extend(gone);
+        }
+        if !forget.is_empty() {
+            // Left in the journal, they are only removed (again) by the next flush.
+            let _ = self.persist(|tx| {
+                for t in &forget {
+                    journal::delete_staged(tx, t)?;
+                }
+                Ok(())
+            });
+        }
+        outcomes
     }
 
     /// Marks `staged` ready in the journal and renames each into place, several at once.
-    /// Returns the jobs whose name something else holds for now.
+    /// Returns the jobs whose name something else holds for now. What was renamed is recorded
+    /// as written in one transaction at the end: a crash before it leaves ready records whose
+    /// temporaries are gone, which the next flush settles (`recover_staged`).
     pub(super) fn commit_all(&self, ctx: &Ctx<'_>, mut staged: Vec<Staged>) -> Vec<Job> {
         if let Err(e) = self.mark_ready(&staged) {
             for s in &staged {
@@ -28,47 +78,73 @@ impl Engine {
             }
             staged.clear();
         }
+        let finished = Mutex::new(Vec::new());
         let left: Vec<Option<Job>> = self.pool.install(|| {
             staged
                 .into_par_iter()
-                .map(|s| self.commit(ctx, s))
+                .map(|s| self.commit(ctx, s, &finished))
                 .collect()
         });
+        self.finish_entries(finished.into_inner());
         left.into_iter().flatten().collect()
     }
 
-    /// Stages one file. `after_burst`: the logged changes that could be replayed were, so a
-    /// folder still standing at the file's name is not ours to wait for.
-    fn stage(&self, ctx: &Ctx<'_>, job: Job, ops: &[Logged], after_burst: bool) -> StageOutcome {
-        if ctx.down.load(Ordering::SeqCst) {
-            return StageOutcome::Pending(ctx.unreachable(&job.local));
-        }
-        let _span = info_span!("stage", path = %job.local).entered();
+    /// Where a dirty file goes on the share and the name of its temporary there, from what
+    /// this cache knows (no share call); or why it is not staged in this pass.
+    fn plan(&self, job: Job, ops: &[Logged]) -> Plan {
         // The file itself must already have a place on the share: a logged mkdir of the same
         // path (a directory that stood there before this file) comes first.
         let Some(target) = share_path_of(&job.local, ops) else {
-            return StageOutcome::Deferred(job);
+            return Plan::Not(StageOutcome::Deferred(job));
         };
         // Something a logged change moves or removes may still stand at the target: such files
         // are written after the replay, when the share's names are ours.
         if touches(ops, &job.local) || touches(ops, &target) {
-            return StageOutcome::Deferred(job);
+            return Plan::Not(StageOutcome::Deferred(job));
         }
+        if let Some(item) = self.windows_refusal(&job) {
+            return Plan::Not(StageOutcome::Pending(item));
+        }
+        let temp = target
+            .parent()
+            .unwrap_or_default()
+            .join(&names::temp_name(target.name()));
+        Plan::Stage(Planned { job, target, temp })
+    }
+
+    /// Stages one planned file: the freshness check, then the copy to its temporary. Also
+    /// returns the temporary when its journal record can go (it was never made, or is gone).
+    fn stage(
+        &self,
+        ctx: &Ctx<'_>,
+        p: Planned,
+        after_burst: bool,
+    ) -> (StageOutcome, Option<RelPath>) {
+        let Planned { job, target, temp } = p;
+        if ctx.down.load(Ordering::SeqCst) {
+            return (
+                StageOutcome::Pending(ctx.unreachable(&job.local)),
+                Some(temp),
+            );
+        }
+        let _span = info_span!("stage", path = %job.local).entered();
         let share_dir = target.parent().unwrap_or_default();
         let name = target.name().to_owned();
-        if let Some(item) = self.windows_refusal(&job) {
-            return StageOutcome::Pending(item);
-        }
         let retry = self.opts.retry;
         let current = match retry.run(|| self.backing.stat_fresh(&target)) {
             Ok(c) => c,
-            Err(e) => return StageOutcome::Pending(ctx.pending(&job.local, &e)),
+            Err(e) => {
+                return (
+                    StageOutcome::Pending(ctx.pending(&job.local, &e)),
+                    Some(temp),
+                )
+            }
         };
         let conflict = match current {
             None => None,
             // A pending removal may still free the name: try again after the burst.
             Some(st) if st.kind == EntryKind::Dir && !after_burst => {
-                return StageOutcome::Deferred(job)
+                return (StageOutcome::Deferred(job), Some(temp))
             }
             // A folder this cache does not know of (kept for what it held, or made by someone
             // else) has the name: it moves aside, so both are kept.
@@ -77,39 +153,38 @@ impl Engine {
                     "a file here, a folder on the share; the share's folder was kept beside"
                         .to_string();
                 if let Err(e) = self.move_aside(ctx, &target, &job.local, detail) {
-                    return StageOutcome::Pending(ctx.pending(&job.local, &e));
+                    return (
+                        StageOutcome::Pending(ctx.pending(&job.local, &e)),
+                        Some(temp),
+                    );
                 }
                 None
             }
             Some(st) if job.in_share && job.base.is_some_and(|b| b.matches(&st)) => None,
             Some(_) => match self.free_conflict_name(&share_dir, &name) {
                 Ok(c) => Some(c),
-                Err(e) => return StageOutcome::Pending(ctx.pending(&job.local, &e)),
+                Err(e) => {
+                    return (
+                        StageOutcome::Pending(ctx.pending(&job.local, &e)),
+                        Some(temp),
+                    )
+                }
             },
         };
-        let temp = share_dir.join(&names::temp_name(&name));
-        let row = StagedRow {
-            temp: temp.clone(),
-            target: target.clone(),
-            conflict: conflict.clone(),
-            ino: job.ino,
-            ready: false,
-        };
-        if let Err(e) = self.persist(|tx| journal::put_staged(tx, &row)) {
-            return StageOutcome::Pending(PendingItem::new(&job.local, Reason::Other, e));
-        }
         let cache = self.cache_path(&job.local);
         let (size, mtime_ns) = match job.kind {
             EntryKind::Symlink => (0, 0),
             _ => match fs::metadata(&cache) {
                 Ok(md) => (md.len(), backing::mtime_ns(&md)),
                 Err(e) => {
-                    let _ = self.persist(|tx| journal::delete_staged(tx, &temp));
-                    return StageOutcome::Pending(PendingItem::new(
-                        &job.local,
-                        Reason::Waiting,
-                        format!("changed while this flush ran ({e}); the next flush writes it"),
-                    ));
+                    return (
+                        StageOutcome::Pending(PendingItem::new(
+                            &job.local,
+                            Reason::Waiting,
+                            format!("changed while this flush ran ({e}); the next flush writes it"),
+                        )),
+                        Some(temp),
+                    );
                 }
             },
         };
@@ -125,14 +200,17 @@ impl Engine {
             result = self.create_dirs(&share_dir).and_then(|_| retry.run(write));
         }
         match result {
-            Ok(()) => StageOutcome::Staged(Staged {
-                job,
-                temp,
-                target,
-                conflict,
-                size,
-                mtime_ns,
-            }),
+            Ok(()) => (
+                StageOutcome::Staged(Staged {
+                    job,
+                    temp,
+                    target,
+                    conflict,
+                    size,
+                    mtime_ns,
+                }),
+                None,
+            ),
             Err(e) => {
                 // The record goes only with the temporary: if the share cannot be asked to
                 // remove it now, the next flush does.
@@ -143,10 +221,10 @@ impl Engine {
                             || matches!(self.backing.stat(&temp), Ok(None))
                     }
                 };
-                if gone {
-                    let _ = self.persist(|tx| journal::delete_staged(tx, &temp));
-                }
-                StageOutcome::Pending(ctx.pending(&job.local, &e))
+                (
+                    StageOutcome::Pending(ctx.pending(&job.local, &e)),
+                    gone.then_some(temp),
+                )
             }
         }
     }
@@ -215,16 +293,7 @@ impl Engine {
     fn mark_ready(&self, staged: &[Staged]) -> Result<(), FsError> {
         self.persist(|tx| {
             for s in staged {
-                journal::put_staged(
-                    tx,
-                    &StagedRow {
-                        temp: s.temp.clone(),
-                        target: s.target.clone(),
-                        conflict: s.conflict.clone(),
-                        ino: s.job.ino,
-                        ready: true,
-                    },
-                )?;
+                journal::put_staged(tx, &s.row(true))?;
             }
             Ok(())
         })
@@ -232,7 +301,7 @@ impl Engine {
 
     /// Renames a staged temporary over its target. Returns the job when the name is taken by
     /// something the burst may still move away (it is tried again after the burst).
-    fn commit(&self, ctx: &Ctx<'_>, s: Staged) -> Option<Job> {
+    fn commit(&self, ctx: &Ctx<'_>, s: Staged, finished: &Mutex<Vec<Finished>>) -> Option<Job> {
         let _span = info_span!("commit", path = %s.job.local).entered();
         let retry = self.opts.retry;
         let abandon = |keep_row: bool| {
@@ -335,50 +404,64 @@ impl Engine {
                 })
             }
         };
-        self.finish_entry(&s.job, Some(base), Some(&s.temp));
         ctx.touched(&s.job.local);
         ctx.step(s.size);
-        let mut r = ctx.report.lock();
-        r.files_written += 1;
-        r.bytes_written += s.size;
-        r.written.push(s.job.local.to_string());
+        {
+            let mut r = ctx.report.lock();
+            r.files_written += 1;
+            r.bytes_written += s.size;
+            r.written.push(s.job.local.to_string());
+        }
+        finished.lock().push(Finished {
+            job: s.job,
+            base: Some(base),
+            temp: Some(s.temp),
+        });
         None
     }
 
-    /// Records a written entry: its new base, and clean unless it changed meanwhile.
-    pub(super) fn finish_entry(&self, job: &Job, base: Option<Base>, staged: Option<&RelPath>) {
-        let mut tree = self.state.write();
-        let unmoved = tree.path_of(job.ino).as_ref() == Some(&job.local);
-        let live_same = self.live.get(&job.ino).is_none_or(|l| {
-            l.gen.load(Ordering::SeqCst) == job.live_gen && l.writers.load(Ordering::SeqCst) == 0
-        });
-        let mut changed = None;
-        if let Some(n) = tree.get_mut(job.ino) {
-            if unmoved {
-                if let Some(b) = base {
-                    n.base = Some(b);
-                    n.size = b.size;
-                    n.in_share = true;
-                }
-                if n.gen == job.node_gen && live_same {
-                    n.content_dirty = false;
-                    n.meta_dirty = false;
-                }
-            }
-            changed = Some(n.clone());
+    /// Records entries the flush wrote or settled: each gets its new base, and is clean unless
+    /// it changed meanwhile. One journal transaction for all.
+    pub(super) fn finish_entries(&self, done: Vec<Finished>) {
+        if done.is_empty() {
+            return;
         }
-        tree.reindex(job.ino);
+        let mut tree = self.state.write();
+        let mut changed = Vec::with_capacity(done.len());
+        for f in &done {
+            let job = &f.job;
+            let unmoved = tree.path_of(job.ino).as_ref() == Some(&job.local);
+            let live_same = self.live.get(&job.ino).is_none_or(|l| {
+                l.gen.load(Ordering::SeqCst) == job.live_gen
+                    && l.writers.load(Ordering::SeqCst) == 0
+            });
+            if let Some(n) = tree.get_mut(job.ino) {
+                if unmoved {
+                    if let Some(b) = f.base {
+                        n.base = Some(b);
+                        n.size = b.size;
+                        n.in_share = true;
+                    }
+                    if n.gen == job.node_gen && live_same {
+                        n.content_dirty = false;
+                        n.meta_dirty = false;
+                    }
+                }
+                changed.push(n.clone());
+            }
+            tree.reindex(job.ino);
+        }
         let r = self.persist(|tx| {
-            if let Some(n) = &changed {
+            for n in &changed {
                 journal::put_node(tx, n)?;
             }
-            if let Some(t) = staged {
+            for t in done.iter().filter_map(|f| f.temp.as_ref()) {
                 journal::delete_staged(tx, t)?;
             }
             Ok(())
         });
         if let Err(e) = r {
-            warn!(error = %e, "could not record a written file; it will be written again");
+            warn!(error = %e, "could not record written files; they will be written again");
         }
     }
 
