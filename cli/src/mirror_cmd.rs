@@ -222,6 +222,9 @@ pub fn run(args: MirrorArgs) -> Result<Exit> {
         );
     };
     let mirror = Arc::new(mirror);
+    // Before the first sync, whose scan walks everything: changes made from then on are
+    // seen, and later flushes walk only what changed.
+    mirror.watch_changes();
     sync(&mirror)?;
     crate::stop::install()?;
     let server = Server::start(mirror.clone(), args.retry_after);
@@ -289,7 +292,14 @@ fn request(folder: &Path, command: &str) -> Result<String> {
     let mut bar: Option<indicatif::ProgressBar> = None;
     let start = Instant::now();
     while fs::metadata(&control).is_ok_and(|m| m.len() > 0) {
-        std::thread::sleep(Duration::from_millis(100));
+        // Often at first (a watched folder answers a small flush within milliseconds), then
+        // a few times a second.
+        let pause = if start.elapsed() < Duration::from_millis(500) {
+            5
+        } else {
+            100
+        };
+        std::thread::sleep(Duration::from_millis(pause));
         let progress = fs::read(dir.join(fs_core::control::STATUS_FILE))
             .ok()
             .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())

@@ -7,9 +7,10 @@ use crate::backing::EntryKind;
 use crate::engine::{CacheSide, Engine, SetAttr};
 use crate::error::FsError;
 use crate::journal;
+use crate::mirror::watch::Scope;
 use crate::pending::Base;
 use crate::relpath::RelPath;
-use crate::tree::{Ino, ROOT_INO};
+use crate::tree::{Ino, Node, ROOT_INO};
 
 /// One entry of the engine's namespace, as a scan of the mirror folder compares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,32 +28,72 @@ pub struct KnownEntry {
     pub meta_dirty: bool,
 }
 
+fn known_entry(n: &Node, path: RelPath) -> Option<KnownEntry> {
+    Some(KnownEntry {
+        ino: n.ino,
+        path,
+        kind: n.kind,
+        present: match n.kind {
+            EntryKind::Dir => n.children.is_some(),
+            EntryKind::File => n.cached,
+            EntryKind::Symlink => n.link().is_some(),
+        },
+        mtime_ns: n.mtime_ns,
+        link: n.link().map(str::to_owned),
+        base: n.base,
+        content_dirty: n.content_dirty,
+        meta_dirty: n.meta_dirty,
+    })
+}
+
 impl Engine {
     /// Every entry of the namespace with its path, the root first, parents before children.
     pub fn known_entries(&self) -> Vec<KnownEntry> {
         let tree = self.state.read();
         let mut out: Vec<KnownEntry> = tree
             .nodes()
-            .filter_map(|n| {
-                Some(KnownEntry {
-                    ino: n.ino,
-                    path: tree.path_of(n.ino)?,
-                    kind: n.kind,
-                    present: match n.kind {
-                        EntryKind::Dir => n.children.is_some(),
-                        EntryKind::File => n.cached,
-                        EntryKind::Symlink => n.link().is_some(),
-                    },
-                    mtime_ns: n.mtime_ns,
-                    link: n.link().map(str::to_owned),
-                    base: n.base,
-                    content_dirty: n.content_dirty,
-                    meta_dirty: n.meta_dirty,
-                })
-            })
+            .filter_map(|n| known_entry(n, tree.path_of(n.ino)?))
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
         out
+    }
+
+    /// The known entries a scan of `scope` looks at (`Scope::covers`), in the same order, found
+    /// from the scope's folders down: the cost follows the scope, not the tree.
+    pub fn known_entries_in(&self, scope: &Scope) -> Vec<KnownEntry> {
+        let tree = self.state.read();
+        let mut inos: Vec<(RelPath, Ino)> = Vec::new();
+        let mut add = |path: &RelPath, below: bool, shallow: bool| {
+            let Ok(Some(ino)) = tree.resolve(path) else {
+                return;
+            };
+            inos.push((path.clone(), ino));
+            if below {
+                inos.extend(
+                    tree.descendants(ino)
+                        .into_iter()
+                        .filter_map(|i| Some((tree.path_of(i)?, i))),
+                );
+            } else if shallow {
+                if let Some(c) = tree.get(ino).and_then(|n| n.children.as_ref()) {
+                    inos.extend(c.iter().map(|(name, &i)| (path.join(name.as_str()), i)));
+                }
+            }
+        };
+        for d in &scope.shallow {
+            add(d, false, true);
+        }
+        for d in &scope.deep {
+            add(d, true, false);
+        }
+        for e in &scope.entries {
+            add(e, false, false);
+        }
+        inos.sort_by(|a, b| a.0.cmp(&b.0));
+        inos.dedup_by(|a, b| a.1 == b.1);
+        inos.into_iter()
+            .filter_map(|(path, ino)| known_entry(tree.get(ino)?, path))
+            .collect()
     }
 
     fn parent_and_name(&self, path: &RelPath) -> Result<(Ino, String), FsError> {

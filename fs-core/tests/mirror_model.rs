@@ -14,6 +14,10 @@
 //!   temporaries;
 //! - a refresh with a healthy share brings in exactly what others changed (content and mtimes).
 //!
+//! The mirror watches the folder for changes (`mirror/watch.rs`), as `sipfs mirror` does, so
+//! scans after the first walk only what notifications named; a missed change fails the
+//! share-equals-folder check.
+//!
 //! Others only change entries below `r/`, which the user's operations never touch: conflicts
 //! have their own scenario tests in `mirror.rs`.
 //!
@@ -213,7 +217,11 @@ impl Rig {
         opts.parallelism = 1;
         opts.flush_order_seed = Some(self.seed);
         opts.retry = RetryPolicy::none();
-        self.mirror = Some(Mirror::open(backing, opts, &self.folder).expect("mirror opens"));
+        let m = Mirror::open(backing, opts, &self.folder).expect("mirror opens");
+        // Served as `sipfs mirror` serves it: scans after the first walk only what the OS
+        // said changed, so every check below holds for those too.
+        m.watch_changes();
+        self.mirror = Some(m);
     }
 
     fn m(&self) -> &Mirror {

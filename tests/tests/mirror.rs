@@ -115,6 +115,16 @@ fn a_served_mirror_folder_answers_flush_status_and_stop() {
         .unwrap()
         .starts_with("ok flush"));
     assert!(share.export.join("late.txt").exists());
+    // That flush went by the OS's notifications: it looked at the top folder's entries only.
+    let served: serde_json::Value =
+        serde_json::from_slice(&fs::read(folder.join(".sipfs/status")).unwrap()).unwrap();
+    assert_eq!(served["watched"], true, "{served:#}");
+    assert_eq!(served["last_scan"]["full"], false, "{served:#}");
+    assert_eq!(served["last_scan"]["created"], 1, "{served:#}");
+    assert!(
+        served["last_scan"]["entries"].as_u64().unwrap() <= 4,
+        "{served:#}"
+    );
 
     fs::write(folder.join("last.txt"), "last\n").unwrap();
     let out = sipfs(&["status", folder.to_str().unwrap(), "--json"]);

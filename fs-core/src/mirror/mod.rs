@@ -12,6 +12,7 @@
 pub mod requests;
 mod scan;
 pub mod stamp;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::fs;
@@ -138,6 +139,13 @@ pub struct Mirror {
     stamps: Arc<Stamps>,
     /// One scan, flush or sync at a time: each compares the folder with the stamps.
     op: Mutex<()>,
+    /// Notifications of the folder's changes, once `watch_changes` started them.
+    watch: std::sync::OnceLock<watch::Watch>,
+    /// The next scan walks the whole folder: nothing watched it before (the first scan after
+    /// the watch started), or a caller asked (`rescan_all`).
+    scan_all_next: std::sync::atomic::AtomicBool,
+    /// What the last scan looked at, for the served status.
+    last_scan: Mutex<Option<ScanReport>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MirrorError + '_ {
@@ -251,6 +259,9 @@ impl Mirror {
             root,
             stamps,
             op: Mutex::new(()),
+            watch: std::sync::OnceLock::new(),
+            scan_all_next: true.into(),
+            last_scan: Mutex::new(None),
         })
     }
 
@@ -297,10 +308,71 @@ impl Mirror {
         Ok(())
     }
 
+    /// Starts learning of the folder's changes from the OS, so that later scans walk only
+    /// what changed. The scan after this one walks the whole folder (changes made before were
+    /// not seen); if notifications cannot be had, every scan does. For a served mirror: a
+    /// one-off flush has seen nothing to go by.
+    pub fn watch_changes(&self) {
+        if self.watch.get().is_some() {
+            return;
+        }
+        match watch::Watch::start(&self.root) {
+            Ok(w) => {
+                let _ = self.watch.set(w);
+                self.rescan_all();
+            }
+            Err(e) => warn!(
+                error = %e,
+                "cannot watch the mirror folder for changes; every flush scans all of it"
+            ),
+        }
+    }
+
+    /// Returns once a request may have been written to the control file, or after `timeout`.
+    pub fn wait_for_request(&self, timeout: std::time::Duration) {
+        match self.watch.get() {
+            Some(w) => w.wait_for_request(timeout),
+            None => std::thread::sleep(timeout),
+        }
+    }
+
+    /// What the last scan of the folder looked at and found.
+    pub fn last_scan(&self) -> Option<ScanReport> {
+        self.last_scan.lock().clone()
+    }
+
+    /// Whether scans can go by the OS's notifications (`watch_changes` started them and they
+    /// were not found missing).
+    pub fn is_watched(&self) -> bool {
+        self.watch.get().is_some_and(|w| w.is_working())
+    }
+
+    /// Makes the next scan walk the whole folder, whatever notifications say.
+    pub fn rescan_all(&self) {
+        self.scan_all_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn scan_locked(&self) -> Result<ScanReport, MirrorError> {
         self.check_folder()?;
+        let scope = match self.watch.get() {
+            Some(w)
+                if !self
+                    .scan_all_next
+                    .swap(false, std::sync::atomic::Ordering::SeqCst) =>
+            {
+                w.take()
+            }
+            Some(w) => {
+                // What was recorded so far is covered by the walk that follows.
+                w.drain();
+                None
+            }
+            None => None,
+        };
         let recorded = self.stamps.map.lock().clone();
-        let (report, changes) = scan::scan(&self.engine, &self.root, &recorded);
+        let (report, changes) = scan::scan(&self.engine, &self.root, &recorded, scope.as_ref());
+        *self.last_scan.lock() = Some(report.clone());
         self.apply_stamps(changes)?;
         Ok(report)
     }
@@ -361,6 +433,13 @@ impl Mirror {
             }
         };
         self.settle_after_sync()?;
+        if self.watch.get().is_some()
+            && !self.scan_all_next.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // The fetches wrote into the folder and were notified like anyone's writes: looked
+            // at now, with the sync's cost, instead of by the next flush.
+            self.scan_locked()?;
+        }
         Ok(SyncReport {
             scan,
             refresh,

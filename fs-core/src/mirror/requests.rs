@@ -15,10 +15,12 @@
 //! cat /data/.sipfs/result
 //! ```
 //!
-//! Polling, not file-change notification: notifications do not cross Docker Desktop's file
-//! sharing reliably, and a stat a few times a second costs nothing. One request at a time: a
-//! second request written while the first runs is taken after it, but one written in the
-//! instant between the reply and the emptying is lost, so requesters wait for the reply.
+//! Polling, woken early by file-change notifications where the folder is watched
+//! (`watch.rs`): notifications do not cross Docker Desktop's file sharing reliably, and a stat
+//! a few times a second costs nothing, so a request is never left to them alone. One request
+//! at a time: a second request written while the first runs is taken after it, but one
+//! written in the instant between the reply and the emptying is lost, so requesters wait for
+//! the reply.
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -74,6 +76,13 @@ pub fn write_status(mirror: &Mirror, progress: Option<&FlushProgress>) -> io::Re
         "folder".into(),
         mirror.folder().display().to_string().into(),
     );
+    extra.insert("watched".into(), mirror.is_watched().into());
+    if let Some(scan) = mirror.last_scan() {
+        extra.insert(
+            "last_scan".into(),
+            serde_json::to_value(scan).unwrap_or_default(),
+        );
+    }
     let idle = FlushProgress::default();
     let text = crate::control::status_json(mirror.engine(), progress.unwrap_or(&idle), extra);
     replace_file(&control_dir(mirror.folder()).join(STATUS_FILE), &text)
@@ -169,7 +178,7 @@ pub fn poll_once(mirror: &Mirror, progress: &FlushProgress) -> Option<String> {
 /// Serves requests until `stop` is set or a `stop` request came.
 pub fn serve(mirror: &Mirror, stop: &AtomicBool, progress: &FlushProgress) {
     while !stop.load(Ordering::Relaxed) && !progress.stop_requested.load(Ordering::Relaxed) {
-        std::thread::sleep(POLL_INTERVAL);
+        mirror.wait_for_request(POLL_INTERVAL);
         poll_once(mirror, progress);
     }
 }

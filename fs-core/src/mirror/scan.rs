@@ -27,6 +27,7 @@ use crate::report::PendingItem;
 use crate::tree::Ino;
 
 use super::stamp::Stamp;
+use super::watch::Scope;
 
 /// What a scan of the mirror folder found and recorded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,9 @@ pub struct ScanReport {
     pub changed: usize,
     pub removed: usize,
     pub renamed: usize,
+    /// The whole folder was walked; otherwise only what notifications named (`watch.rs`).
+    #[serde(default)]
+    pub full: bool,
     /// Entries that could not be read or recorded; they are looked at again next time.
     pub skipped: Vec<PendingItem>,
     pub duration_ms: u64,
@@ -63,16 +67,63 @@ struct Walked {
     unreadable: Vec<RelPath>,
 }
 
-fn walk(root: &Path, report: &mut ScanReport) -> Walked {
-    let mut entries = BTreeMap::new();
-    let mut unreadable = Vec::new();
-    let it = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| !(e.depth() == 1 && e.file_name() == CONTROL_DIR));
+/// Walks the whole folder, or with a scope only its folders' entries and its trees.
+fn walk(root: &Path, scope: Option<&Scope>, report: &mut ScanReport) -> Walked {
+    let mut walked = Walked {
+        entries: BTreeMap::new(),
+        unreadable: Vec::new(),
+    };
+    match scope {
+        None => walk_from(root, root, None, report, &mut walked),
+        Some(scope) => {
+            let mut shallow: Vec<&RelPath> = scope.shallow.iter().collect();
+            shallow.sort();
+            for d in shallow {
+                walk_from(root, &d.to_path(root), Some(1), report, &mut walked);
+            }
+            for d in &scope.deep {
+                walk_from(root, &d.to_path(root), None, report, &mut walked);
+            }
+            let mut entries: Vec<&RelPath> = scope.entries.iter().collect();
+            entries.sort();
+            for e in entries {
+                walk_from(root, &e.to_path(root), Some(0), report, &mut walked);
+            }
+        }
+    }
+    walked
+}
+
+fn walk_from(
+    root: &Path,
+    from: &Path,
+    max_depth: Option<usize>,
+    report: &mut ScanReport,
+    walked: &mut Walked,
+) {
+    let control = root.join(CONTROL_DIR);
+    let mut w = walkdir::WalkDir::new(from).follow_links(false);
+    if let Some(d) = max_depth {
+        w = w.max_depth(d);
+    }
+    let it = w.into_iter().filter_entry(|e| e.path() != control);
+    let (entries, unreadable) = (&mut walked.entries, &mut walked.unreadable);
     for item in it {
         let e = match item {
             Ok(e) => e,
+            // What a notification named and is gone by now (or is below what is a file now):
+            // nothing there to record.
+            Err(err)
+                if err.depth() == 0
+                    && err.io_error().is_some_and(|e| {
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                        )
+                    }) =>
+            {
+                continue;
+            }
             Err(err) => {
                 let rel = err
                     .path()
@@ -118,14 +169,10 @@ fn walk(root: &Path, report: &mut ScanReport) -> Walked {
             .map(|t| t.to_string_lossy().into_owned());
         entries.insert(rel, DiskEntry { stamp, link });
     }
-    Walked {
-        entries,
-        unreadable,
-    }
 }
 
 /// `path` below `root` as a [`RelPath`], if every component is a valid name.
-fn relative(root: &Path, path: &Path) -> Option<RelPath> {
+pub(super) fn relative(root: &Path, path: &Path) -> Option<RelPath> {
     let rest = path.strip_prefix(root).ok()?;
     let mut rel = RelPath::root();
     for c in rest.components() {
@@ -142,13 +189,22 @@ pub(super) fn scan(
     engine: &Engine,
     root: &Path,
     stamps: &HashMap<Ino, Stamp>,
+    scope: Option<&Scope>,
 ) -> (ScanReport, StampChanges) {
-    let _span = info_span!("scan", root = %root.display()).entered();
+    let _span = info_span!("scan", root = %root.display(), full = scope.is_none()).entered();
     let start = Instant::now();
-    let mut report = ScanReport::default();
+    let mut report = ScanReport {
+        full: scope.is_none(),
+        ..Default::default()
+    };
     let mut changes: StampChanges = Vec::new();
     let now = now_ns();
-    let walked = walk(root, &mut report);
+    let walked = walk(root, scope, &mut report);
+    // The namespace as the engine has it, where the scan looks.
+    let known_now = || match scope {
+        None => engine.known_entries(),
+        Some(scope) => engine.known_entries_in(scope),
+    };
     let disk = &walked.entries;
     report.entries = disk.len();
     let readable = |p: &RelPath| !walked.unreadable.iter().any(|u| p.is_within(u));
@@ -162,8 +218,8 @@ pub(super) fn scan(
     };
 
     // 1. Renames: entries whose file id left one path and arrived at another.
-    // The namespace as the engine has it, listed again only after a step changed it.
-    let mut known = engine.known_entries();
+    // Listed again only after a step changed it.
+    let mut known = known_now();
     let mut left: HashMap<(u64, u64), (Ino, EntryKind)> = HashMap::new();
     for k in known.iter().filter(|k| !k.path.is_root() && k.present) {
         let Some(s) = stamps.get(&k.ino) else {
@@ -185,6 +241,11 @@ pub(super) fn scan(
             if kind != d.stamp.kind || path.is_root() || at.get(&ino) == Some(path) {
                 continue;
             }
+            // Moved with its folder, whose rename was recorded just before.
+            if engine.path_of(ino).as_ref() == Some(path) {
+                left.remove(&d.stamp.file_id);
+                continue;
+            }
             match engine.adopt_renamed(ino, path) {
                 Ok(()) => {
                     debug!(to = %path, "rename found");
@@ -200,7 +261,7 @@ pub(super) fn scan(
 
     // 2. Removals, deepest first.
     if report.renamed > 0 {
-        known = engine.known_entries();
+        known = known_now();
     }
     for k in known.iter().rev().filter(|k| !k.path.is_root()) {
         let here = disk.get(&k.path);
@@ -239,7 +300,7 @@ pub(super) fn scan(
 
     // 3. Creations, parents first (a BTreeMap of paths lists a folder before its entries).
     if report.removed > 0 {
-        known = engine.known_entries();
+        known = known_now();
     }
     let known_paths: HashSet<&RelPath> = known.iter().map(|k| &k.path).collect();
     for (path, d) in disk {
@@ -265,7 +326,7 @@ pub(super) fn scan(
     let handled: HashSet<Ino> = changes.iter().map(|(i, _)| *i).collect();
     // Anything recorded above also gave the folders involved the time of the scan.
     if report.found_anything() {
-        known = engine.known_entries();
+        known = known_now();
     }
     for k in known {
         let Some(d) = disk.get(&k.path) else {

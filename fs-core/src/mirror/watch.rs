@@ -1,0 +1,386 @@
+//! Learning of the mirror folder's changes from the OS as they happen (inotify on Linux,
+//! ReadDirectoryChangesW on Windows, through the `notify` crate), so that a flush walks only
+//! the folders something happened in instead of the whole tree.
+//!
+//! Notifications are trusted only when each flush proves they are flowing: [`Watch::take`]
+//! writes a **barrier** file in `.sipfs/watch/` and waits for its event. The OS delivers one
+//! watch's events in order, so once the barrier's arrived, so had every event of a change made
+//! before the flush began. If it does not arrive in time (subtree notifications that never come,
+//! as under Wine; a watcher that died), or the OS said it dropped events (an overflowed queue),
+//! the caller scans the whole folder, which is always right. A barrier that never came once
+//! turns notifications off for the rest of the run: waiting for it at every flush would only
+//! add its timeout.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use parking_lot::{Condvar, Mutex};
+use tracing::{debug, info, warn};
+
+use crate::control::CONTROL_FILE;
+use crate::ignore_rules::CONTROL_DIR;
+use crate::relpath::RelPath;
+
+use super::scan::relative;
+
+/// How long a flush waits for its barrier before it scans the whole folder.
+const BARRIER_WAIT: Duration = Duration::from_secs(2);
+
+/// Where the barriers are written: inside a subfolder, so that a barrier's arrival also shows
+/// that notifications from below the top folder arrive.
+const WATCH_DIR: &str = "watch";
+
+/// The part of the folder a scan must look at: what notifications named since the last scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Folders whose own entries (and the folder itself) are looked at.
+    pub shallow: HashSet<RelPath>,
+    /// Entries looked at with everything below them: what was created, removed or renamed
+    /// (a folder moved in brings a whole tree no notification named).
+    pub deep: Vec<RelPath>,
+    /// Entries looked at alone: what was written or had its times or mode changed, which
+    /// changes neither its folder nor what is beside it (a write to one file of a folder of
+    /// thousands costs one stat, not a listing).
+    pub entries: HashSet<RelPath>,
+}
+
+impl Scope {
+    /// Whether an entry at `path` is looked at by a scan of this scope.
+    pub fn covers(&self, path: &RelPath) -> bool {
+        self.entries.contains(path) || self.in_folders(path)
+    }
+
+    /// Looked at by the folder or tree part of the scope.
+    pub fn in_folders(&self, path: &RelPath) -> bool {
+        self.shallow.contains(path)
+            || path.parent().is_some_and(|p| self.shallow.contains(&p))
+            || self.deep.iter().any(|d| path.is_within(d))
+    }
+
+    /// A notified path: `deep` for what appeared, went or moved (its folder is listed and its
+    /// tree walked), otherwise only the entry itself is looked at.
+    fn add(&mut self, rel: RelPath, deep: bool) {
+        if !deep {
+            self.entries.insert(rel);
+            return;
+        }
+        if let Some(parent) = rel.parent() {
+            self.shallow.insert(parent);
+        }
+        self.deep.push(rel);
+    }
+
+    /// Deep roots without those inside another.
+    fn settle(&mut self) {
+        // By components, so that a folder comes right before what is inside it ("d", "d/a",
+        // "d.tmp"; as strings "d.tmp" would come between).
+        self.deep.sort_by(|a, b| a.components().cmp(b.components()));
+        self.deep.dedup();
+        let mut kept: Vec<RelPath> = Vec::with_capacity(self.deep.len());
+        for d in std::mem::take(&mut self.deep) {
+            if !kept.last().is_some_and(|k| d.is_within(k)) {
+                kept.push(d);
+            }
+        }
+        self.deep = kept;
+        let entries = std::mem::take(&mut self.entries);
+        self.entries = entries
+            .into_iter()
+            .filter(|e| !self.in_folders(e))
+            .collect();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shallow.is_empty() && self.deep.is_empty() && self.entries.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Paths notifications named since the last [`Watch::take`], and whether each needs the
+    /// tree below it looked at.
+    paths: Vec<(PathBuf, bool)>,
+    /// The OS dropped events, or the watcher failed: only a full scan is right.
+    lost: bool,
+    /// Barrier files whose event came.
+    barriers: HashSet<PathBuf>,
+    /// The control file was written: a request may be waiting (`requests.rs`).
+    request: bool,
+}
+
+struct Shared {
+    seen: Mutex<Seen>,
+    arrived: Condvar,
+}
+
+impl Seen {
+    fn take_request(&mut self) -> bool {
+        std::mem::take(&mut self.request)
+    }
+}
+
+/// A running watch of the mirror folder.
+pub struct Watch {
+    root: PathBuf,
+    shared: Arc<Shared>,
+    barrier_dir: PathBuf,
+    next_barrier: AtomicU64,
+    /// Off for the rest of the run once a barrier did not come.
+    disabled: std::sync::atomic::AtomicBool,
+    watcher: Mutex<Option<RecommendedWatcher>>,
+}
+
+impl Watch {
+    /// Starts watching `root` (the canonical mirror folder) and everything below it.
+    pub fn start(root: &Path) -> notify::Result<Watch> {
+        let w = Watch {
+            root: root.to_path_buf(),
+            shared: Arc::new(Shared {
+                seen: Mutex::new(Seen::default()),
+                arrived: Condvar::new(),
+            }),
+            barrier_dir: root.join(CONTROL_DIR).join(WATCH_DIR),
+            next_barrier: AtomicU64::new(0),
+            disabled: false.into(),
+            watcher: Mutex::new(None),
+        };
+        let _ = fs::create_dir_all(&w.barrier_dir);
+        *w.watcher.lock() = Some(w.open_watcher()?);
+        info!(folder = %root.display(), "watching the mirror folder for changes");
+        Ok(w)
+    }
+
+    /// A new OS watch of the whole folder, reporting into `shared`.
+    fn open_watcher(&self) -> notify::Result<RecommendedWatcher> {
+        let shared = self.shared.clone();
+        let control = self.root.join(CONTROL_DIR);
+        let barrier_dir = self.barrier_dir.clone();
+        let control_file = control.join(CONTROL_FILE);
+        let on_event = move |res: notify::Result<notify::Event>| {
+            let mut seen = shared.seen.lock();
+            match res {
+                Ok(ev) => {
+                    if ev.need_rescan() {
+                        seen.lost = true;
+                    }
+                    // Opens and reads change nothing (and the scan's and flush's own reads
+                    // would bring their folders into every next scope).
+                    if matches!(
+                        ev.kind,
+                        EventKind::Access(AccessKind::Open(_))
+                            | EventKind::Access(AccessKind::Read)
+                            | EventKind::Access(AccessKind::Close(AccessMode::Read))
+                            | EventKind::Access(AccessKind::Close(AccessMode::Execute))
+                            | EventKind::Access(AccessKind::Any)
+                    ) {
+                        return;
+                    }
+                    let deep = !matches!(
+                        ev.kind,
+                        EventKind::Access(_)
+                            | EventKind::Modify(ModifyKind::Data(_))
+                            | EventKind::Modify(ModifyKind::Metadata(_))
+                    );
+                    for p in ev.paths {
+                        if p.parent() == Some(barrier_dir.as_path()) {
+                            seen.barriers.insert(p);
+                        } else if p == control_file {
+                            seen.request = true;
+                        } else if !p.starts_with(&control) {
+                            seen.paths.push((p, deep));
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "folder notifications failed; the next flush scans it all");
+                    seen.lost = true;
+                }
+            }
+            drop(seen);
+            shared.arrived.notify_all();
+        };
+        let mut watcher = notify::recommended_watcher(on_event)?;
+        watcher.watch(&self.root, RecursiveMode::Recursive)?;
+        Ok(watcher)
+    }
+
+    /// What changed since the last call, once the OS is seen to have delivered everything up
+    /// to now; `None` when only a full scan can tell (events lost, notifications not flowing).
+    /// Either way the record starts afresh: what happens from now on is for the next call.
+    pub fn take(&self) -> Option<Scope> {
+        if self.disabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let n = self.next_barrier.fetch_add(1, Ordering::Relaxed);
+        let barrier = self
+            .barrier_dir
+            .join(format!("b-{}-{n}", std::process::id()));
+        if let Err(e) = fs::create_dir_all(&self.barrier_dir).and_then(|_| fs::write(&barrier, b""))
+        {
+            warn!(error = %e, "could not write a notification barrier; scanning the whole folder");
+            self.drain();
+            return None;
+        }
+        let deadline = Instant::now() + BARRIER_WAIT;
+        let mut seen = self.shared.seen.lock();
+        while !seen.barriers.contains(&barrier) {
+            if self
+                .shared
+                .arrived
+                .wait_until(&mut seen, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        let arrived = seen.barriers.remove(&barrier);
+        let paths = std::mem::take(&mut seen.paths);
+        let lost = std::mem::take(&mut seen.lost);
+        seen.barriers.clear();
+        drop(seen);
+        let _ = fs::remove_file(&barrier);
+        self.watch_new_folders(&paths);
+        if !arrived {
+            warn!(
+                "folder notifications did not arrive (a file system or OS that does not send \
+                 them for subfolders); every flush scans the whole folder"
+            );
+            self.disabled.store(true, Ordering::Relaxed);
+            *self.watcher.lock() = None;
+            return None;
+        }
+        if lost {
+            // Events were dropped, so some folders' watches may never have been added: a new
+            // watch of everything, then one walk of everything.
+            info!("the OS dropped folder notifications; watching afresh and scanning all");
+            let mut w = self.watcher.lock();
+            *w = None;
+            match self.open_watcher() {
+                Ok(new) => *w = Some(new),
+                Err(e) => {
+                    warn!(error = %e, "cannot watch the folder again; every flush scans it all");
+                    self.disabled.store(true, Ordering::Relaxed);
+                }
+            }
+            return None;
+        }
+        let mut scope = Scope::default();
+        for (p, deep) in paths {
+            match relative(&self.root, &p) {
+                Some(rel) if rel.is_root() => {
+                    scope.shallow.insert(rel);
+                }
+                Some(rel) => scope.add(rel, deep),
+                // A name the scan cannot record: the full scan reports it.
+                None => return None,
+            }
+        }
+        scope.settle();
+        debug!(
+            folders = scope.shallow.len(),
+            trees = scope.deep.len(),
+            entries = scope.entries.len(),
+            "changes from notifications"
+        );
+        Some(scope)
+    }
+
+    /// Waits until the control file is written or `timeout` passes: a request is then looked
+    /// at at once instead of at the next poll. Polling stays, for writers whose writes are not
+    /// notified (Docker Desktop's file sharing).
+    pub fn wait_for_request(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut seen = self.shared.seen.lock();
+        while !seen.take_request() {
+            if self
+                .shared
+                .arrived
+                .wait_until(&mut seen, deadline)
+                .timed_out()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Notifications are flowing, as far as the last barrier showed.
+    pub fn is_working(&self) -> bool {
+        !self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// Forgets what was recorded: a full scan is about to look at everything.
+    pub fn drain(&self) {
+        let paths = {
+            let mut seen = self.shared.seen.lock();
+            seen.lost = false;
+            std::mem::take(&mut seen.paths)
+        };
+        self.watch_new_folders(&paths);
+    }
+
+    /// Watches again, from here and before any scan walks them, the folders that notified
+    /// paths brought (made, moved in). A recursive inotify watch adds a new folder's watch
+    /// only after it has handed over the batch of events that told of the folder, so a write
+    /// in it just after would go unnoticed; and it keys watches by path, so the late removal
+    /// event of a folder removed and made again under the same name takes the new folder's
+    /// watch away (both found by the model test). `watch` returns once the event loop has
+    /// registered the watch, after every event delivered so far: what the folder receives
+    /// from then on is notified, and what it held before is found by the scan that follows,
+    /// which walks it whole.
+    fn watch_new_folders(&self, paths: &[(PathBuf, bool)]) {
+        let mut folders: Vec<&PathBuf> = paths
+            .iter()
+            .filter(|(p, deep)| *deep && p.as_path() != self.root && p.is_dir())
+            .map(|(p, _)| p)
+            .collect();
+        folders.sort();
+        folders.dedup();
+        if let Some(w) = self.watcher.lock().as_mut() {
+            for f in folders {
+                if let Err(e) = w.watch(f, RecursiveMode::Recursive) {
+                    debug!(folder = %f.display(), error = %e, "could not watch a new folder");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_scope_covers_the_entries_of_its_folders_and_the_trees_below_its_roots() {
+        let mut s = Scope::default();
+        s.add(rel("a/b/f"), false);
+        s.add(rel("c/new"), true);
+        s.add(rel("c/new.tmp"), true);
+        s.add(rel("c/new/inner"), true);
+        s.add(rel("c/new/inner/written"), false);
+        s.add(rel("c/old"), false);
+        s.settle();
+        assert_eq!(s.deep, vec![rel("c/new"), rel("c/new.tmp")]);
+        assert_eq!(
+            s.entries,
+            [rel("a/b/f")].into_iter().collect(),
+            "entries inside the folders and trees are looked at with them"
+        );
+        assert!(s.covers(&rel("a/b/f")), "a written file: itself");
+        assert!(!s.covers(&rel("a/b")), "not its folder");
+        assert!(!s.covers(&rel("a/b/g")), "nor what is beside it");
+        assert!(s.covers(&rel("c")), "a created entry's folder: its times");
+        assert!(s.covers(&rel("c/new/x/y/z")), "what a created entry holds");
+        assert!(s.covers(&rel("c/other")), "what is beside a created entry");
+        assert!(!s.covers(&rel("c/other/below")));
+    }
+}
