@@ -9,6 +9,9 @@
 //! files, new files and files kept only here are never touched, so the cache can stay above
 //! its limit when that is what it holds.
 //!
+//! Ranges fetched into part files (big files read before they are whole) count as well, and a
+//! range fetch makes room like a whole fetch.
+//!
 //! The cache's size is counted exactly (a walk of the tree, as `status` does) only when an
 //! estimate says it may be over: the estimate is the last exact count plus what was fetched
 //! since. Writes to dirty files are not in the estimate; they cannot be evicted anyway, and
@@ -49,6 +52,17 @@ impl Engine {
             .sum()
     }
 
+    /// Bytes fetched so far into part files (`engine/partial.rs`): big files read in ranges
+    /// hold disk before they are whole, so they count towards the limit. They are not evicted
+    /// themselves (they are open, or about to be installed); the clean copies around them are.
+    /// Taken before the tree's lock, so that the two are never held together.
+    pub(crate) fn part_usage(&self) -> u64 {
+        self.partial_files()
+            .iter()
+            .map(|(_, fetched, _)| fetched)
+            .sum()
+    }
+
     /// Called after `ino` was fetched (`bytes`): evicts if the cache may have passed its limit.
     /// The file just fetched stays, even alone above the limit: it is about to be opened.
     pub(crate) fn after_fetch(&self, ino: Ino, bytes: u64) {
@@ -75,9 +89,10 @@ impl Engine {
         if self.local_changes.get().is_some() || !self.counts_opens() {
             return Ok(Eviction::default());
         }
+        let parts = self.part_usage();
         let (mut total, candidates) = {
             let tree = self.state.read();
-            let total = self.cache_usage(&tree);
+            let total = self.cache_usage(&tree) + parts;
             let mut c: Vec<(u64, Ino)> = tree
                 .nodes()
                 .filter(|n| Some(n.ino) != keep && self.may_evict(&tree, n))

@@ -15,6 +15,7 @@ impl Engine {
             cache_dir: self.opts.cache_dir.display().to_string(),
             ..Default::default()
         };
+        let parts = self.part_usage();
         {
             let tree = self.state.read();
             s.entries_known = tree.len();
@@ -47,7 +48,7 @@ impl Engine {
                 .nodes()
                 .filter(|n| n.cached && n.kind == EntryKind::File)
                 .count();
-            s.cache_bytes = self.cache_usage(&tree);
+            s.cache_bytes = self.cache_usage(&tree) + parts;
             s.cache_limit_bytes = self.opts.cache_max_bytes;
         }
         s.fetching = self

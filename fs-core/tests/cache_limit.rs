@@ -127,3 +127,40 @@ fn no_limit_means_nothing_is_evicted() {
     assert_eq!(e.evict_to(0).unwrap().files, 0);
     assert_eq!(cached(dir.path()).len(), 10);
 }
+
+#[test]
+fn ranges_of_a_big_file_count_towards_the_limit_and_make_room() {
+    let dir = setup();
+    let big: Vec<u8> = (0..400_000u32).map(|b| (b % 251) as u8).collect();
+    fs::write(dir.path().join("share/big"), &big).unwrap();
+    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
+    opts.retry = RetryPolicy::none();
+    opts.cache_max_bytes = Some(45_000);
+    // Small enough here to be fetched in ranges of 16 KiB.
+    opts.range_fetch_min = 100_000;
+    opts.range_block = 16 << 10;
+    let e = Engine::open(Arc::new(DirBacking::new(dir.path().join("share"))), opts).unwrap();
+    for i in 0..4 {
+        assert_eq!(read(&e, &format!("f{i}")), content(i));
+    }
+    assert_eq!(cached(dir.path()), ["f0", "f1", "f2", "f3"]);
+    // 32 KiB of the big file in its part file, beside 40 000 bytes of copies: over the limit.
+    let ino = e.resolve(&RelPath::new("big").unwrap()).unwrap();
+    let fh = e.open_file(ino, false, false).unwrap();
+    assert_eq!(e.read(&fh, 10_000, 20_000).unwrap(), big[10_000..30_000]);
+    let fetching = e.status().fetching;
+    assert_eq!(fetching.len(), 1, "read in ranges: {fetching:?}");
+    assert_eq!(fetching[0].fetched_bytes, 32 << 10);
+    let s = e.status();
+    assert!(
+        s.cache_bytes <= 45_000,
+        "the part file counts, and clean copies made room: {} bytes",
+        s.cache_bytes
+    );
+    assert_eq!(s.cache_bytes, 10_000 + (32 << 10));
+    // 72 768 bytes: the three least recently opened went (42 768 left). They read the same,
+    // fetched again.
+    assert_eq!(cached(dir.path()), ["f3"]);
+    e.release(fh);
+    assert_eq!(read(&e, "f0"), content(0));
+}

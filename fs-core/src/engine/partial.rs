@@ -306,6 +306,8 @@ impl Engine {
         }
         write_all_at(&p.file, &data, r.start).map_err(io_err(&path))?;
         p.state.lock().present.insert(r);
+        // The part file holds disk from now on: room is made as for a whole fetch.
+        self.after_fetch(p.ino, len as u64);
         Ok(())
     }
 
