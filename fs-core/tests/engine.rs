@@ -242,11 +242,13 @@ fn a_folder_never_listed_can_be_removed() {
     assert!(r.share.join("full/f").exists());
 }
 
-/// A share that keeps modification times to the whole second, as SFTP does, and counts the
-/// plain stats it is asked for (the freshness check before each write is a `stat_fresh`).
+/// A share that keeps modification times to the whole second, as SFTP does, counts the
+/// plain stats it is asked for (the freshness check before each write is a `stat_fresh`), and
+/// records where temporaries were staged.
 struct SecondsShare {
     inner: DirBacking,
     stats: std::sync::atomic::AtomicUsize,
+    temps: std::sync::Mutex<Vec<RelPath>>,
 }
 
 impl Backing for SecondsShare {
@@ -282,6 +284,7 @@ impl Backing for SecondsShare {
         mtime: i64,
         mode: u32,
     ) -> std::io::Result<()> {
+        self.temps.lock().unwrap().push(t.clone());
         self.inner
             .stage(src, t, mtime - mtime.rem_euclid(1_000_000_000), mode)
     }
@@ -319,6 +322,7 @@ fn a_flush_learns_the_shares_time_resolution_once() {
     let share = Arc::new(SecondsShare {
         inner: DirBacking::new(&share_dir),
         stats: Default::default(),
+        temps: Default::default(),
     });
     let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
     opts.retry = RetryPolicy::none();
@@ -353,4 +357,74 @@ fn a_flush_learns_the_shares_time_resolution_once() {
     );
     let again = e.flush(None);
     assert_eq!(again.files_written, 0, "{again:?}");
+}
+
+/// 40 new files in one folder: their temporaries go to 8 staging folders inside it, so that a
+/// network client's lock on the folder does not make the creates wait on each other; after the
+/// flush, the folder holds the 40 files and nothing else.
+#[test]
+fn many_files_for_one_folder_are_staged_in_several_folders_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let share_dir = dir.path().join("share");
+    fs::create_dir_all(share_dir.join("out")).unwrap();
+    let share = Arc::new(SecondsShare {
+        inner: DirBacking::new(&share_dir),
+        stats: Default::default(),
+        temps: Default::default(),
+    });
+    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
+    opts.retry = RetryPolicy::none();
+    let e = Engine::open(share.clone(), opts).unwrap();
+    for i in 0..40 {
+        write(&e, &format!("out/f{i:02}"), format!("file {i}").as_bytes());
+    }
+    write(&e, "alone", b"one file in its folder");
+    let report = e.flush(None);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.files_written, 41);
+
+    let temps = share.temps.lock().unwrap().clone();
+    let out = RelPath::new("out").unwrap();
+    let mut staging: Vec<RelPath> = temps
+        .iter()
+        .filter(|t| t.parent() != Some(RelPath::root()))
+        .map(|t| t.parent().unwrap())
+        .collect();
+    staging.sort();
+    staging.dedup();
+    assert_eq!(staging.len(), 8, "{staging:?}");
+    for d in &staging {
+        assert_eq!(
+            d.parent().as_ref(),
+            Some(&out),
+            "inside the target's folder: {d}"
+        );
+        assert!(
+            fs_core::names::is_temp_name(d.name()),
+            "hidden like a temporary: {d}"
+        );
+    }
+    let beside: Vec<&RelPath> = temps
+        .iter()
+        .filter(|t| t.parent() == Some(RelPath::root()))
+        .collect();
+    assert_eq!(
+        beside.len(),
+        1,
+        "a lone file is staged beside its target: {beside:?}"
+    );
+
+    let mut names: Vec<String> = fs::read_dir(share_dir.join("out"))
+        .unwrap()
+        .map(|d| d.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let want: Vec<String> = (0..40).map(|i| format!("f{i:02}")).collect();
+    assert_eq!(names, want, "the staging folders are gone");
+    for i in 0..40 {
+        assert_eq!(
+            fs::read(share_dir.join(format!("out/f{i:02}"))).unwrap(),
+            format!("file {i}").as_bytes()
+        );
+    }
 }

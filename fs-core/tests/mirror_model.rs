@@ -216,6 +216,10 @@ impl Rig {
         // (see model.rs).
         opts.parallelism = 1;
         opts.flush_order_seed = Some(self.seed);
+        // Temporaries of a folder receiving two files or more go through staging folders
+        // (`spread_temps`), so crashes and outages hit those too.
+        opts.stage_spread_min = 2;
+        opts.stage_spread_dirs = 3;
         opts.retry = RetryPolicy::none();
         let m = Mirror::open(backing, opts, &self.folder).expect("mirror opens");
         // Served as `sipfs mirror` serves it: scans after the first walk only what the OS

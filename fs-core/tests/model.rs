@@ -263,6 +263,10 @@ impl Rig {
         // every run; the order parallel workers could finish in is drawn from the seed instead.
         opts.parallelism = 1;
         opts.flush_order_seed = Some(self.seed);
+        // Temporaries of a folder receiving two files or more go through staging folders
+        // (`spread_temps`), so crashes and outages hit those too.
+        opts.stage_spread_min = 2;
+        opts.stage_spread_dirs = 3;
         opts.retry = RetryPolicy::none();
         // A limit that never triggers by itself, so that the engine counts open handles and
         // the `Evict` op can shrink the cache.

@@ -72,6 +72,13 @@ pub struct EngineOptions {
     /// What a read of a file fetched in ranges fetches at least, aligned: a read of 4 KiB
     /// fetches the block around it. The background fill asks for 16 blocks at a time.
     pub range_block: u64,
+    /// A folder receiving at least this many files in one flush has their temporaries spread
+    /// over `stage_spread_dirs` staging folders inside it (`flush/stage.rs`, `spread_temps`);
+    /// 0: never.
+    pub stage_spread_min: usize,
+    /// How many staging folders such a folder gets: as many as there are stages in flight
+    /// (8 by default), so that none waits on another's create.
+    pub stage_spread_dirs: usize,
 }
 
 impl EngineOptions {
@@ -89,6 +96,8 @@ impl EngineOptions {
             cache_max_bytes: None,
             range_fetch_min: 8 << 20,
             range_block: 256 << 10,
+            stage_spread_min: 16,
+            stage_spread_dirs: 8,
         }
     }
 }

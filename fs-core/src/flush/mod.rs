@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use rayon::prelude::*;
-use tracing::{info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 use crate::backing::{self, EntryKind};
 use crate::engine::Engine;
@@ -134,6 +134,8 @@ struct Ctx<'a> {
     total: u64,
     /// Local directories whose share copy this flush changed: their times are set last.
     touched_dirs: Mutex<BTreeSet<RelPath>>,
+    /// Staging folders this flush made on the share (`spread_temps`), removed after the burst.
+    staging_dirs: Mutex<Vec<RelPath>>,
 }
 
 impl Ctx<'_> {
@@ -288,6 +290,7 @@ impl Engine {
             done: Default::default(),
             total: jobs.iter().filter(|j| j.content).count() as u64,
             touched_dirs: Mutex::new(BTreeSet::new()),
+            staging_dirs: Mutex::new(Vec::new()),
         };
         // The total is known now: progress bars can show it before the first file lands.
         progress(Progress {
@@ -352,6 +355,8 @@ impl Engine {
                 ));
             }
         }
+        // Before the times: removing a staging folder changes its folder's time on the share.
+        self.remove_staging_dirs(std::mem::take(&mut *ctx.staging_dirs.lock()));
         // 5. Times and modes.
         let touched = std::mem::take(&mut *ctx.touched_dirs.lock());
         self.apply_meta(&ctx, meta, touched);
@@ -444,7 +449,7 @@ impl Engine {
         let mut rolled = 0;
         let mut dirs = Vec::new();
         for row in rows {
-            dirs.extend(row.temp.parent());
+            dirs.extend(row.target.parent());
             let _span = info_span!("recover", temp = %row.temp).entered();
             if row.ready {
                 let target_now = self
@@ -493,6 +498,8 @@ impl Engine {
                 self.persist(|tx| journal::delete_staged(tx, &row.temp))?;
             }
         }
+        // Their temporaries are gone now: the staging folders an interrupted flush made can go.
+        self.remove_staging_dirs(self.staging_dirs_recorded());
         Ok((rolled, dirs))
     }
 

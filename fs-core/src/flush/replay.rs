@@ -208,8 +208,17 @@ impl Engine {
         let entries = retry.run(|| b.list(path)).map_err(fail)?;
         let (temps, kept): (Vec<_>, Vec<_>) =
             entries.iter().partition(|(n, _)| names::is_temp_name(n));
-        for (n, _) in &temps {
-            let _ = b.remove_file(&path.join(n));
+        for (n, st) in &temps {
+            let temp = path.join(n);
+            if st.kind == EntryKind::Dir {
+                // A staging folder an interrupted flush left (`spread_temps`): temporaries only.
+                for (t, _) in b.list(&temp).unwrap_or_default() {
+                    let _ = b.remove_file(&temp.join(&t));
+                }
+                let _ = b.remove_dir(&temp);
+            } else {
+                let _ = b.remove_file(&temp);
+            }
         }
         if kept.is_empty() {
             retry.run(|| b.remove_dir(path)).map_err(fail)?;

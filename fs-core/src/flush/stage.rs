@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The journal's list of staging folders made on the share (`spread_temps`).
+const STAGING_DIRS: &str = "staging_dirs";
+
 /// What the planning of one file found.
 enum Plan {
     Stage(Planned),
@@ -30,12 +33,35 @@ impl Engine {
                 Plan::Not(o) => outcomes.push(o),
             }
         }
+        let staging = self.spread_temps(ctx, &mut planned);
+        let listed: Vec<RelPath> = if staging.is_empty() {
+            Vec::new()
+        } else {
+            let mut l = self.staging_dirs_recorded();
+            l.extend(staging.iter().cloned());
+            l
+        };
         let recorded = self.persist(|tx| {
             for p in &planned {
                 journal::put_staged(tx, &p.row())?;
             }
+            if !staging.is_empty() {
+                let text = serde_json::to_string(&listed).expect("paths serialize");
+                journal::put_meta(tx, STAGING_DIRS, &text)?;
+            }
             Ok(())
         });
+        if recorded.is_ok() {
+            // Made after they are recorded: whatever happens from here (a crash, the share
+            // gone), the next flush removes them (`recover_staged`). One not made is made by
+            // the stage that needs it (its temporary's folder is missing).
+            for d in &staging {
+                if let Err(e) = self.backing.create_dir(d) {
+                    debug!(dir = %d, error = %e, "staging folder not made here");
+                }
+            }
+            ctx.staging_dirs.lock().extend(staging);
+        }
         if let Err(e) = recorded {
             outcomes.extend(
                 planned.into_iter().map(|p| {
@@ -87,6 +113,83 @@ impl Engine {
         });
         self.finish_entries(finished.into_inner());
         left.into_iter().flatten().collect()
+    }
+
+    /// Spreads the temporaries of each folder that receives many files over a few staging
+    /// folders inside it (hidden like temporaries: `.stage.sipfs-tmp-PID-N`), and returns them
+    /// to be made. Why: a Linux client of a network share (sshfs, NFS, the kernel's SMB) holds
+    /// a folder's lock across the round trip of each create in it, so files created in one
+    /// folder are created one at a time whatever the parallelism; in several folders they
+    /// overlap. Their renames into place still take the folder's lock one at a time, but a
+    /// rename is one round trip where a staged file is several (create, write, sync, times,
+    /// close). A staging folder is inside the target's folder, so the rename never crosses a
+    /// mount point or a share boundary.
+    fn spread_temps(&self, ctx: &Ctx<'_>, planned: &mut [Planned]) -> Vec<RelPath> {
+        let min = self.opts.stage_spread_min;
+        let spread = self.opts.stage_spread_dirs;
+        if min == 0 || spread < 2 {
+            return Vec::new();
+        }
+        let mut by_dir: std::collections::BTreeMap<RelPath, Vec<usize>> = Default::default();
+        for (i, p) in planned.iter().enumerate() {
+            by_dir
+                .entry(p.target.parent().unwrap_or_default())
+                .or_default()
+                .push(i);
+        }
+        let mut made = Vec::new();
+        for (dir, members) in by_dir {
+            if members.len() < min.max(2) {
+                continue;
+            }
+            let dirs: Vec<RelPath> = (0..spread)
+                .map(|_| dir.join(&names::temp_name("stage")))
+                .collect();
+            for (n, &i) in members.iter().enumerate() {
+                let p = &mut planned[i];
+                p.temp = dirs[n % spread].join(&names::temp_name(p.target.name()));
+            }
+            // Making and removing the staging folders changes the folder's time on the share:
+            // it is set again at the end, like a folder written into.
+            ctx.touched(&planned[members[0]].job.local);
+            made.extend(dirs);
+        }
+        made
+    }
+
+    /// Staging folders made on the share and not known to be removed, as the journal lists
+    /// them: the only record of one whose temporaries were never made.
+    pub(super) fn staging_dirs_recorded(&self) -> Vec<RelPath> {
+        let text = self.journal.lock().get_meta(STAGING_DIRS).ok().flatten();
+        text.and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Removes staging folders once their temporaries are renamed away, and takes those gone
+    /// off the journal's list. One still holding a temporary (its rename failed, or the share
+    /// is gone) stays listed, for the next flush, whose roll-forward removes the temporary
+    /// first.
+    pub(super) fn remove_staging_dirs(&self, dirs: Vec<RelPath>) {
+        if dirs.is_empty() {
+            return;
+        }
+        let mut gone = Vec::new();
+        for d in dirs {
+            match self.backing.remove_dir(&d) {
+                Ok(()) => gone.push(d),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => gone.push(d),
+                Err(e) => debug!(dir = %d, error = %e, "staging folder left for the next flush"),
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let mut listed = self.staging_dirs_recorded();
+        listed.retain(|d| !gone.contains(d));
+        let text = serde_json::to_string(&listed).expect("paths serialize");
+        if let Err(e) = self.persist(|tx| journal::put_meta(tx, STAGING_DIRS, &text)) {
+            warn!(error = %e, "could not record staging folders as removed");
+        }
     }
 
     /// Where a dirty file goes on the share and the name of its temporary there, from what
@@ -196,8 +299,11 @@ impl Engine {
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound)
             && fs::symlink_metadata(&cache).is_ok()
         {
-            // The directory went away on the share (someone deleted it): ours wins, recreate it.
-            result = self.create_dirs(&share_dir).and_then(|_| retry.run(write));
+            // The directory went away on the share (someone deleted it): ours wins, recreate it
+            // (and the staging folder the temporary goes in, if it has one).
+            result = self
+                .create_dirs(&temp.parent().unwrap_or_default())
+                .and_then(|_| retry.run(write));
         }
         match result {
             Ok(()) => (
