@@ -312,10 +312,8 @@ impl Backing for SecondsShare {
     }
 }
 
-/// The first file written teaches the flush what the share does to times; later files need
-/// no stat after their rename, and a refresh then finds nothing changed on the share.
-#[test]
-fn a_flush_learns_the_shares_time_resolution_once() {
+/// An engine on a [`SecondsShare`] in a new folder (`share/` in it).
+fn seconds_share() -> (tempfile::TempDir, Arc<SecondsShare>, Engine) {
     let dir = tempfile::tempdir().unwrap();
     let share_dir = dir.path().join("share");
     fs::create_dir_all(&share_dir).unwrap();
@@ -327,6 +325,14 @@ fn a_flush_learns_the_shares_time_resolution_once() {
     let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
     opts.retry = RetryPolicy::none();
     let e = Engine::open(share.clone(), opts).unwrap();
+    (dir, share, e)
+}
+
+/// The first file written teaches the flush what the share does to times; later files need
+/// no stat after their rename, and a refresh then finds nothing changed on the share.
+#[test]
+fn a_flush_learns_the_shares_time_resolution_once() {
+    let (_dir, share, e) = seconds_share();
     for i in 0..5 {
         let name = format!("f{i}");
         write(&e, &name, b"data");
@@ -364,17 +370,9 @@ fn a_flush_learns_the_shares_time_resolution_once() {
 /// flush, the folder holds the 40 files and nothing else.
 #[test]
 fn many_files_for_one_folder_are_staged_in_several_folders_inside_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, share, e) = seconds_share();
     let share_dir = dir.path().join("share");
     fs::create_dir_all(share_dir.join("out")).unwrap();
-    let share = Arc::new(SecondsShare {
-        inner: DirBacking::new(&share_dir),
-        stats: Default::default(),
-        temps: Default::default(),
-    });
-    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
-    opts.retry = RetryPolicy::none();
-    let e = Engine::open(share.clone(), opts).unwrap();
     for i in 0..40 {
         write(&e, &format!("out/f{i:02}"), format!("file {i}").as_bytes());
     }

@@ -34,7 +34,7 @@ use fs_core::{Backing, DirBacking, EngineOptions, Mirror, RetryPolicy};
 use proptest::prelude::*;
 
 mod common;
-use common::scratch_root;
+use common::{scratch_root, snapshot, Entry};
 
 const LOCAL: &[&str] = &[
     "a",
@@ -108,38 +108,6 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Heal),
         2 => Just(Op::Crash),
     ]
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Entry {
-    File(Vec<u8>, i64),
-    Dir(i64),
-}
-
-/// Every entry below `root` (minus `.sipfs/`), with content and mtimes.
-fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1) {
-        let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if rel == ".sipfs" || rel.starts_with(".sipfs/") {
-            continue;
-        }
-        let md = e.path().symlink_metadata().unwrap();
-        let mtime = filetime::FileTime::from_last_modification_time(&md);
-        let ns = mtime.unix_seconds() * 1_000_000_000 + mtime.nanoseconds() as i64;
-        if md.is_dir() {
-            out.insert(rel, Entry::Dir(ns));
-        } else {
-            out.insert(rel, Entry::File(fs::read(e.path()).unwrap(), ns));
-        }
-    }
-    out
 }
 
 fn split(m: &BTreeMap<String, Entry>) -> (BTreeMap<String, Entry>, BTreeMap<String, Entry>) {

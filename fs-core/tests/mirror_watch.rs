@@ -2,12 +2,14 @@
 //! folder with real notifications: what they record must be what a walk of the whole folder
 //! records. The model test (`mirror_model.rs`) runs every case with notifications on as well.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use fs_core::{DirBacking, EngineOptions, Mirror, RetryPolicy};
+
+mod common;
+use common::snapshot as tree;
 
 struct Rig {
     _tmp: tempfile::TempDir,
@@ -42,33 +44,6 @@ impl Rig {
         opts.retry = RetryPolicy::none();
         Mirror::open(Arc::new(DirBacking::new(&self.share)), opts, &self.folder).unwrap()
     }
-}
-
-/// Every file and folder below `root` but `.sipfs`, with file content and mtimes.
-fn tree(root: &Path) -> BTreeMap<String, (Option<Vec<u8>>, i64)> {
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1) {
-        let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if rel.starts_with(".sipfs") {
-            continue;
-        }
-        let md = e.metadata().unwrap();
-        let mtime = filetime::FileTime::from_last_modification_time(&md);
-        let content = md.is_file().then(|| fs::read(e.path()).unwrap());
-        let mtime = if md.is_file() {
-            mtime.unix_seconds() * 1_000_000_000 + i64::from(mtime.nanoseconds())
-        } else {
-            0
-        };
-        out.insert(rel, (content, mtime));
-    }
-    out
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! What the engine's test files share.
 
+use std::collections::BTreeMap;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Where test folders go: tmpfs makes the many fsyncs of flushes cheap; the semantics are the
 /// same.
+#[allow(dead_code)] // not every test file makes its folders there
 pub fn scratch_root() -> PathBuf {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
@@ -11,4 +14,39 @@ pub fn scratch_root() -> PathBuf {
     } else {
         std::env::temp_dir()
     }
+}
+
+/// A file or folder as a snapshot records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(dead_code)] // not every test file compares trees
+pub enum Entry {
+    File(Vec<u8>, i64),
+    Dir(i64),
+}
+
+/// Every entry below `root` (minus `.sipfs/`), with content and mtimes.
+#[allow(dead_code)]
+pub fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if rel == ".sipfs" || rel.starts_with(".sipfs/") {
+            continue;
+        }
+        let md = e.path().symlink_metadata().unwrap();
+        let mtime = filetime::FileTime::from_last_modification_time(&md);
+        let ns = mtime.unix_seconds() * 1_000_000_000 + mtime.nanoseconds() as i64;
+        if md.is_dir() {
+            out.insert(rel, Entry::Dir(ns));
+        } else {
+            out.insert(rel, Entry::File(fs::read(e.path()).unwrap(), ns));
+        }
+    }
+    out
 }
