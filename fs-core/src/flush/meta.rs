@@ -210,26 +210,10 @@ impl Engine {
             n.gen += 1;
             let snapshot = n.clone();
             tree.reindex(ino);
-            jobs.push(Job {
-                ino,
-                local: path.clone(),
-                kind: EntryKind::Dir,
-                node_gen: snapshot.gen,
-                live_gen: 0,
-                base: None,
-                in_share: snapshot.in_share,
-                link: None,
-                content: false,
-                mode: snapshot.mode,
-            });
+            jobs.push(Job::of(&snapshot, path.clone(), 0));
             changed.push(snapshot);
         }
-        if let Err(e) = self.persist(|tx| {
-            for n in &changed {
-                journal::put_node(tx, n)?;
-            }
-            Ok(())
-        }) {
+        if let Err(e) = self.persist_nodes(&changed) {
             warn!(error = %e, "could not record directory times to set");
         }
         jobs

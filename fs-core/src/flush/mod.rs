@@ -34,7 +34,7 @@ use crate::names;
 use crate::pending::{local_path_of, share_path_of, touches, Base, Logged, NsOp};
 use crate::relpath::RelPath;
 use crate::report::{ConflictItem, FlushReport, PendingItem, Progress};
-use crate::tree::Ino;
+use crate::tree::{Ino, Node};
 
 mod meta;
 mod replay;
@@ -73,6 +73,24 @@ struct Staged {
     conflict: Option<RelPath>,
     size: u64,
     mtime_ns: i64,
+}
+
+impl Job {
+    /// The job for node `n` at `local`, as it is now.
+    fn of(n: &Node, local: RelPath, live_gen: u64) -> Job {
+        Job {
+            ino: n.ino,
+            local,
+            kind: n.kind,
+            node_gen: n.gen,
+            live_gen,
+            base: n.base,
+            in_share: n.in_share,
+            link: n.link().map(str::to_owned),
+            content: n.content_dirty && !n.is_dir(),
+            mode: n.mode,
+        }
+    }
 }
 
 /// A dirty file about to be staged: its place on the share and its temporary's name there.
@@ -386,18 +404,7 @@ impl Engine {
                 .live
                 .get(&ino)
                 .map_or(0, |l| l.gen.load(Ordering::SeqCst));
-            jobs.push(Job {
-                ino,
-                local: path,
-                kind: n.kind,
-                node_gen: n.gen,
-                live_gen,
-                base: n.base,
-                in_share: n.in_share,
-                link: n.link().map(str::to_owned),
-                content: n.content_dirty && !n.is_dir(),
-                mode: n.mode,
-            });
+            jobs.push(Job::of(n, path, live_gen));
         }
         (jobs, ignored, max_seq)
     }
@@ -417,14 +424,19 @@ impl Engine {
                 tree.reindex(i);
             }
         }
-        if let Err(e) = self.persist(|tx| {
-            for n in &changed {
+        if let Err(e) = self.persist_nodes(&changed) {
+            warn!(error = %e, "could not record ignored entries as settled");
+        }
+    }
+
+    /// Writes `nodes` to the journal in one transaction.
+    fn persist_nodes(&self, nodes: &[Node]) -> Result<(), FsError> {
+        self.persist(|tx| {
+            for n in nodes {
                 journal::put_node(tx, n)?;
             }
             Ok(())
-        }) {
-            warn!(error = %e, "could not record ignored entries as settled");
-        }
+        })
     }
 
     fn free_conflict_name(&self, dir: &RelPath, name: &str) -> io::Result<RelPath> {

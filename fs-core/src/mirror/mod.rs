@@ -17,7 +17,8 @@ pub mod watch;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -140,10 +141,10 @@ pub struct Mirror {
     /// One scan, flush or sync at a time: each compares the folder with the stamps.
     op: Mutex<()>,
     /// Notifications of the folder's changes, once `watch_changes` started them.
-    watch: std::sync::OnceLock<watch::Watch>,
+    watch: OnceLock<watch::Watch>,
     /// The next scan walks the whole folder: nothing watched it before (the first scan after
     /// the watch started), or a caller asked (`rescan_all`).
-    scan_all_next: std::sync::atomic::AtomicBool,
+    scan_all_next: AtomicBool,
     /// What the last scan looked at, for the served status.
     last_scan: Mutex<Option<ScanReport>>,
 }
@@ -259,7 +260,7 @@ impl Mirror {
             root,
             stamps,
             op: Mutex::new(()),
-            watch: std::sync::OnceLock::new(),
+            watch: OnceLock::new(),
             scan_all_next: true.into(),
             last_scan: Mutex::new(None),
         })
@@ -349,20 +350,13 @@ impl Mirror {
 
     /// Makes the next scan walk the whole folder, whatever notifications say.
     pub fn rescan_all(&self) {
-        self.scan_all_next
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.scan_all_next.store(true, Ordering::SeqCst);
     }
 
     fn scan_locked(&self) -> Result<ScanReport, MirrorError> {
         self.check_folder()?;
         let scope = match self.watch.get() {
-            Some(w)
-                if !self
-                    .scan_all_next
-                    .swap(false, std::sync::atomic::Ordering::SeqCst) =>
-            {
-                w.take()
-            }
+            Some(w) if !self.scan_all_next.swap(false, Ordering::SeqCst) => w.take(),
             Some(w) => {
                 // What was recorded so far is covered by the walk that follows.
                 w.drain();
@@ -433,9 +427,7 @@ impl Mirror {
             }
         };
         self.settle_after_sync()?;
-        if self.watch.get().is_some()
-            && !self.scan_all_next.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.watch.get().is_some() && !self.scan_all_next.load(Ordering::SeqCst) {
             // The fetches wrote into the folder and were notified like anyone's writes: looked
             // at now, with the sync's cost, instead of by the next flush.
             self.scan_locked()?;
