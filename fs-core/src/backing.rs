@@ -221,15 +221,23 @@ impl Backing for DirBacking {
         }
     }
 
+    /// One readdir, then a stat of each entry: overlapped when the share is a network away
+    /// ([`crate::fanout`]), as the OS would make them one at a time.
     fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
-        let mut out = Vec::new();
+        let mut entries = Vec::new();
         for entry in fs::read_dir(self.path(dir))? {
             let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else {
-                tracing::warn!(dir = %dir, name = ?entry.file_name(), "skipping a name that is not UTF-8");
-                continue;
-            };
-            match entry.metadata() {
+            match entry.file_name().into_string() {
+                Ok(name) => entries.push((name, entry)),
+                Err(name) => {
+                    tracing::warn!(dir = %dir, name = ?name, "skipping a name that is not UTF-8")
+                }
+            }
+        }
+        let stats = crate::fanout::map_overlapped(&entries, |(_, e)| e.metadata());
+        let mut out = Vec::with_capacity(entries.len());
+        for ((name, _), md) in entries.into_iter().zip(stats) {
+            match md {
                 Ok(md) => out.push((name, Stat::from_metadata(&md))),
                 // Removed between readdir and stat: someone else is working on the share.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

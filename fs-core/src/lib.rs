@@ -15,6 +15,7 @@ pub mod deadline;
 mod engine;
 pub mod error;
 mod evict;
+pub mod fanout;
 pub mod fault;
 mod flush;
 pub mod ignore_rules;

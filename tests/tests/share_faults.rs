@@ -836,3 +836,48 @@ fn kill9_during_a_background_fetch_never_serves_a_hole() {
     );
     m.stop();
 }
+
+/// The first listing of a big folder over a slow link, where its stats are made many at a
+/// time (`fs_core::fanout`): every entry is there, with its own kind, size and time.
+#[test]
+fn a_first_listing_over_a_slow_link_has_every_entry_right() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new();
+    let share = SshShare::start_with_latency(s.dir.path(), Some(Duration::from_millis(2)));
+    let dir = share.export.join("runs");
+    fs::create_dir(&dir).unwrap();
+    let mut want = BTreeMap::new();
+    for i in 0..300u64 {
+        let (name, size) = (format!("r{i:03}.csv"), i * 7 % 1000);
+        let p = dir.join(&name);
+        if i % 50 == 0 {
+            fs::create_dir(&p).unwrap();
+        } else {
+            fs::write(&p, vec![b'x'; size as usize]).unwrap();
+        }
+        let t = filetime::FileTime::from_unix_time(1_600_000_000 + i as i64 * 3600, 0);
+        filetime::set_file_mtime(&p, t).unwrap();
+        want.insert(
+            name,
+            (
+                i % 50 == 0,
+                if i % 50 == 0 { None } else { Some(size) },
+                t.unix_seconds(),
+            ),
+        );
+    }
+    chown_to_share_user(&dir);
+    let m = mount_on(&share, &s, &[]);
+    let mut got = BTreeMap::new();
+    for e in fs::read_dir(s.mnt.join("runs")).unwrap() {
+        let e = e.unwrap();
+        let md = fs::symlink_metadata(e.path()).unwrap();
+        let size = (!md.is_dir()).then_some(md.len());
+        got.insert(
+            e.file_name().into_string().unwrap(),
+            (md.is_dir(), size, md.mtime()),
+        );
+    }
+    assert_eq!(got, want);
+    m.stop();
+}
