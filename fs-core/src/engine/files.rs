@@ -112,7 +112,8 @@ impl Engine {
     }
 
     /// A read-only handle on the ranged copy of a big uncached file (`partial.rs`), which
-    /// the background filler then completes; `None` when the file is read whole.
+    /// the background filler completes once the first read is served; `None` when the file is
+    /// read whole.
     fn open_ranged(&self, ino: Ino) -> Result<Option<FileHandle>, FsError> {
         let Some(p) = self.partial_for(ino)? else {
             return Ok(None);
@@ -125,7 +126,6 @@ impl Engine {
             .file()
             .try_clone()
             .map_err(io_err(&self.path_of(ino).unwrap_or_default()))?;
-        self.queue_fill(&p);
         Ok(Some(FileHandle {
             ino,
             file,
@@ -164,6 +164,9 @@ impl Engine {
     pub fn read(&self, fh: &FileHandle, offset: u64, size: usize) -> Result<Vec<u8>, FsError> {
         if let Some(p) = &fh.partial {
             self.fill(p, offset..offset.saturating_add(size as u64))?;
+            // Only now: begun at the open, the background fetch of the file's start would
+            // share the link with the read a program waits for, and fetch its blocks twice.
+            self.queue_fill(p);
         }
         let mut buf = vec![0u8; size];
         let mut done = 0;

@@ -207,20 +207,23 @@ impl Engine {
             (path, share)
         };
         let _span = info_span!("open_ranged", path = %path).entered();
-        let st = self
-            .opts
-            .retry
-            .run(|| self.backing.stat(&share))
+        // The stat (the version the copy is of) and the open wait for the share together: a
+        // program waiting for its first bytes pays one round trip for both, not two.
+        let (st, reader) = std::thread::scope(|s| {
+            let open = s.spawn(|| self.opts.retry.run(|| self.backing.open_read(&share)));
+            let st = self.opts.retry.run(|| self.backing.stat(&share));
+            (
+                st,
+                open.join().expect("opening a file on the share panicked"),
+            )
+        });
+        let st = st
             .map_err(|e| FsError::share(&path, e))?
             .ok_or_else(|| FsError::NotFound(path.clone()))?;
         if st.kind != EntryKind::File || st.size < self.opts.range_fetch_min {
             return Ok(None);
         }
-        let reader = self
-            .opts
-            .retry
-            .run(|| self.backing.open_read(&share))
-            .map_err(|e| FsError::share(&path, e))?;
+        let reader = reader.map_err(|e| FsError::share(&path, e))?;
         let name = format!("{ino}-{}", now_ns());
         let file_path = self.parts_dir().join(&name);
         let file = OpenOptions::new()
@@ -519,8 +522,8 @@ impl Engine {
                             Ok(true) => {}
                             Ok(false) => break,
                             Err(err) => {
-                                // Left as it is: the next open queues it again, and a read
-                                // fetches what it needs.
+                                // Left as it is: the next read fetches what it needs and
+                                // queues it again.
                                 warn!(ino = p.ino, error = %err, "background fetch stopped");
                                 p.queued.store(false, Ordering::SeqCst);
                                 break;
