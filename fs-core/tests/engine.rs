@@ -243,11 +243,13 @@ fn a_folder_never_listed_can_be_removed() {
 }
 
 /// A share that keeps modification times to the whole second, as SFTP does, counts the
-/// plain stats it is asked for (the freshness check before each write is a `stat_fresh`), and
-/// records where temporaries were staged.
+/// plain stats, freshness checks and renames it is asked for, and records where temporaries
+/// were staged.
 struct SecondsShare {
     inner: DirBacking,
     stats: std::sync::atomic::AtomicUsize,
+    fresh_checks: std::sync::atomic::AtomicUsize,
+    renames: std::sync::atomic::AtomicUsize,
     temps: std::sync::Mutex<Vec<RelPath>>,
 }
 
@@ -260,6 +262,8 @@ impl Backing for SecondsShare {
         self.inner.stat(p)
     }
     fn stat_fresh(&self, p: &RelPath) -> std::io::Result<Option<fs_core::Stat>> {
+        self.fresh_checks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.stat_fresh(p)
     }
     fn list(&self, d: &RelPath) -> std::io::Result<Vec<(String, fs_core::Stat)>> {
@@ -292,6 +296,8 @@ impl Backing for SecondsShare {
         self.inner.stage_symlink(target, t)
     }
     fn rename(&self, a: &RelPath, b: &RelPath) -> std::io::Result<()> {
+        self.renames
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.rename(a, b)
     }
     fn remove_file(&self, p: &RelPath) -> std::io::Result<()> {
@@ -320,6 +326,8 @@ fn seconds_share() -> (tempfile::TempDir, Arc<SecondsShare>, Engine) {
     let share = Arc::new(SecondsShare {
         inner: DirBacking::new(&share_dir),
         stats: Default::default(),
+        fresh_checks: Default::default(),
+        renames: Default::default(),
         temps: Default::default(),
     });
     let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
@@ -425,4 +433,111 @@ fn many_files_for_one_folder_are_staged_in_several_folders_inside_it() {
             format!("file {i}").as_bytes()
         );
     }
+}
+
+/// Every entry below `root`, as `path: content` for files and `path/` for folders.
+fn tree_of(root: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            if e.file_type().is_dir() {
+                format!("{rel}/")
+            } else {
+                format!(
+                    "{rel}: {}",
+                    String::from_utf8_lossy(&fs::read(e.path()).unwrap())
+                )
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A folder made here, with 30 files and a folder of 10 more in it, is written under a
+/// temporary name and renamed into place once: no rename and no freshness check per file.
+/// The share then holds exactly what was written, times and all, and nothing temporary.
+#[test]
+fn a_new_folder_is_written_whole_and_renamed_into_place_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (dir, share, e) = seconds_share();
+    let share_dir = dir.path().join("share");
+    fs::write(share_dir.join("old.csv"), "kept").unwrap();
+    let root = e.resolve(&RelPath::root()).unwrap();
+    let runs = e.mkdir(root, "runs", 0o755).unwrap().ino;
+    e.mkdir(runs, "logs", 0o755).unwrap();
+    for i in 0..30 {
+        write(
+            &e,
+            &format!("runs/r{i:02}.csv"),
+            format!("run {i}").as_bytes(),
+        );
+    }
+    for i in 0..10 {
+        write(
+            &e,
+            &format!("runs/logs/l{i}.txt"),
+            format!("log {i}").as_bytes(),
+        );
+    }
+    write(&e, "old.csv", b"changed");
+    let (renames, checks) = (share.renames.load(SeqCst), share.fresh_checks.load(SeqCst));
+    let report = e.flush(None);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.files_written, 41);
+    assert_eq!(report.dirs_created, 2);
+    // The folder's rename, and old.csv's.
+    assert_eq!(share.renames.load(SeqCst) - renames, 2);
+    // old.csv's: it was on the share, someone may have changed it since.
+    assert_eq!(share.fresh_checks.load(SeqCst) - checks, 1);
+
+    let mut want: Vec<String> = vec![
+        "old.csv: changed".into(),
+        "runs/".into(),
+        "runs/logs/".into(),
+    ];
+    want.extend((0..30).map(|i| format!("runs/r{i:02}.csv: run {i}")));
+    want.extend((0..10).map(|i| format!("runs/logs/l{i}.txt: log {i}")));
+    want.sort();
+    assert_eq!(tree_of(&share_dir), want);
+    // Each file's time is the one it has here (to the share's second).
+    let here = fs::metadata(e.cache_tree().join("runs/r07.csv")).unwrap();
+    let there = fs::metadata(share_dir.join("runs/r07.csv")).unwrap();
+    assert_eq!(
+        filetime::FileTime::from_last_modification_time(&there).unix_seconds(),
+        filetime::FileTime::from_last_modification_time(&here).unix_seconds()
+    );
+    // Written once: nothing is pending, and a refresh finds nothing new on the share.
+    assert_eq!(e.flush(None).files_written, 0);
+    let refreshed = e.refresh();
+    assert_eq!(
+        (refreshed.added, refreshed.changed, refreshed.removed),
+        (0, 0, 0),
+        "the share's copies are known as written: {refreshed:?}"
+    );
+}
+
+/// A folder of the same name made on the share meanwhile: the new folder cannot be renamed
+/// over it, and its files go into the share's folder one by one, beside what is there.
+#[test]
+fn a_new_folder_whose_name_was_taken_meanwhile_goes_into_the_one_there() {
+    let (dir, _share, e) = seconds_share();
+    let share_dir = dir.path().join("share");
+    let root = e.resolve(&RelPath::root()).unwrap();
+    e.mkdir(root, "out", 0o755).unwrap();
+    for i in 0..5 {
+        write(&e, &format!("out/f{i}"), format!("ours {i}").as_bytes());
+    }
+    fs::create_dir(share_dir.join("out")).unwrap();
+    fs::write(share_dir.join("out/theirs"), "theirs").unwrap();
+    let report = e.flush(None);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.files_written, 5);
+    let mut want: Vec<String> = vec!["out/".into(), "out/theirs: theirs".into()];
+    want.extend((0..5).map(|i| format!("out/f{i}: ours {i}")));
+    want.sort();
+    assert_eq!(tree_of(&share_dir), want);
 }

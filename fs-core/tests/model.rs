@@ -1118,6 +1118,22 @@ mod found {
         }
     }
 
+    /// A new folder written under a temporary name, with the share dropping at each point of
+    /// the flush: the flush after it is back writes the folder without a conflict with the
+    /// copies the first one left (found by the model).
+    #[test]
+    fn new_folder_flushed_while_the_share_drops() {
+        for n in 0..10 {
+            check(vec![
+                Op::Mkdir(8),
+                Op::Create(0, vec![]),
+                Op::Create(9, vec![]),
+                Op::OfflineAfter(n),
+                Op::Flush,
+            ]);
+        }
+    }
+
     /// An unread file renamed to an ignored name keeps its content (found by the model).
     #[test]
     fn unread_file_renamed_to_an_ignored_name() {

@@ -4,17 +4,20 @@
 //! 1. finish what an interrupted flush left: `ready` temporaries are renamed into place,
 //!    others are removed;
 //! 2. stage: every dirty file whose directory exists on the share is copied, in parallel, to a
-//!    temporary name beside its target; the temporaries are recorded in the journal first;
-//! 3. the burst: temporaries are renamed over their targets, then the logged namespace changes
-//!    (mkdir, rename, remove) are replayed in order, each removed from the journal when done;
+//!    temporary name beside its target, and the files of new folders into those folders made
+//!    under temporary names; the temporaries are recorded in the journal first;
+//! 3. the burst: new folders are renamed into place, temporaries over their targets, then the
+//!    logged namespace changes (mkdir, rename, remove) are replayed in order, each removed
+//!    from the journal when done;
 //! 4. files that live in directories the burst created are staged and renamed in place;
 //! 5. modification times and modes, directories deepest first.
 //!
 //! A failure stays with its path: the change stays pending with a reason, and everything that
 //! does not depend on it goes on.
 //!
-//! The steps live in `stage` (2 and 4: temporaries, their commit, conflicts), `replay` (the
-//! logged namespace changes of 3) and `meta` (5); this module runs them in order.
+//! The steps live in `stage` (2 and 4: temporaries, their commit, conflicts), `folders` (new
+//! folders written whole), `replay` (the logged namespace changes of 3) and `meta` (5); this
+//! module runs them in order.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -36,6 +39,7 @@ use crate::relpath::RelPath;
 use crate::report::{ConflictItem, FlushReport, PendingItem, Progress};
 use crate::tree::{Ino, Node};
 
+mod folders;
 mod meta;
 mod replay;
 mod stage;
@@ -73,6 +77,8 @@ struct Staged {
     conflict: Option<RelPath>,
     size: u64,
     mtime_ns: i64,
+    /// Already at its target: its new folder was renamed into place (`folders.rs`).
+    in_place: bool,
 }
 
 impl Job {
@@ -98,6 +104,8 @@ struct Planned {
     job: Job,
     target: RelPath,
     temp: RelPath,
+    /// Its target's folder is new on the share (`folders.rs`): nothing can be there yet.
+    fresh: bool,
 }
 
 impl Planned {
@@ -333,9 +341,16 @@ impl Engine {
         self.forget_ignored(&ignored);
 
         let (content, meta): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.content);
+        // New folders are written whole under temporary names (not in retries, which write
+        // only what was left pending).
+        let (folders, in_folders, content) = if scope.is_none() {
+            self.new_folders(content, max_seq)
+        } else {
+            (Vec::new(), Vec::new(), content)
+        };
 
         // 2. Stage.
-        let outcomes = self.stage_all(&ctx, content, false);
+        let outcomes = self.stage_all(&ctx, content, in_folders, &folders, false);
         let mut staged = Vec::new();
         let mut deferred = Vec::new();
         for o in outcomes {
@@ -347,12 +362,12 @@ impl Engine {
         }
 
         // 3. The burst: commit what is staged, then replay the namespace log.
-        deferred.extend(self.commit_all(&ctx, staged));
+        deferred.extend(self.commit_all(&ctx, staged, &folders));
         self.replay_ops(&ctx, max_seq);
 
         // 4. Files in directories the burst created.
         if !deferred.is_empty() {
-            let outcomes = self.stage_all(&ctx, deferred, true);
+            let outcomes = self.stage_all(&ctx, deferred, Vec::new(), &[], true);
             let mut staged = Vec::new();
             for o in outcomes {
                 match o {
@@ -365,7 +380,7 @@ impl Engine {
                     StageOutcome::Pending(p) => ctx.push_pending(p),
                 }
             }
-            for j in self.commit_all(&ctx, staged) {
+            for j in self.commit_all(&ctx, staged, &[]) {
                 ctx.push_pending(PendingItem::new(
                     &j.local,
                     Reason::Conflict,
@@ -457,6 +472,8 @@ impl Engine {
     /// temporaries were renamed into place.
     /// Also returns the share directories it changed, whose times must be set again.
     pub(crate) fn recover_staged(&self) -> Result<(usize, Vec<RelPath>), FsError> {
+        // New folders first: their files' temporaries move with them.
+        self.recover_folders()?;
         let rows = self.journal.lock().load_staged()?;
         let mut rolled = 0;
         let mut dirs = Vec::new();
@@ -478,9 +495,15 @@ impl Engine {
                             .rename(&row.target, c)
                             .map_err(|e| FsError::share(&row.target, e))?;
                     }
-                    self.backing
-                        .rename(&row.temp, &row.target)
-                        .map_err(|e| FsError::share(&row.target, e))?;
+                    let renamed = match self.backing.rename(&row.temp, &row.target) {
+                        // Its new folder could not be renamed into place (something took the
+                        // name): the file goes into what is there.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => self
+                            .create_dirs(&row.target.parent().unwrap_or_default())
+                            .and_then(|_| self.backing.rename(&row.temp, &row.target)),
+                        r => r,
+                    };
+                    renamed.map_err(|e| FsError::share(&row.target, e))?;
                     rolled += 1;
                 }
                 // The file stays dirty (it may have changed since); its base is what is now on

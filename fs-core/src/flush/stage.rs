@@ -18,10 +18,15 @@ impl Engine {
     /// Every temporary is recorded in the journal before it is made, the whole pass in one
     /// transaction, and the records of those that were never made (or were removed again) go
     /// in one more: a transaction per file cost more than the copy of a small file.
+    ///
+    /// `in_folders` are files planned into the new `folders` (`folders.rs`), which are made
+    /// first, like staging folders.
     pub(super) fn stage_all(
         &self,
         ctx: &Ctx<'_>,
         jobs: Vec<Job>,
+        in_folders: Vec<Planned>,
+        folders: &[super::folders::NewFolder],
         after_burst: bool,
     ) -> Vec<StageOutcome> {
         let ops = self.state.read().ops.clone();
@@ -33,7 +38,9 @@ impl Engine {
                 Plan::Not(o) => outcomes.push(o),
             }
         }
-        let staging = self.spread_temps(ctx, &mut planned);
+        let mut staging: Vec<RelPath> = folders.iter().flat_map(|f| f.dirs.clone()).collect();
+        staging.extend(self.spread_temps(ctx, &mut planned));
+        planned.extend(in_folders);
         let listed: Vec<RelPath> = if staging.is_empty() {
             Vec::new()
         } else {
@@ -97,12 +104,22 @@ impl Engine {
     /// Returns the jobs whose name something else holds for now. What was renamed is recorded
     /// as written in one transaction at the end: a crash before it leaves ready records whose
     /// temporaries are gone, which the next flush settles (`recover_staged`).
-    pub(super) fn commit_all(&self, ctx: &Ctx<'_>, mut staged: Vec<Staged>) -> Vec<Job> {
-        if let Err(e) = self.mark_ready(&staged) {
+    ///
+    /// The new `folders` (`folders.rs`) are renamed into place first, with their files.
+    pub(super) fn commit_all(
+        &self,
+        ctx: &Ctx<'_>,
+        mut staged: Vec<Staged>,
+        folders: &[super::folders::NewFolder],
+    ) -> Vec<Job> {
+        let mut waiting = Vec::new();
+        if let Err(e) = self.mark_ready(&staged, folders) {
             for s in &staged {
                 ctx.push_pending(PendingItem::new(&s.job.local, Reason::Other, &e));
             }
             staged.clear();
+        } else if !folders.is_empty() {
+            (staged, waiting) = self.commit_folders(ctx, folders, staged);
         }
         let finished = Mutex::new(Vec::new());
         let left: Vec<Option<Job>> = self.pool.install(|| {
@@ -112,7 +129,8 @@ impl Engine {
                 .collect()
         });
         self.finish_entries(finished.into_inner());
-        left.into_iter().flatten().collect()
+        waiting.extend(left.into_iter().flatten());
+        waiting
     }
 
     /// Spreads the temporaries of each folder that receives many files over a few staging
@@ -169,10 +187,12 @@ impl Engine {
     /// off the journal's list. One still holding a temporary (its rename failed, or the share
     /// is gone) stays listed, for the next flush, whose roll-forward removes the temporary
     /// first.
-    pub(super) fn remove_staging_dirs(&self, dirs: Vec<RelPath>) {
+    pub(super) fn remove_staging_dirs(&self, mut dirs: Vec<RelPath>) {
         if dirs.is_empty() {
             return;
         }
+        // Deepest first: a new folder's temporary holds the folders made in it.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.depth()));
         let mut gone = Vec::new();
         for d in dirs {
             match self.backing.remove_dir(&d) {
@@ -212,7 +232,12 @@ impl Engine {
             .parent()
             .unwrap_or_default()
             .join(&names::temp_name(target.name()));
-        Plan::Stage(Planned { job, target, temp })
+        Plan::Stage(Planned {
+            job,
+            target,
+            temp,
+            fresh: false,
+        })
     }
 
     /// Stages one planned file: the freshness check, then the copy to its temporary. Also
@@ -223,7 +248,12 @@ impl Engine {
         p: Planned,
         after_burst: bool,
     ) -> (StageOutcome, Option<RelPath>) {
-        let Planned { job, target, temp } = p;
+        let Planned {
+            job,
+            target,
+            temp,
+            fresh,
+        } = p;
         if ctx.down.load(Ordering::SeqCst) {
             return (
                 StageOutcome::Pending(ctx.unreachable(&job.local)),
@@ -234,7 +264,11 @@ impl Engine {
         let share_dir = target.parent().unwrap_or_default();
         let name = target.name().to_owned();
         let retry = self.opts.retry;
-        let current = match retry.run(|| self.backing.stat_fresh(&target)) {
+        let current = match fresh {
+            true => Ok(None),
+            false => retry.run(|| self.backing.stat_fresh(&target)),
+        };
+        let current = match current {
             Ok(c) => c,
             Err(e) => {
                 return (
@@ -314,6 +348,7 @@ impl Engine {
                     conflict,
                     size,
                     mtime_ns,
+                    in_place: false,
                 }),
                 None,
             ),
@@ -338,7 +373,7 @@ impl Engine {
     /// What a Windows share would refuse about this entry's name, checked before trying: the
     /// share's own errors for these are vague or, for names that differ only in case, absent
     /// (one file silently replaces the other).
-    fn windows_refusal(&self, job: &Job) -> Option<PendingItem> {
+    pub(super) fn windows_refusal(&self, job: &Job) -> Option<PendingItem> {
         if !self.opts.windows_share {
             return None;
         }
@@ -396,13 +431,42 @@ impl Engine {
         }
     }
 
-    fn mark_ready(&self, staged: &[Staged]) -> Result<(), FsError> {
+    fn mark_ready(
+        &self,
+        staged: &[Staged],
+        folders: &[super::folders::NewFolder],
+    ) -> Result<(), FsError> {
         self.persist(|tx| {
             for s in staged {
                 journal::put_staged(tx, &s.row(true))?;
             }
+            if !folders.is_empty() {
+                Self::record_folders_ready(tx, folders)?;
+            }
             Ok(())
         })
+    }
+
+    /// Removes a staged temporary that will not be renamed, with its journal record; if the
+    /// share cannot be asked to remove it now, the record stays (as not ready, when
+    /// `keep_row`), so that the next flush removes it rather than renaming it.
+    pub(super) fn abandon_temp(&self, s: &Staged, keep_row: bool) {
+        if self.backing.remove_file(&s.temp).is_ok() || !keep_row {
+            let _ = self.persist(|tx| journal::delete_staged(tx, &s.temp));
+        } else {
+            let _ = self.persist(|tx| {
+                journal::put_staged(
+                    tx,
+                    &StagedRow {
+                        temp: s.temp.clone(),
+                        target: s.target.clone(),
+                        conflict: None,
+                        ino: s.job.ino,
+                        ready: false,
+                    },
+                )
+            });
+        }
     }
 
     /// Renames a staged temporary over its target. Returns the job when the name is taken by
@@ -410,26 +474,10 @@ impl Engine {
     fn commit(&self, ctx: &Ctx<'_>, s: Staged, finished: &Mutex<Vec<Finished>>) -> Option<Job> {
         let _span = info_span!("commit", path = %s.job.local).entered();
         let retry = self.opts.retry;
-        let abandon = |keep_row: bool| {
-            if self.backing.remove_file(&s.temp).is_ok() || !keep_row {
-                let _ = self.persist(|tx| journal::delete_staged(tx, &s.temp));
-            } else {
-                // Could not remove it: the next flush removes it rather than renaming it.
-                let _ = self.persist(|tx| {
-                    journal::put_staged(
-                        tx,
-                        &StagedRow {
-                            temp: s.temp.clone(),
-                            target: s.target.clone(),
-                            conflict: None,
-                            ino: s.job.ino,
-                            ready: false,
-                        },
-                    )
-                });
-            }
-        };
-        if ctx.down.load(Ordering::SeqCst) {
+        let abandon = |keep_row: bool| self.abandon_temp(&s, keep_row);
+        // One already in place (its new folder was renamed) is recorded as written whatever
+        // happens now: left dirty, it would be taken next time for a file someone else made.
+        if ctx.down.load(Ordering::SeqCst) && !s.in_place {
             abandon(true);
             ctx.push_pending(ctx.unreachable(&s.job.local));
             return None;
@@ -457,7 +505,11 @@ impl Engine {
                 }
             }
         }
-        if let Err(e) = retry.run(|| self.backing.rename(&s.temp, &s.target)) {
+        let renamed = match s.in_place {
+            true => Ok(()),
+            false => retry.run(|| self.backing.rename(&s.temp, &s.target)),
+        };
+        if let Err(e) = renamed {
             let taken = is_kind(
                 &e,
                 &[libc::EISDIR, libc::ENOTEMPTY, libc::EEXIST, libc::ENOTDIR],
