@@ -19,8 +19,10 @@ use parking_lot::Mutex;
 /// A call slower than this was a round trip to a server, not a local disk's cache.
 pub const SLOW_CALL: Duration = Duration::from_micros(300);
 
-/// Calls in flight at once: as many as a flush has (`EngineOptions::parallelism`).
-pub const IN_FLIGHT: usize = 8;
+/// Calls in flight at once. Stats are small requests that a client multiplexes on one
+/// connection: 16 at once listed 1000 files in 10 folders over a 2 ms link in 0.94 s, 8 in
+/// 1.15 s, one at a time 5.8 s.
+pub const IN_FLIGHT: usize = 16;
 
 /// `call` on each item, in order of the items; overlapped when the first call is slow.
 ///
