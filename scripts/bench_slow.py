@@ -54,17 +54,53 @@ def small_files(root, n):
             f.write(os.urandom(4096))
 
 
+def make_names(root, n):
+    """Makes `n` empty files in the new folder `root`, one after another."""
+    os.makedirs(root)
+    for i in range(n):
+        os.close(os.open(os.path.join(root, f"f{i:04d}.csv"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+
+
+def landed(folder, n, size):
+    """Waits until the share's own folder holds the `n` files `small_files` makes, whole."""
+    while True:
+        try:
+            whole = [e for e in os.scandir(folder)
+                     if e.name.startswith("f") and e.name.endswith(".csv")
+                     and e.stat().st_size == size]
+            if len(whole) == n:
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+
+
 def flush_new_files(a, rep):
-    """200 new 4 KiB files: `cp -r` onto the share, rsync over ssh, and a sipfs flush."""
+    """200 new 4 KiB files: `cp -r` onto the share, rsync over ssh, and a sipfs flush.
+
+    Beside them, the names alone: the 200 files made empty in a new folder of the share, one
+    after another. A Linux client holds a folder's lock across each create in it (and each
+    rename into it), so this is what any writer of the 200 files into one folder pays,
+    however many requests it has in flight."""
     src = os.path.join(a.work, f"slow-src-{rep}")
     small_files(src, 200)
+    names = timed(lambda: make_names(os.path.join(a.share, f"names-{rep}"), 200))
     cp = timed(lambda: run("cp", "-r", src, os.path.join(a.share, f"cp-{rep}")))
     rsync = timed(lambda: run("rsync", "-r", "-e", a.ssh, src + "/",
                               f"root@127.0.0.1:{a.export}/rsync-{rep}/"))
     with Sipfs(a, f"flush-{rep}") as m:
         run("cp", "-r", src, os.path.join(m.mnt, f"sipfs-{rep}"))
         sip = timed(m.flush)
-    return {"serial cp -r": cp, "rsync over ssh": rsync, "sipfs flush": sip}
+    out = {"serial cp -r": cp, "rsync over ssh": rsync, "the names alone": names,
+           "sipfs flush": sip}
+    if a.rclone:
+        # Written into its cache, then uploaded in the background: timed until the share
+        # holds every file whole.
+        def rclone():
+            run("cp", "-r", src, os.path.join(a.rclone, f"rclone-{rep}"))
+            landed(os.path.join(a.export, f"rclone-{rep}"), 200, 4096)
+        out["rclone mount"] = timed(rclone)
+    return out
 
 
 def first_bytes(a, rep):
@@ -81,7 +117,10 @@ def first_bytes(a, rep):
     direct = timed(lambda: head(os.path.join(a.share, name)))
     with Sipfs(a, f"big-{rep}") as m:
         sip = timed(lambda: head(os.path.join(m.mnt, name)))
-    return {"straight from the share": direct, "sipfs": sip}
+    out = {"straight from the share": direct, "sipfs": sip}
+    if a.rclone:
+        out["rclone mount"] = timed(lambda: head(os.path.join(a.rclone, name)))
+    return out
 
 
 def whole_file(a, rep):
@@ -98,7 +137,10 @@ def whole_file(a, rep):
     direct = timed(lambda: cat(os.path.join(a.share, name)))
     with Sipfs(a, f"whole-{rep}") as m:
         sip = timed(lambda: cat(os.path.join(m.mnt, name)))
-    return {"straight from the share": direct, "sipfs": sip}
+    out = {"straight from the share": direct, "sipfs": sip}
+    if a.rclone:
+        out["rclone mount"] = timed(lambda: cat(os.path.join(a.rclone, name)))
+    return out
 
 
 def first_listing(a, rep):
@@ -116,7 +158,10 @@ def first_listing(a, rep):
     direct = timed(lambda: find(os.path.join(a.share, f"tree-{rep}")))
     with Sipfs(a, f"tree-{rep}") as m:
         sip = timed(lambda: find(os.path.join(m.mnt, f"tree-{rep}")))
-    return {"straight on the share": direct, "sipfs": sip}
+    out = {"straight on the share": direct, "sipfs": sip}
+    if a.rclone:
+        out["rclone mount"] = timed(lambda: find(os.path.join(a.rclone, f"tree-{rep}")))
+    return out
 
 
 STEPS = [
@@ -151,6 +196,7 @@ def main():
     ap.add_argument("--share", required=True, help="the sshfs mount over the slow link")
     ap.add_argument("--export", required=True, help="the same folder as the server has it")
     ap.add_argument("--ssh", required=True, help="ssh command through the slow link, for rsync")
+    ap.add_argument("--rclone", help="an rclone mount of the same folder over the slow link")
     ap.add_argument("--work", required=True)
     ap.add_argument("--delay-ms", type=float, required=True)
     ap.add_argument("--reps", type=int, default=3)
