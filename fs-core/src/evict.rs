@@ -16,6 +16,12 @@
 //! estimate says it may be over: the estimate is the last exact count plus what was fetched
 //! since. Writes to dirty files are not in the estimate; they cannot be evicted anyway, and
 //! the next count sees them.
+//!
+//! A pass that cannot get under the limit (what is left may not go: changed files, open ones)
+//! would otherwise be followed by another walk of the whole tree at every fetch. The next pass
+//! then waits until a sixteenth of the limit (64 KiB to 64 MiB) more was fetched: the cache
+//! may pass what it could not get under by that much, and the walks are one per that many
+//! bytes instead of one per file.
 
 use std::fs;
 use std::sync::atomic::Ordering;
@@ -70,7 +76,7 @@ impl Engine {
             return;
         };
         let estimate = self.cache_estimate.fetch_add(bytes, Ordering::SeqCst) + bytes;
-        if estimate > limit {
+        if estimate > limit && estimate > self.evict_again_above.load(Ordering::SeqCst) {
             if let Err(e) = self.evict_keeping(limit, Some(ino)) {
                 tracing::warn!(error = %e, "could not make room in the cache");
             }
@@ -89,6 +95,7 @@ impl Engine {
         if self.local_changes.get().is_some() || !self.counts_opens() {
             return Ok(Eviction::default());
         }
+        self.evict_passes.fetch_add(1, Ordering::SeqCst);
         let parts = self.part_usage();
         let (mut total, candidates) = {
             let tree = self.state.read();
@@ -115,6 +122,11 @@ impl Engine {
         }
         done.cache_bytes = total;
         self.cache_estimate.store(total, Ordering::SeqCst);
+        let again = match total > limit {
+            true => total.saturating_add((limit / 16).clamp(64 << 10, 64 << 20)),
+            false => 0,
+        };
+        self.evict_again_above.store(again, Ordering::SeqCst);
         if done.files > 0 {
             info!(
                 files = done.files,
@@ -124,6 +136,11 @@ impl Engine {
             );
         }
         Ok(done)
+    }
+
+    /// Eviction passes made so far (each a walk of the whole tree), for tests.
+    pub fn eviction_passes(&self) -> u64 {
+        self.evict_passes.load(Ordering::SeqCst)
     }
 
     fn last_open(&self, ino: Ino) -> u64 {

@@ -164,3 +164,28 @@ fn ranges_of_a_big_file_count_towards_the_limit_and_make_room() {
     e.release(fh);
     assert_eq!(read(&e, "f0"), content(0));
 }
+
+/// A cache held over its limit by what may not go (a changed file bigger than the limit): the
+/// fetches that follow still make room, but the whole tree is walked once per 64 KiB fetched
+/// here (a sixteenth of the limit, at least 64 KiB), not once per fetch.
+#[test]
+fn a_cache_stuck_over_its_limit_is_not_walked_at_every_fetch() {
+    let dir = setup();
+    let e = open(dir.path(), Some(25_000));
+    write(&e, "new", &[7u8; 30_000]);
+    let before = e.eviction_passes();
+    for i in 0..10 {
+        assert_eq!(read(&e, &format!("f{i}")), content(i));
+    }
+    let passes = e.eviction_passes() - before;
+    // 100 000 bytes fetched: a pass when the estimate first passes the limit (at f2), the
+    // next once 64 KiB more came (at f9). One per fetch from f2 on would be 8.
+    assert_eq!(passes, 2, "{passes} passes for 10 fetches");
+    // The last pass made room: the changed file and the file just read are left.
+    assert_eq!(cached(dir.path()), ["f9", "new"]);
+    assert_eq!(e.status().cache_bytes, 40_000);
+    // Flushed, the changed file may go too, and the next pass gets under the limit.
+    assert!(e.flush(None).pending.is_empty());
+    let done = e.evict_to(25_000).unwrap();
+    assert!(done.cache_bytes <= 25_000, "{done:?}");
+}

@@ -187,6 +187,10 @@ pub struct Engine {
     clock: AtomicU64,
     /// The cache's size as last counted, plus what was fetched since (`evict.rs`).
     pub(crate) cache_estimate: AtomicU64,
+    /// Eviction passes so far, and the estimate the next one waits for once a pass could not
+    /// get under the limit (0: none waited for) (`evict.rs`).
+    pub(crate) evict_passes: AtomicU64,
+    pub(crate) evict_again_above: AtomicU64,
     /// What the share does to the times a flush gives it (`flush/times.rs`).
     pub(crate) share_times: crate::flush::ShareTimes,
     pub(crate) flush_lock: Mutex<()>,
@@ -321,6 +325,8 @@ impl Engine {
             live: DashMap::new(),
             clock: AtomicU64::new(1),
             cache_estimate: AtomicU64::new(0),
+            evict_passes: AtomicU64::new(0),
+            evict_again_above: AtomicU64::new(0),
             share_times: Default::default(),
             flush_lock: Mutex::new(()),
             ignore: RwLock::new(IgnoreRules::defaults()),
