@@ -161,6 +161,7 @@ impl Engine {
         self.setattr(
             ino,
             SetAttr {
+                owner: None,
                 mtime_ns: Some(mtime_ns),
                 ..Default::default()
             },

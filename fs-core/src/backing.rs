@@ -137,6 +137,11 @@ pub trait Backing: Send + Sync {
     fn create_dir(&self, path: &RelPath) -> io::Result<()>;
     fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()>;
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()>;
+    /// Gives the entry at `path` (not following a link) an owner and group. Shares without
+    /// Unix owners (SMB, an sshfs whose user may not chown) refuse it.
+    fn set_owner(&self, _path: &RelPath, _uid: u32, _gid: u32) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A file on the share, open for reading ranges of it.
@@ -324,6 +329,11 @@ impl Backing for DirBacking {
 
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {
         set_permissions_checked(&self.path(path), mode)
+    }
+
+    #[cfg(unix)]
+    fn set_owner(&self, path: &RelPath, uid: u32, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::lchown(self.path(path), Some(uid), Some(gid))
     }
 }
 

@@ -363,6 +363,10 @@ impl Backing for DeadlineBacking {
         let p = path.clone();
         self.call(move |b| b.set_mode(&p, mode))
     }
+    fn set_owner(&self, path: &RelPath, uid: u32, gid: u32) -> io::Result<()> {
+        let p = path.clone();
+        self.call(move |b| b.set_owner(&p, uid, gid))
+    }
 }
 
 #[cfg(test)]

@@ -213,4 +213,9 @@ impl Backing for FaultyBacking {
         self.control.check(&[path], true)?;
         self.inner.set_mode(path, mode)
     }
+
+    fn set_owner(&self, path: &RelPath, uid: u32, gid: u32) -> io::Result<()> {
+        self.control.check(&[path], true)?;
+        self.inner.set_owner(path, uid, gid)
+    }
 }

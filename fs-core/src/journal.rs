@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS node(
     mtime INTEGER NOT NULL,
     mode INTEGER NOT NULL,
     link TEXT,
-    atime INTEGER
+    atime INTEGER,
+    owner INTEGER
 );
 CREATE TABLE IF NOT EXISTS op(seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS staged(
@@ -214,12 +215,14 @@ impl Journal {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        // Journals written before access times were kept lack the column.
-        let has_atime: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('node') WHERE name = 'atime'")?
-            .exists([])?;
-        if !has_atime {
-            conn.execute_batch("ALTER TABLE node ADD COLUMN atime INTEGER")?;
+        // Journals written before access times, or owners, were kept lack their columns.
+        for column in ["atime", "owner"] {
+            let has: bool = conn
+                .prepare("SELECT 1 FROM pragma_table_info('node') WHERE name = ?1")?
+                .exists([column])?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE node ADD COLUMN {column} INTEGER"))?;
+            }
         }
         Ok(Journal {
             conn,
@@ -330,7 +333,7 @@ impl Journal {
     pub fn load_nodes(&self) -> Result<Vec<Node>, JournalError> {
         let mut st = self.conn.prepare(
             "SELECT ino, parent, name, kind, listed, cached, in_share, base_size, base_mtime,
-                    content_dirty, meta_dirty, size, mtime, mode, link, atime FROM node",
+                    content_dirty, meta_dirty, size, mtime, mode, link, atime, owner FROM node",
         )?;
         let rows = st.query_map([], |r| {
             let kind = kind_of(r.get(3)?);
@@ -360,6 +363,7 @@ impl Journal {
             };
             node.set_link(r.get::<_, Option<String>>(14)?.map(Box::from));
             node.set_atime_ns(r.get(15)?);
+            node.set_owner(r.get::<_, Option<i64>>(16)?.map(owner_of));
             Ok(node)
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -465,8 +469,9 @@ pub fn put_meta(c: &Connection, key: &str, value: &str) -> Result<(), JournalErr
 pub fn put_node(c: &Connection, n: &Node) -> Result<(), JournalError> {
     c.prepare_cached(
         "INSERT OR REPLACE INTO node(ino, parent, name, kind, listed, cached, in_share,
-            base_size, base_mtime, content_dirty, meta_dirty, size, mtime, mode, link, atime)
-         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            base_size, base_mtime, content_dirty, meta_dirty, size, mtime, mode, link, atime,
+            owner)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         n.ino as i64,
@@ -485,8 +490,19 @@ pub fn put_node(c: &Connection, n: &Node) -> Result<(), JournalError> {
         n.mode as i64,
         n.link(),
         n.atime_ns(),
+        n.owner().map(owner_code),
     ])?;
     Ok(())
+}
+
+/// An owner and group in one column: the uid in the high 32 bits.
+fn owner_code((uid, gid): (u32, u32)) -> i64 {
+    ((u64::from(uid) << 32) | u64::from(gid)) as i64
+}
+
+fn owner_of(code: i64) -> (u32, u32) {
+    let c = code as u64;
+    ((c >> 32) as u32, c as u32)
 }
 
 pub fn delete_node(c: &Connection, ino: Ino) -> Result<(), JournalError> {
@@ -622,6 +638,7 @@ mod tests {
             gen: 0,
         };
         n.set_atime_ns(Some(1_600_000_000_000_000_001));
+        n.set_owner(Some((u32::MAX, 1000)));
         n
     }
 
@@ -630,7 +647,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.sqlite");
         {
-            let old = SCHEMA.replace(",\n    atime INTEGER", "");
+            let old = SCHEMA.replace(",\n    atime INTEGER,\n    owner INTEGER", "");
             assert_ne!(old, SCHEMA);
             let c = Connection::open(&path).unwrap();
             c.execute_batch(&old).unwrap();
@@ -647,10 +664,9 @@ mod tests {
         let n = node(2, 1, "f");
         j.batch(|tx| put_node(tx, &n)).unwrap();
         let back = j.load_nodes().unwrap();
-        assert_eq!(
-            back.iter().find(|m| m.ino == 2).unwrap().atime_ns(),
-            n.atime_ns()
-        );
+        let got = back.iter().find(|m| m.ino == 2).unwrap();
+        assert_eq!(got.atime_ns(), n.atime_ns());
+        assert_eq!(got.owner(), Some((u32::MAX, 1000)));
         drop(j);
         // And opening it again changes nothing.
         Journal::open(&path).unwrap();

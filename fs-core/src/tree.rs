@@ -57,6 +57,7 @@ pub struct Node {
 pub(crate) struct Rare {
     link: Option<Box<str>>,
     atime_ns: Option<i64>,
+    owner: Option<(u32, u32)>,
 }
 
 impl Node {
@@ -78,6 +79,17 @@ impl Node {
 
     pub fn set_atime_ns(&mut self, atime_ns: Option<i64>) {
         self.rare_mut(|r| r.atime_ns = atime_ns);
+    }
+
+    /// The owner and group a privileged `chown` gave it, or another user who created it here
+    /// (`None`: the adapter's default, the user who mounted). Kept in the journal, and written
+    /// back where the share keeps owners.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        self.rare.as_ref()?.owner
+    }
+
+    pub fn set_owner(&mut self, owner: Option<(u32, u32)>) {
+        self.rare_mut(|r| r.owner = owner);
     }
 
     fn rare_mut(&mut self, change: impl FnOnce(&mut Rare)) {

@@ -150,6 +150,7 @@ fn a_share_that_cannot_keep_times_is_warned_about_once() {
             .setattr(
                 ino,
                 SetAttr {
+                    owner: None,
                     mtime_ns: Some(1_700_000_000_000_000_000),
                     ..Default::default()
                 },
@@ -167,6 +168,7 @@ fn a_share_that_cannot_keep_times_is_warned_about_once() {
         .setattr(
             ino,
             SetAttr {
+                owner: None,
                 mtime_ns: Some(1_600_000_000_000_000_000),
                 ..Default::default()
             },
@@ -348,6 +350,7 @@ fn a_flush_learns_the_shares_time_resolution_once() {
         e.setattr(
             ino,
             SetAttr {
+                owner: None,
                 mtime_ns: Some(1_700_000_000_123_456_789 + i),
                 ..Default::default()
             },
@@ -540,4 +543,77 @@ fn a_new_folder_whose_name_was_taken_meanwhile_goes_into_the_one_there() {
     want.extend((0..5).map(|i| format!("out/f{i}: ours {i}")));
     want.sort();
     assert_eq!(tree_of(&share_dir), want);
+}
+
+fn set_owner(e: &Engine, path: &str, owner: (u32, u32)) {
+    let ino = e.resolve(&RelPath::new(path).unwrap()).unwrap();
+    let set = SetAttr {
+        owner: Some(owner),
+        ..Default::default()
+    };
+    assert_eq!(e.setattr(ino, set).unwrap().owner, Some(owner));
+}
+
+fn owner_of(e: &Engine, path: &str) -> Option<(u32, u32)> {
+    let ino = e.resolve(&RelPath::new(path).unwrap()).unwrap();
+    e.getattr(ino).unwrap().owner
+}
+
+/// Owners given here are written to a share that keeps them (a local folder, as root), for
+/// files changed in content and in attributes alone, and for folders.
+#[cfg(unix)]
+#[test]
+fn owners_are_written_back_where_the_share_keeps_them() {
+    use std::os::unix::fs::MetadataExt;
+    let r = rig(|share| {
+        fs::write(share.join("old"), "x").unwrap();
+        fs::create_dir(share.join("dir")).unwrap();
+    });
+    write(&r.engine, "new", b"created here");
+    for p in ["old", "new", "dir"] {
+        set_owner(&r.engine, p, (1234, 5678));
+    }
+    let report = r.engine.flush(None);
+    assert!(report.pending.is_empty(), "{report:?}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(report.warnings.is_empty(), "{report:?}");
+        for p in ["old", "new", "dir"] {
+            let md = fs::symlink_metadata(r.share.join(p)).unwrap();
+            assert_eq!((md.uid(), md.gid()), (1234, 5678), "{p} on the share");
+        }
+    } else {
+        assert_eq!(report.warnings.len(), 1, "{report:?}");
+    }
+    assert_eq!(owner_of(&r.engine, "new"), Some((1234, 5678)));
+}
+
+/// A share that keeps no owners: said once for the whole flush, the files are written all the
+/// same, and their owners stay here, across a restart.
+#[test]
+fn owners_a_share_cannot_keep_are_warned_about_once_and_kept_here() {
+    let (dir, _share, e) = seconds_share();
+    fs::write(dir.path().join("share/a"), "a").unwrap();
+    write(&e, "b", b"b");
+    set_owner(&e, "a", (1000, 1000));
+    set_owner(&e, "b", (0, 33));
+    let report = e.flush(None);
+    assert!(report.pending.is_empty(), "{report:?}");
+    assert_eq!(report.files_written, 1, "{report:?}");
+    // a's owner (with its time and mode), and the folder b was written into.
+    assert_eq!(report.attrs_updated, 2, "{report:?}");
+    let owners: Vec<&String> = report
+        .warnings
+        .iter()
+        .filter(|w| w.contains("does not keep owners"))
+        .collect();
+    assert_eq!(owners.len(), 1, "{report:?}");
+    assert_eq!(e.flush(None).files_written, 0, "written, not left pending");
+    drop(e);
+    let share = Arc::new(DirBacking::new(dir.path().join("share")));
+    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
+    opts.retry = RetryPolicy::none();
+    let e = Engine::open(share, opts).unwrap();
+    assert_eq!(owner_of(&e, "a"), Some((1000, 1000)));
+    assert_eq!(owner_of(&e, "b"), Some((0, 33)));
 }

@@ -66,6 +66,8 @@ enum Op {
     Write(usize, u8, Vec<u8>),
     Truncate(usize, u8),
     SetMtime(usize, u32),
+    /// A privileged `chown` to owner `1000 + n` and group `2000 + n`.
+    Chown(usize, u8),
     /// `utimensat` with both times, as `shutil.copystat` and `touch -d` do.
     SetTimes(usize, u32, u32),
     /// A program reads one file (its first read fetches it from the share).
@@ -106,6 +108,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (p(), 0u8..32, data()).prop_map(|(a, o, d)| Op::Write(a, o, d)),
         1 => (p(), 0u8..32).prop_map(|(a, n)| Op::Truncate(a, n)),
         1 => (p(), any::<u32>()).prop_map(|(a, t)| Op::SetMtime(a, t)),
+        1 => (p(), 0u8..4).prop_map(|(a, n)| Op::Chown(a, n)),
         2 => (p(), any::<u32>(), any::<u32>()).prop_map(|(a, at, t)| Op::SetTimes(a, at, t)),
         3 => p().prop_map(Op::Read),
         2 => Just(Op::ReadAll),
@@ -142,6 +145,8 @@ struct Model {
     mtimes: BTreeMap<String, i64>,
     /// Access times set explicitly and not read since (a read may move them, as on any disk).
     atimes: BTreeMap<String, i64>,
+    /// Owners given by chown; every other entry has none recorded (the adapter's default).
+    owners: BTreeMap<String, (u32, u32)>,
     /// Files whose content changed here since the last clean flush.
     content_dirty: BTreeSet<String>,
     /// A namespace change happened since the last clean flush.
@@ -383,6 +388,10 @@ fn check_tree(rig: &Rig, m: &Model) -> Result<(), TestCaseError> {
         let a = rig.e().getattr(rig.resolve(p).unwrap()).unwrap();
         prop_assert_eq!(a.mtime_ns, *t, "mtime of {}", p);
     }
+    for p in m.local.keys().filter(|p| !p.is_empty()) {
+        let a = rig.e().getattr(rig.resolve(p).unwrap()).unwrap();
+        prop_assert_eq!(a.owner, m.owners.get(p).copied(), "owner of {}", p);
+    }
     for (p, t) in &m.atimes {
         let a = rig.e().getattr(rig.resolve(p).unwrap()).unwrap();
         prop_assert_eq!(a.atime_ns, *t, "atime of {}", p);
@@ -579,6 +588,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     rig.e().setattr(
                         ino,
                         SetAttr {
+                            owner: None,
                             size: Some(n as u64),
                             ..Default::default()
                         },
@@ -605,6 +615,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     rig.e().setattr(
                         ino,
                         SetAttr {
+                            owner: None,
                             mtime_ns: Some(t),
                             ..Default::default()
                         },
@@ -619,6 +630,28 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Outcome::ShareError => prop_assert!(faults_active),
                 }
             }
+            Op::Chown(i, n) => {
+                let p = path(i);
+                let ok = m.local.contains_key(&p);
+                let owner = (1000 + u32::from(n), 2000 + u32::from(n));
+                let r = rig.resolve(&p).and_then(|ino| {
+                    rig.e().setattr(
+                        ino,
+                        SetAttr {
+                            owner: Some(owner),
+                            ..Default::default()
+                        },
+                    )
+                });
+                match outcome(r) {
+                    Outcome::Done => {
+                        prop_assert!(ok, "chown {} should fail", p);
+                        m.owners.insert(p, owner);
+                    }
+                    Outcome::Refused => prop_assert!(!ok, "chown {} should work", p),
+                    Outcome::ShareError => prop_assert!(faults_active),
+                }
+            }
             Op::SetTimes(i, at, t) => {
                 let p = path(i);
                 let ok = m.local.contains_key(&p);
@@ -628,6 +661,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     rig.e().setattr(
                         ino,
                         SetAttr {
+                            owner: None,
                             mtime_ns: Some(t),
                             atime_ns: Some(at),
                             ..Default::default()
@@ -693,6 +727,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         m.local.remove(&p);
                         m.mtimes.remove(&p);
                         m.atimes.remove(&p);
+                        m.owners.remove(&p);
                         m.touch_dir(parent(&p));
                         m.ns_changed = true;
                     }
@@ -710,6 +745,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         m.local.remove(&p);
                         m.mtimes.remove(&p);
                         m.atimes.remove(&p);
+                        m.owners.remove(&p);
                         m.touch_dir(parent(&p));
                         m.ns_changed = true;
                     }
@@ -753,6 +789,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             }
                             let mut mt = BTreeMap::new();
                             let mut at = BTreeMap::new();
+                            let mut ow = BTreeMap::new();
                             for (k, v) in moved {
                                 let nk = format!("{to}{}", &k[from.len()..]);
                                 if let Some(t) = m.mtimes.remove(&k) {
@@ -761,12 +798,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 if let Some(t) = m.atimes.remove(&k) {
                                     at.insert(nk.clone(), t);
                                 }
+                                if let Some(o) = m.owners.remove(&k) {
+                                    ow.insert(nk.clone(), o);
+                                }
                                 m.local.insert(nk, v);
                             }
                             m.mtimes.remove(&to);
                             m.mtimes.extend(mt);
                             m.atimes.remove(&to);
                             m.atimes.extend(at);
+                            m.owners.remove(&to);
+                            m.owners.extend(ow);
                             m.touch_dir(parent(&from));
                             m.touch_dir(parent(&to));
                             m.ns_changed = true;
@@ -858,6 +900,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     m.local.remove(&p);
                     m.mtimes.remove(&p);
                     m.atimes.remove(&p);
+                    m.owners.remove(&p);
                 }
                 let r = rig.e().refresh();
                 prop_assert!(r.errors.is_empty(), "refresh errors: {:?}", r.errors);

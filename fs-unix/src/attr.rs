@@ -28,7 +28,7 @@ pub fn file_type(k: EntryKind) -> FileType {
     }
 }
 
-/// The owner every entry shows: the user who mounted (a share has no Unix owners to keep).
+/// The owner an entry shows when the engine recorded none for it: the user who mounted.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {
     pub uid: u32,
@@ -50,8 +50,8 @@ pub fn file_attr(a: &Attr, owner: Owner) -> FileAttr {
         kind: file_type(a.kind),
         perm: (a.mode & 0o7777) as u16,
         nlink: a.nlink,
-        uid: owner.uid,
-        gid: owner.gid,
+        uid: crate::owners::shown(a, owner).0,
+        gid: crate::owners::shown(a, owner).1,
         rdev: 0,
         blksize: 4096,
         flags: 0,

@@ -30,6 +30,7 @@ pub fn attr(ino: u64, mtime_ns: i64) -> Option<Attr> {
         ctime_ns: mtime_ns,
         mode,
         nlink: if kind == EntryKind::Dir { 2 } else { 1 },
+        owner: None,
     })
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use dashmap::DashMap;
 use fs_core::ignore_rules::CONTROL_DIR;
 use fs_core::{
-    DirEntry, Engine, EntryKind, FileHandle as EngineHandle, FsError, SetAttr, ROOT_INO,
+    Attr, DirEntry, Engine, EntryKind, FileHandle as EngineHandle, FsError, SetAttr, ROOT_INO,
 };
 use fuser::{
     BackingId, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::attr::{file_attr, ns_of, Owner};
 use crate::control_dir;
+use crate::owners;
 use crate::requests::{Req, Requests};
 
 /// How long the kernel may keep attributes and names without asking. Between refreshes this
@@ -93,6 +94,28 @@ impl SipFs {
             notifier: Arc::default(),
             started_ns: ns_of(SystemTime::now()),
             requests: Requests::default(),
+        }
+    }
+
+    /// Gives an entry `req` just created in `parent` to its creator, when that is not the
+    /// user who mounted (`owners::of_new`); returns its attributes as they are then.
+    fn give_to_creator(&self, req: &Request, parent: u64, a: Attr) -> Attr {
+        let Ok(p) = self.engine.getattr(parent) else {
+            return a;
+        };
+        let Some(owner) = owners::of_new(req, &p, self.owner) else {
+            return a;
+        };
+        let set = SetAttr {
+            owner: Some(owner),
+            ..Default::default()
+        };
+        match self.engine.setattr(a.ino, set) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(ino = a.ino, error = %e, "could not record who created an entry");
+                a
+            }
         }
     }
 
@@ -322,11 +345,11 @@ impl Filesystem for SipFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -350,7 +373,21 @@ impl Filesystem for SipFs {
             TimeOrNow::SpecificTime(t) => ns_of(t),
             TimeOrNow::Now => ns_of(SystemTime::now()),
         };
+        let owner = match (uid, gid) {
+            (None, None) => None,
+            _ => {
+                let now = match self.engine.getattr(ino.0) {
+                    Ok(a) => a,
+                    Err(e) => return reply.error(errno(&e)),
+                };
+                match owners::chown(req, &now, self.owner, uid, gid) {
+                    Ok(o) => Some(o),
+                    Err(e) => return reply.error(Errno::from_i32(e)),
+                }
+            }
+        };
         let req = SetAttr {
+            owner,
             size,
             mode,
             mtime_ns: mtime.map(ns),
@@ -391,13 +428,13 @@ impl Filesystem for SipFs {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::from_i32(libc::ENOTSUP));
         }
-        let _ = req;
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::EINVAL);
         };
         match self.engine.create(parent.0, name, mode & !umask) {
             Ok((a, fh)) => {
                 self.engine.release(fh);
+                let a = self.give_to_creator(req, parent.0, a);
                 reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0))
             }
             Err(e) => reply.error(errno(&e)),
@@ -406,7 +443,7 @@ impl Filesystem for SipFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -418,7 +455,10 @@ impl Filesystem for SipFs {
             return reply.error(Errno::EINVAL);
         };
         match self.engine.mkdir(parent.0, name, mode & !umask) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0)),
+            Ok(a) => {
+                let a = self.give_to_creator(req, parent.0, a);
+                reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -441,7 +481,7 @@ impl Filesystem for SipFs {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
@@ -452,7 +492,10 @@ impl Filesystem for SipFs {
             return reply.error(Errno::EINVAL);
         };
         match self.engine.symlink(parent.0, name, target) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0)),
+            Ok(a) => {
+                let a = self.give_to_creator(req, parent.0, a);
+                reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -547,7 +590,7 @@ impl Filesystem for SipFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -566,6 +609,7 @@ impl Filesystem for SipFs {
             Ok(v) => v,
             Err(e) => return reply.error(errno(&e)),
         };
+        let a = self.give_to_creator(req, parent.0, a);
         let backing = self
             .passthrough
             .load(Ordering::Relaxed)

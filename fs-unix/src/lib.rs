@@ -13,6 +13,8 @@ mod fs;
 #[cfg(unix)]
 mod mount;
 #[cfg(unix)]
+mod owners;
+#[cfg(unix)]
 mod requests;
 
 #[cfg(unix)]

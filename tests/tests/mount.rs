@@ -755,3 +755,72 @@ fn a_cache_with_a_limit_stays_near_it() {
     }
     assert!(m.stop().success());
 }
+
+/// Owners as on a local disk: what another user creates is theirs; root's chown is shown,
+/// written to a share that keeps owners (a local folder here) and kept across a remount; a
+/// chown by a user who may not is refused with EPERM, not taken and not ignored.
+#[test]
+fn owners_are_shown_kept_and_refused_as_on_a_local_disk() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_tools(&["setpriv"]);
+    let s = Scratch::new();
+    // Other users may enter only a mount with --allow-other.
+    let m = s.mount(&["--allow-other"]);
+    let open = m.mnt.join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let theirs = open.join("theirs.csv");
+    let out = as_nobody(&["touch", theirs.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let owner = |p: &Path| {
+        let md = fs::symlink_metadata(p).unwrap();
+        (md.uid(), md.gid())
+    };
+    assert_eq!(
+        owner(&theirs),
+        (65534, 65534),
+        "made by nobody, so nobody's"
+    );
+    assert_eq!(owner(&open), (0, 0), "made by root, who mounted");
+
+    // nobody may not give the file away, nor take root's.
+    let mine = m.mnt.join("mine.csv");
+    fs::write(&mine, "root's").unwrap();
+    for (target, to) in [(&theirs, "0"), (&mine, "65534")] {
+        let out = as_nobody(&["chown", to, target.to_str().unwrap()]);
+        assert!(!out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not permitted"), "{err}");
+    }
+    assert_eq!(owner(&mine), (0, 0));
+
+    // root may.
+    std::os::unix::fs::chown(&mine, Some(1234), Some(5678)).unwrap();
+    std::os::unix::fs::lchown(&theirs, None, Some(42)).unwrap();
+    assert_eq!(owner(&mine), (1234, 5678));
+    assert_eq!(owner(&theirs), (65534, 42));
+
+    assert_eq!(
+        sipfs(&["flush", m.mnt.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    assert_eq!(owner(&s.share.join("mine.csv")), (1234, 5678));
+    assert_eq!(owner(&s.share.join("open/theirs.csv")), (65534, 42));
+    assert!(m.stop().success());
+
+    let m = s.mount(&[]);
+    assert_eq!(
+        owner(&m.mnt.join("mine.csv")),
+        (1234, 5678),
+        "kept across a remount"
+    );
+    assert_eq!(owner(&m.mnt.join("open/theirs.csv")), (65534, 42));
+    assert!(m.stop().success());
+}

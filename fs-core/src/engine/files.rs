@@ -269,7 +269,11 @@ impl Engine {
             f.set_len(size).map_err(io_err(&path))?;
             self.live(ino).gen.fetch_add(1, Ordering::SeqCst);
         }
-        if req.mtime_ns.is_some() || req.mode.is_some() || req.atime_ns.is_some() {
+        if req.mtime_ns.is_some()
+            || req.mode.is_some()
+            || req.atime_ns.is_some()
+            || req.owner.is_some()
+        {
             let mut tree = self.state.write();
             let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
             let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
@@ -293,8 +297,11 @@ impl Engine {
                 // to write back.
                 n.set_atime_ns(req.atime_ns.or(n.atime_ns()));
             }
+            if let Some(o) = req.owner {
+                n.set_owner(Some(o));
+            }
             n.ctime_ns = now_ns();
-            n.meta_dirty |= req.mtime_ns.is_some() || req.mode.is_some();
+            n.meta_dirty |= req.mtime_ns.is_some() || req.mode.is_some() || req.owner.is_some();
             n.gen += 1;
             let n = n.clone();
             tree.reindex(ino);

@@ -114,6 +114,8 @@ pub struct Attr {
     pub mode: u32,
     /// Directories: 2 plus the number of subdirectories known.
     pub nlink: u32,
+    /// Owner and group, when not the adapter's default (`Node::owner`).
+    pub owner: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +133,8 @@ pub struct SetAttr {
     /// Kept in the cache, never written back (see `Node::atime_ns`).
     pub atime_ns: Option<i64>,
     pub mode: Option<u32>,
+    /// A new owner and group (the adapter checked the caller may).
+    pub owner: Option<(u32, u32)>,
 }
 
 /// An open file: a handle on the cached copy in the cache tree.

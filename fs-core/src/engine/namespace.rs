@@ -140,6 +140,7 @@ impl Engine {
                 ctime_ns: node.ctime_ns,
                 mode: node.mode,
                 nlink: 1,
+                owner: node.owner(),
             },
         };
         drop(tree);

@@ -33,6 +33,7 @@ impl Engine {
                 // so (`find` then never takes it for a leaf).
                 None => 1,
             },
+            owner: node.owner(),
         };
         if let Some(md) = cached {
             a.size = md.len();
@@ -57,7 +58,11 @@ impl Engine {
             .metadata()
             .map_err(|e| FsError::cache(&RelPath::root(), e))?;
         let st = Stat::from_metadata(&md);
-        let mode = self.state.read().get(fh.ino).map_or(st.mode, |n| n.mode);
+        let (mode, owner) = self
+            .state
+            .read()
+            .get(fh.ino)
+            .map_or((st.mode, None), |n| (n.mode, n.owner()));
         Ok(Attr {
             ino: fh.ino,
             kind: EntryKind::File,
@@ -68,6 +73,7 @@ impl Engine {
             mode,
             // 0 once deleted while open, as on a local disk.
             nlink: nlink(&md),
+            owner,
         })
     }
 

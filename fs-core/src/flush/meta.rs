@@ -104,8 +104,10 @@ impl Engine {
             .opts
             .retry
             .run(|| self.backing.set_mtime(&target, attr.mtime_ns))
-            // A mode the share does not take is not worth keeping a change pending.
+            // A mode the share does not take is not worth keeping a change pending. The owner
+            // first: a chown clears the set-user-ID bit the mode may carry.
             .map(|_| {
+                ctx.write_owner(&*self.backing, &target, attr.owner);
                 let _ = self.backing.set_mode(&target, attr.mode);
             });
         match r {
@@ -164,6 +166,7 @@ impl Engine {
             Ok(()) => {
                 if job.is_some() {
                     if mode {
+                        ctx.write_owner(&*self.backing, &target, attr.owner);
                         let _ = self.backing.set_mode(&target, attr.mode);
                     }
                     ctx.report.lock().attrs_updated += 1;

@@ -67,6 +67,8 @@ struct Job {
     link: Option<String>,
     content: bool,
     mode: u32,
+    /// An owner recorded here (`Node::owner`), written back where the share keeps owners.
+    owner: Option<(u32, u32)>,
 }
 
 #[derive(Debug)]
@@ -95,6 +97,7 @@ impl Job {
             link: n.link().map(str::to_owned),
             content: n.content_dirty && !n.is_dir(),
             mode: n.mode,
+            owner: n.owner(),
         }
     }
 }
@@ -155,6 +158,7 @@ struct Ctx<'a> {
     /// Set once the share is found unreachable: the rest fails fast instead of retrying.
     down: AtomicBool,
     warned_mtime: AtomicBool,
+    warned_owner: AtomicBool,
     progress: &'a (dyn Fn(Progress) + Sync),
     done: std::sync::atomic::AtomicU64,
     total: u64,
@@ -199,6 +203,28 @@ impl Ctx<'_> {
             total: self.total,
             bytes,
         });
+    }
+
+    /// Gives the share's entry at `target` the owner recorded here, if any. A share that
+    /// keeps no Unix owners (SMB), or whose user may not give them (sshfs as a plain user),
+    /// refuses: said once, and the entry counts as written (its owner stays here).
+    fn write_owner(
+        &self,
+        backing: &dyn backing::Backing,
+        target: &RelPath,
+        owner: Option<(u32, u32)>,
+    ) {
+        let Some((uid, gid)) = owner else {
+            return;
+        };
+        if let Err(e) = backing.set_owner(target, uid, gid) {
+            debug!(path = %target, error = %e, "share did not take the owner");
+            if !self.warned_owner.swap(true, Ordering::SeqCst) {
+                let msg = format!("the share does not keep owners ({e}); files were written, owned as the share decides, and keep their owners here");
+                warn!("{msg}");
+                self.report.lock().warnings.push(msg);
+            }
+        }
     }
 
     fn warn_once_mtime(&self) {
@@ -312,6 +338,7 @@ impl Engine {
             }),
             down: AtomicBool::new(false),
             warned_mtime: AtomicBool::new(false),
+            warned_owner: AtomicBool::new(false),
             progress,
             done: Default::default(),
             total: jobs.iter().filter(|j| j.content).count() as u64,

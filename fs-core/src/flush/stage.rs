@@ -534,6 +534,7 @@ impl Engine {
             ctx.push_pending(item);
             return None;
         }
+        ctx.write_owner(&*self.backing, &s.target, s.job.owner);
         let known = match s.job.kind {
             EntryKind::File => self.share_times.kept(s.mtime_ns),
             _ => None,

@@ -59,6 +59,7 @@ mod tests {
             ctime_ns: 0,
             mode,
             nlink: 1,
+            owner: None,
         }
     }
 

@@ -433,6 +433,7 @@ impl NtFs {
             .setattr(
                 ino,
                 SetAttr {
+                    owner: None,
                     size: Some(0),
                     mode,
                     ..Default::default()
@@ -459,6 +460,7 @@ impl NtFs {
                 .setattr(
                     ino,
                     SetAttr {
+                        owner: None,
                         size: Some(size),
                         ..Default::default()
                     },
@@ -482,6 +484,7 @@ impl NtFs {
         };
         let attr = self.engine.getattr(ino).map_err(err)?;
         let req = SetAttr {
+            owner: None,
             mode: attributes::mode_for(attr.mode, attr.kind, file_attributes),
             mtime_ns: time::requested(last_write_time),
             atime_ns: time::requested(last_access_time),
