@@ -162,6 +162,10 @@ struct MountArgs {
     /// Let other users, and containers running as other users, use the mount
     #[arg(long)]
     allow_other: bool,
+    /// With --allow-other: check modes and owners as a local disk does (Linux and macOS). By
+    /// default anyone let in may write anything, as containers running as any user need
+    #[arg(long, requires = "allow_other")]
+    check_permissions: bool,
     /// Return once the mount is ready and keep serving in the background
     #[arg(long)]
     daemon: bool,

@@ -155,6 +155,7 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     }
     let mopts = MountOptions {
         allow_other: args.allow_other,
+        check_permissions: args.check_permissions,
         passthrough: !args.no_passthrough,
         ..Default::default()
     };

@@ -21,6 +21,9 @@ use fs_core::control::FlushProgress;
 pub struct MountOptions {
     /// Let other users (and containers running as other users) in.
     pub allow_other: bool,
+    /// With `allow_other`: the kernel checks modes and owners as on a local disk. Off, anyone
+    /// let in may write anything (what containers running as any user need).
+    pub check_permissions: bool,
     /// Hand file I/O to the kernel (FUSE passthrough) when it supports it.
     pub passthrough: bool,
     /// Threads serving FUSE requests. A flush asked through the control file occupies one.
@@ -31,6 +34,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
             allow_other: false,
+            check_permissions: false,
             passthrough: true,
             threads: 4,
         }
@@ -65,8 +69,8 @@ pub fn mount(
         MountOption::NoAtime,
         MountOption::Exec,
     ];
-    if !opts.allow_other {
-        // Only the owner may enter, so the kernel can check modes for us.
+    if !opts.allow_other || opts.check_permissions {
+        // The kernel checks modes and owners for us (owners as the engine records them).
         options.push(MountOption::DefaultPermissions);
     }
     let mut config = Config::default();

@@ -815,12 +815,25 @@ fn owners_are_shown_kept_and_refused_as_on_a_local_disk() {
     assert_eq!(owner(&s.share.join("open/theirs.csv")), (65534, 42));
     assert!(m.stop().success());
 
-    let m = s.mount(&[]);
+    // Kept across a remount; and with --check-permissions the kernel checks modes against
+    // them, as on a local disk: nobody may write in its own file and a 0777 folder, not in
+    // root's 0755 top folder.
+    let m = s.mount(&["--allow-other", "--check-permissions"]);
     assert_eq!(
         owner(&m.mnt.join("mine.csv")),
         (1234, 5678),
         "kept across a remount"
     );
-    assert_eq!(owner(&m.mnt.join("open/theirs.csv")), (65534, 42));
+    assert_eq!(owner(&theirs), (65534, 42));
+    let out = as_nobody(&["sh", "-c", &format!("echo more >> {}", theirs.display())]);
+    assert!(out.status.success(), "{out:?}");
+    let out = as_nobody(&["touch", open.join("second.csv").to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let out = as_nobody(&["touch", m.mnt.join("top.csv").to_str().unwrap()]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
     assert!(m.stop().success());
 }
