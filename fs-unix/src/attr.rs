@@ -39,6 +39,7 @@ pub fn file_attr(a: &Attr, owner: Owner) -> FileAttr {
     let t = system_time(a.mtime_ns);
     let at = system_time(a.atime_ns);
     let ct = system_time(a.ctime_ns);
+    let (uid, gid) = crate::owners::shown(a, owner);
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
@@ -50,8 +51,8 @@ pub fn file_attr(a: &Attr, owner: Owner) -> FileAttr {
         kind: file_type(a.kind),
         perm: (a.mode & 0o7777) as u16,
         nlink: a.nlink,
-        uid: crate::owners::shown(a, owner).0,
-        gid: crate::owners::shown(a, owner).1,
+        uid,
+        gid,
         rdev: 0,
         blksize: 4096,
         flags: 0,
