@@ -184,6 +184,18 @@ pub fn print_status(s: &Status) {
             outln!("  ...");
         }
     }
+    if !s.kept_local.is_empty() {
+        outln!(
+            "kept local: {} entry(s) the share cannot hold, in the cache only",
+            s.kept_local.len()
+        );
+        for k in s.kept_local.iter().take(SHOWN) {
+            outln!("  {}: {}", k.path, k.reason);
+        }
+        if s.kept_local.len() > SHOWN {
+            outln!("  ...");
+        }
+    }
     match &s.last_flush {
         Some(f) => {
             outln!("last flush: {} — {}", f.started_at, f.summary());

@@ -4,7 +4,7 @@
 //! writes it the same way — but leaves the cache tree alone, since it shows the change already.
 
 use crate::backing::EntryKind;
-use crate::engine::{CacheSide, Engine, SetAttr};
+use crate::engine::{CacheSide, Engine, NewEntry, SetAttr};
 use crate::error::FsError;
 use crate::journal;
 use crate::mirror::watch::Scope;
@@ -37,6 +37,7 @@ fn known_entry(n: &Node, path: RelPath) -> Option<KnownEntry> {
             EntryKind::Dir => n.children.is_some(),
             EntryKind::File => n.cached,
             EntryKind::Symlink => n.link().is_some(),
+            _ => true,
         },
         mtime_ns: n.mtime_ns,
         link: n.link().map(str::to_owned),
@@ -105,7 +106,21 @@ impl Engine {
     /// A file or symbolic link that appeared at `path`.
     pub fn adopt_created(&self, path: &RelPath, link: Option<&str>) -> Result<Ino, FsError> {
         let (parent, name) = self.parent_and_name(path)?;
-        let (attr, _) = self.create_entry(parent, &name, 0o644, link, CacheSide::AlreadyDone)?;
+        let new = link.map_or(NewEntry::File, NewEntry::Symlink);
+        let (attr, _) = self.create_entry(parent, &name, 0o644, new, CacheSide::AlreadyDone)?;
+        Ok(attr.ino)
+    }
+
+    /// A FIFO, socket or device node that appeared at `path`.
+    pub fn adopt_special(
+        &self,
+        path: &RelPath,
+        kind: EntryKind,
+        rdev: u64,
+    ) -> Result<Ino, FsError> {
+        let (parent, name) = self.parent_and_name(path)?;
+        let new = NewEntry::Special(kind, rdev);
+        let (attr, _) = self.create_entry(parent, &name, 0o644, new, CacheSide::AlreadyDone)?;
         Ok(attr.ino)
     }
 

@@ -20,16 +20,84 @@ pub enum EntryKind {
     File,
     Dir,
     Symlink,
+    /// Special files: they have no content of their own to write back. The kernel serves a
+    /// FIFO's data and a socket's connections itself; sipfs keeps the entry and its attributes
+    /// (`Node::rdev` for devices). Shares that cannot hold them (SMB, sshfs) keep them local.
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
 
 impl EntryKind {
     pub fn from_std(ft: fs::FileType) -> EntryKind {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() {
+                return EntryKind::Fifo;
+            } else if ft.is_socket() {
+                return EntryKind::Socket;
+            } else if ft.is_char_device() {
+                return EntryKind::CharDevice;
+            } else if ft.is_block_device() {
+                return EntryKind::BlockDevice;
+            }
+        }
         if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_symlink() {
             EntryKind::Symlink
         } else {
             EntryKind::File
+        }
+    }
+
+    /// A FIFO, socket or device node.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            EntryKind::Fifo | EntryKind::Socket | EntryKind::CharDevice | EntryKind::BlockDevice
+        )
+    }
+
+    /// The kind a Unix mode's file type bits (`S_IFMT`) name.
+    pub fn from_mode(mode: u32) -> Option<EntryKind> {
+        Some(match mode & 0o170000 {
+            0o100000 => EntryKind::File,
+            0o040000 => EntryKind::Dir,
+            0o120000 => EntryKind::Symlink,
+            0o010000 => EntryKind::Fifo,
+            0o140000 => EntryKind::Socket,
+            0o020000 => EntryKind::CharDevice,
+            0o060000 => EntryKind::BlockDevice,
+            _ => return None,
+        })
+    }
+
+    /// The file type bits of a Unix mode (`S_IFMT`).
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            EntryKind::File => 0o100000,
+            EntryKind::Dir => 0o040000,
+            EntryKind::Symlink => 0o120000,
+            EntryKind::Fifo => 0o010000,
+            EntryKind::Socket => 0o140000,
+            EntryKind::CharDevice => 0o020000,
+            EntryKind::BlockDevice => 0o060000,
+        }
+    }
+
+    /// What to call it in a message.
+    pub fn noun(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "folder",
+            EntryKind::Symlink => "symbolic link",
+            EntryKind::Fifo => "FIFO",
+            EntryKind::Socket => "socket",
+            EntryKind::CharDevice => "character device",
+            EntryKind::BlockDevice => "block device",
         }
     }
 }
@@ -41,6 +109,8 @@ pub struct Stat {
     pub size: u64,
     pub mtime_ns: i64,
     pub mode: u32,
+    /// Device nodes: the device number; 0 for everything else.
+    pub rdev: u64,
 }
 
 impl Stat {
@@ -50,8 +120,24 @@ impl Stat {
             size: md.len(),
             mtime_ns: mtime_ns(md),
             mode: mode_of(md),
+            rdev: rdev_of(md),
         }
     }
+}
+
+#[cfg(unix)]
+fn rdev_of(md: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    if md.file_type().is_file() || md.is_dir() {
+        0
+    } else {
+        md.rdev()
+    }
+}
+
+#[cfg(not(unix))]
+fn rdev_of(_md: &fs::Metadata) -> u64 {
+    0
 }
 
 pub fn mtime_ns(md: &fs::Metadata) -> i64 {
@@ -130,6 +216,18 @@ pub trait Backing: Send + Sync {
     /// durably, with the given modification time and mode, ready to be renamed into place.
     fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()>;
     fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()>;
+    /// Makes the special file `temp` (a FIFO, socket or device node, see
+    /// [`EntryKind::is_special`]), ready to be renamed into place. Shares that cannot hold one
+    /// (SMB, sshfs) refuse with `Unsupported`: the entry is then kept in the cache only.
+    fn stage_special(
+        &self,
+        _kind: EntryKind,
+        _rdev: u64,
+        _mode: u32,
+        _temp: &RelPath,
+    ) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// Renames `from` to `to`, replacing a file at `to`.
     fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()>;
     fn remove_file(&self, path: &RelPath) -> io::Result<()>;
@@ -306,6 +404,31 @@ impl Backing for DirBacking {
         make_symlink(target, &self.path(temp))
     }
 
+    #[cfg(unix)]
+    fn stage_special(
+        &self,
+        kind: EntryKind,
+        rdev: u64,
+        mode: u32,
+        temp: &RelPath,
+    ) -> io::Result<()> {
+        let dest = self.path(temp);
+        make_special(&dest, kind, mode, rdev).map_err(|e| {
+            // What a share says when it cannot hold the kind (sshfs: ENOSYS or EPERM, a
+            // Windows share: EOPNOTSUPP) is one answer to the engine: keep it local.
+            match e.raw_os_error() {
+                Some(libc::ENOSYS | libc::EOPNOTSUPP | libc::EPERM | libc::EINVAL) => {
+                    io::Error::new(io::ErrorKind::Unsupported, e)
+                }
+                _ => e,
+            }
+        })?;
+        if !created_with(mode) {
+            set_permissions(&dest, mode);
+        }
+        Ok(())
+    }
+
     fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
         fs::rename(self.path(from), self.path(to))
     }
@@ -383,6 +506,22 @@ fn set_permissions_checked(path: &Path, mode: u32) -> io::Result<()> {
 #[cfg(unix)]
 pub fn make_symlink(target: &str, at: &Path) -> io::Result<()> {
     std::os::unix::fs::symlink(target, at)
+}
+
+/// Makes a FIFO, socket or device node at `at` (`mknod`, which makes sockets too).
+#[cfg(unix)]
+pub fn make_special(at: &Path, kind: EntryKind, mode: u32, rdev: u64) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(at.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mode = kind.mode_bits() | (mode & 0o7777);
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    let r = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(not(unix))]

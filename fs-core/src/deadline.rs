@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::backing::{Backing, ShareReader, Stat};
+use crate::backing::{Backing, EntryKind, ShareReader, Stat};
 use crate::relpath::RelPath;
 
 /// The error of a call that passed its deadline, or that was refused because an earlier one
@@ -339,6 +339,16 @@ impl Backing for DeadlineBacking {
         let (l, t) = (target.to_owned(), temp.clone());
         self.call(move |b| b.stage_symlink(&l, &t))
     }
+    fn stage_special(
+        &self,
+        kind: EntryKind,
+        rdev: u64,
+        mode: u32,
+        temp: &RelPath,
+    ) -> io::Result<()> {
+        let t = temp.clone();
+        self.call(move |b| b.stage_special(kind, rdev, mode, &t))
+    }
     fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
         let (f, t) = (from.clone(), to.clone());
         self.call(move |b| b.rename(&f, &t))
@@ -406,6 +416,7 @@ mod tests {
             size: 1,
             mtime_ns: 0,
             mode: 0o644,
+            rdev: 0,
         }
     }
 

@@ -27,6 +27,8 @@ pub enum FsError {
     MoveIntoSelf(RelPath),
     #[error("{0} is not supported")]
     NotSupported(&'static str),
+    #[error("operation not permitted: {0}")]
+    NotPermitted(String),
     #[error("unknown inode {0}")]
     StaleInode(u64),
     #[error("invalid argument: {0}")]
@@ -77,6 +79,7 @@ impl FsError {
                 libc::EINVAL
             }
             FsError::NotSupported(_) => libc::ENOTSUP,
+            FsError::NotPermitted(_) => libc::EPERM,
             FsError::StaleInode(_) => STALE,
             // Local cache errors keep their own code: ENOSPC must reach the program as ENOSPC.
             FsError::Cache { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),

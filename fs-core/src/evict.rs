@@ -156,7 +156,14 @@ impl Engine {
     }
 
     fn may_evict(&self, tree: &Tree, n: &Node) -> bool {
-        if n.kind != EntryKind::File || !n.cached || n.is_dirty() || !n.in_share {
+        // A hard-linked file's names share one copy in the cache (hard links there too):
+        // fetched again, a name would get a copy of its own.
+        if n.kind != EntryKind::File
+            || !n.cached
+            || n.is_dirty()
+            || !n.in_share
+            || n.shown().is_some()
+        {
             return false;
         }
         if n.base.is_none() || self.is_open(n.ino) {

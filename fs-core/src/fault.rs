@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::backing::{Backing, ShareReader, Stat};
+use crate::backing::{Backing, EntryKind, ShareReader, Stat};
 use crate::relpath::RelPath;
 
 /// The switches of a [`FaultyBacking`].
@@ -23,6 +23,8 @@ pub struct FaultControl {
     refused: Mutex<Vec<(RelPath, i32)>>,
     /// Setting times fails with this errno (a share that cannot keep times).
     times_errno: std::sync::atomic::AtomicI32,
+    /// Special files are refused as SMB and sshfs refuse them.
+    no_specials: AtomicBool,
     /// Operations asked of the share so far.
     ops: std::sync::atomic::AtomicU64,
     /// File content read from the share so far, whole fetches and ranges alike.
@@ -67,6 +69,11 @@ impl FaultControl {
     /// Makes setting modification times fail with `errno` (0: works again).
     pub fn refuse_times(&self, errno: i32) {
         self.times_errno.store(errno, Ordering::SeqCst);
+    }
+
+    /// Refuses FIFOs, sockets and device nodes, as a share that cannot hold them does.
+    pub fn refuse_specials(&self, refuse: bool) {
+        self.no_specials.store(refuse, Ordering::SeqCst);
     }
 
     /// Listings in an order drawn from `seed`, whatever order the file system keeps.
@@ -184,6 +191,23 @@ impl Backing for FaultyBacking {
     fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()> {
         self.control.check(&[temp], true)?;
         self.inner.stage_symlink(target, temp)
+    }
+    fn stage_special(
+        &self,
+        kind: EntryKind,
+        rdev: u64,
+        mode: u32,
+        temp: &RelPath,
+    ) -> io::Result<()> {
+        self.control.check(&[temp], true)?;
+        if self.control.no_specials.load(Ordering::SeqCst) {
+            // What sshfs answers.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                io::Error::from_raw_os_error(libc::EPERM),
+            ));
+        }
+        self.inner.stage_special(kind, rdev, mode, temp)
     }
     fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
         self.control.check(&[from, to], true)?;

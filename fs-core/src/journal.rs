@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS node(
     mode INTEGER NOT NULL,
     link TEXT,
     atime INTEGER,
-    owner INTEGER
+    owner INTEGER,
+    rdev INTEGER,
+    shown INTEGER
 );
 CREATE TABLE IF NOT EXISTS op(seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS staged(
@@ -187,6 +189,10 @@ fn kind_code(k: EntryKind) -> i64 {
         EntryKind::File => 0,
         EntryKind::Dir => 1,
         EntryKind::Symlink => 2,
+        EntryKind::Fifo => 3,
+        EntryKind::Socket => 4,
+        EntryKind::CharDevice => 5,
+        EntryKind::BlockDevice => 6,
     }
 }
 
@@ -194,6 +200,10 @@ fn kind_of(c: i64) -> EntryKind {
     match c {
         1 => EntryKind::Dir,
         2 => EntryKind::Symlink,
+        3 => EntryKind::Fifo,
+        4 => EntryKind::Socket,
+        5 => EntryKind::CharDevice,
+        6 => EntryKind::BlockDevice,
         _ => EntryKind::File,
     }
 }
@@ -215,8 +225,9 @@ impl Journal {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        // Journals written before access times, or owners, were kept lack their columns.
-        for column in ["atime", "owner"] {
+        // Journals written before access times, owners, device numbers or hard links were
+        // kept lack their columns.
+        for column in ["atime", "owner", "rdev", "shown"] {
             let has: bool = conn
                 .prepare("SELECT 1 FROM pragma_table_info('node') WHERE name = ?1")?
                 .exists([column])?;
@@ -333,7 +344,8 @@ impl Journal {
     pub fn load_nodes(&self) -> Result<Vec<Node>, JournalError> {
         let mut st = self.conn.prepare(
             "SELECT ino, parent, name, kind, listed, cached, in_share, base_size, base_mtime,
-                    content_dirty, meta_dirty, size, mtime, mode, link, atime, owner FROM node",
+                    content_dirty, meta_dirty, size, mtime, mode, link, atime, owner, rdev,
+                    shown FROM node",
         )?;
         let rows = st.query_map([], |r| {
             let kind = kind_of(r.get(3)?);
@@ -364,6 +376,8 @@ impl Journal {
             node.set_link(r.get::<_, Option<String>>(14)?.map(Box::from));
             node.set_atime_ns(r.get(15)?);
             node.set_owner(r.get::<_, Option<i64>>(16)?.map(owner_of));
+            node.set_rdev(r.get::<_, Option<i64>>(17)?.unwrap_or(0) as u64);
+            node.set_shown(r.get::<_, Option<i64>>(18)?.map(|i| i as Ino));
             Ok(node)
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -470,8 +484,9 @@ pub fn put_node(c: &Connection, n: &Node) -> Result<(), JournalError> {
     c.prepare_cached(
         "INSERT OR REPLACE INTO node(ino, parent, name, kind, listed, cached, in_share,
             base_size, base_mtime, content_dirty, meta_dirty, size, mtime, mode, link, atime,
-            owner)
-         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            owner, rdev, shown)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+            ?18, ?19)",
     )?
     .execute(params![
         n.ino as i64,
@@ -491,6 +506,8 @@ pub fn put_node(c: &Connection, n: &Node) -> Result<(), JournalError> {
         n.link(),
         n.atime_ns(),
         n.owner().map(owner_code),
+        (n.rdev() != 0).then_some(n.rdev() as i64),
+        n.shown().map(|i| i as i64),
     ])?;
     Ok(())
 }
@@ -639,6 +656,7 @@ mod tests {
         };
         n.set_atime_ns(Some(1_600_000_000_000_000_001));
         n.set_owner(Some((u32::MAX, 1000)));
+        n.set_shown(Some(7));
         n
     }
 
@@ -647,7 +665,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.sqlite");
         {
-            let old = SCHEMA.replace(",\n    atime INTEGER,\n    owner INTEGER", "");
+            let old = SCHEMA.replace(
+                ",\n    atime INTEGER,\n    owner INTEGER,\n    rdev INTEGER,\n    shown INTEGER",
+                "",
+            );
             assert_ne!(old, SCHEMA);
             let c = Connection::open(&path).unwrap();
             c.execute_batch(&old).unwrap();
@@ -667,6 +688,7 @@ mod tests {
         let got = back.iter().find(|m| m.ino == 2).unwrap();
         assert_eq!(got.atime_ns(), n.atime_ns());
         assert_eq!(got.owner(), Some((u32::MAX, 1000)));
+        assert_eq!(got.shown(), Some(7));
         drop(j);
         // And opening it again changes nothing.
         Journal::open(&path).unwrap();

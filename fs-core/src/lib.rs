@@ -43,8 +43,8 @@ pub use evict::Eviction;
 pub use mirror::{Mirror, MirrorError, SyncReport};
 pub use relpath::RelPath;
 pub use report::{
-    ConflictItem, FetchingItem, FlushReport, Invalidation, PendingItem, Progress, RefreshReport,
-    Status,
+    ConflictItem, FetchingItem, FlushReport, Invalidation, KeptLocalItem, PendingItem, Progress,
+    RefreshReport, Status,
 };
 pub use retry::RetryPolicy;
 pub use tree::{Ino, ROOT_INO};

@@ -120,17 +120,20 @@ impl Engine {
                     None if subtree_clean(&tree, cino) => {
                         self.drop_cached(&tree, cino);
                         deleted.extend(tree.remove_subtree(cino));
+                        linked_moved(&mut tree, &mut put, &mut report, c.shown());
                         report.removed += 1;
                         gone(&mut report, ino, &name);
                     }
                     None => report.kept_local += 1,
                     Some(st) if st.kind != c.kind => {
                         if subtree_clean(&tree, cino) {
-                            self.drop_cached(&tree, cino);
-                            deleted.extend(tree.remove_subtree(cino));
-                            let n = Node::from_share(tree.alloc_ino(), ino, name.clone(), &st);
-                            put.push(n.clone());
-                            tree.insert(n);
+                            self.replace_entry(
+                                &mut tree,
+                                (ino, &name, cino),
+                                (&st, None),
+                                (&mut put, &mut deleted),
+                                &mut report,
+                            );
                             report.changed += 1;
                             gone(&mut report, ino, &name);
                         } else {
@@ -150,6 +153,21 @@ impl Engine {
                     // Only a local change of content holds the share's version back; a changed
                     // mtime or mode alone gives way to new content from the share.
                     Some(_) if c.content_dirty || !c.in_share => report.kept_local += 1,
+                    // One name of a hard-linked entry changed on the share, which holds each
+                    // name as a file of its own: that name is that file now, and the link is
+                    // split (the other names keep the cached copy).
+                    Some(st) if c.shown().is_some() => {
+                        self.replace_entry(
+                            &mut tree,
+                            (ino, &name, cino),
+                            // As for any file the share changed, the owner recorded here stays.
+                            (&st, c.owner()),
+                            (&mut put, &mut deleted),
+                            &mut report,
+                        );
+                        report.changed += 1;
+                        gone(&mut report, ino, &name);
+                    }
                     Some(st) => {
                         self.drop_cached(&tree, cino);
                         refetch.push(cino);
@@ -227,6 +245,25 @@ impl Engine {
 
     /// Removes the cached copy of an entry (and below) that the share replaced or removed.
     /// Programs that have the file open keep reading the old copy.
+    /// The entry `cino`, named `name` in `parent`, is replaced by what the share has there now.
+    fn replace_entry(
+        &self,
+        tree: &mut Tree,
+        (parent, name, cino): (Ino, &Name, Ino),
+        (st, owner): (&Stat, Option<(u32, u32)>),
+        (put, deleted): (&mut Vec<Node>, &mut Vec<Ino>),
+        report: &mut RefreshReport,
+    ) {
+        let shown = tree.get(cino).and_then(Node::shown);
+        self.drop_cached(tree, cino);
+        deleted.extend(tree.remove_subtree(cino));
+        let mut n = Node::from_share(tree.alloc_ino(), parent, name.clone(), st);
+        n.set_owner(owner);
+        put.push(n.clone());
+        tree.insert(n);
+        linked_moved(tree, put, report, shown);
+    }
+
     fn drop_cached(&self, tree: &Tree, ino: Ino) {
         if let Some(p) = tree.path_of(ino) {
             let cache = self.cache_path(&p);
@@ -257,4 +294,23 @@ fn subtree_clean(tree: &Tree, ino: Ino) -> bool {
         tree.get(i)
             .is_none_or(|n| n.in_share && !n.content_dirty && !(n.is_dir() && n.meta_dirty))
     })
+}
+
+/// After a removal of a name of the hard-linked entry `shown`: the entry changed (its link
+/// count; perhaps its representative took another name's place), for the journal and the
+/// kernel.
+fn linked_moved(
+    tree: &mut Tree,
+    put: &mut Vec<Node>,
+    report: &mut RefreshReport,
+    shown: Option<Ino>,
+) {
+    for i in tree.take_moved() {
+        if let Some(n) = tree.get(i) {
+            put.push(n.clone());
+        }
+    }
+    if let Some(s) = shown.filter(|s| tree.get(*s).is_some()) {
+        report.invalidate.push(Invalidation::Inode(s));
+    }
 }

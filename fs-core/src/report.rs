@@ -169,6 +169,17 @@ pub struct Status {
     #[serde(default)]
     pub last_retry: Option<FlushReport>,
     pub conflicts: Vec<ConflictItem>,
+    /// Entries that live in the cache only, because the share cannot hold them (up to 200).
+    #[serde(default)]
+    pub kept_local: Vec<KeptLocalItem>,
+}
+
+/// An entry the share cannot hold, kept in the cache only: a FIFO, socket or device node on a
+/// share without them (SMB, sshfs). It works in the mount; it is never written back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptLocalItem {
+    pub path: String,
+    pub reason: String,
 }
 
 pub fn human_bytes(n: u64) -> String {

@@ -4,7 +4,9 @@ use std::fs;
 
 use crate::backing::EntryKind;
 use crate::engine::Engine;
-use crate::report::{ConflictItem, FetchingItem, FlushReport, RefreshReport, Status};
+use crate::report::{
+    ConflictItem, FetchingItem, FlushReport, KeptLocalItem, RefreshReport, Status,
+};
 
 const MAX_LISTED: usize = 200;
 
@@ -48,6 +50,20 @@ impl Engine {
                 .nodes()
                 .filter(|n| n.cached && n.kind == EntryKind::File)
                 .count();
+            // A special file a flush settled without putting it on the share (the share
+            // refused it); one still dirty is pending instead.
+            s.kept_local = tree
+                .nodes()
+                .filter(|n| n.kind.is_special() && !n.in_share && !n.is_dirty())
+                .filter_map(|n| {
+                    Some(KeptLocalItem {
+                        path: tree.path_of(n.ino)?.to_string(),
+                        reason: format!("a {}, which the share cannot hold", n.kind.noun()),
+                    })
+                })
+                .take(MAX_LISTED)
+                .collect();
+            s.kept_local.sort_by(|a, b| a.path.cmp(&b.path));
             s.cache_bytes = self.cache_usage(&tree) + parts;
             s.cache_limit_bytes = self.opts.cache_max_bytes;
         }

@@ -58,6 +58,8 @@ pub(crate) struct Rare {
     link: Option<Box<str>>,
     atime_ns: Option<i64>,
     owner: Option<(u32, u32)>,
+    rdev: u64,
+    shown: Option<Ino>,
 }
 
 impl Node {
@@ -92,6 +94,46 @@ impl Node {
         self.rare_mut(|r| r.owner = owner);
     }
 
+    /// Device nodes: the device number (0 for everything else).
+    pub fn rdev(&self) -> u64 {
+        self.rare.as_ref().map_or(0, |r| r.rdev)
+    }
+
+    pub fn set_rdev(&mut self, rdev: u64) {
+        self.rare_mut(|r| r.rdev = rdev);
+    }
+
+    /// Hard links: the inode number every name of the entry shows, the representative's (see
+    /// [`Tree::link_members`]); `None` for an entry with one name that never had another.
+    pub fn shown(&self) -> Option<Ino> {
+        self.rare.as_ref()?.shown
+    }
+
+    /// Only the tree sets it (its index of link groups follows), and the journal on load.
+    pub(crate) fn set_shown(&mut self, shown: Option<Ino>) {
+        self.rare_mut(|r| r.shown = shown);
+    }
+
+    /// The inode number programs see for this entry.
+    pub fn shown_ino(&self) -> Ino {
+        self.shown().unwrap_or(self.ino)
+    }
+
+    /// Copies what belongs to the entry rather than to one of its names (a hard link's
+    /// content, attributes and dirtiness) from `from`.
+    fn take_shared(&mut self, from: &Node) {
+        self.size = from.size;
+        self.mtime_ns = from.mtime_ns;
+        self.mode = from.mode;
+        self.ctime_ns = from.ctime_ns;
+        self.cached = from.cached;
+        self.content_dirty |= from.content_dirty;
+        self.meta_dirty |= from.meta_dirty;
+        let shown = self.shown();
+        self.rare = from.rare.clone();
+        self.set_shown(shown);
+    }
+
     fn rare_mut(&mut self, change: impl FnOnce(&mut Rare)) {
         let mut rare = self.rare.take().unwrap_or_default();
         change(&mut rare);
@@ -101,7 +143,7 @@ impl Node {
     }
 
     pub fn from_share(ino: Ino, parent: Ino, name: impl Into<Name>, st: &Stat) -> Node {
-        Node {
+        let mut n = Node {
             ino,
             parent,
             name: name.into(),
@@ -118,7 +160,9 @@ impl Node {
             ctime_ns: st.mtime_ns,
             rare: None,
             gen: 0,
-        }
+        };
+        n.set_rdev(st.rdev);
+        n
     }
 
     pub fn is_dir(&self) -> bool {
@@ -142,6 +186,14 @@ pub struct Tree {
     /// How many of a listed directory's children are directories (its link count is two
     /// more): kept as children come and go, so that a stat never counts them.
     subdirs: FxHashMap<Ino, u32>,
+    /// Hard links: the names of each entry that has more than one (or had), by the inode
+    /// number they all show (`Node::shown`). The representative, the node whose inode number
+    /// that is, lives as long as any of them does (`remove_subtree` hands it the name of a
+    /// survivor), so the number programs hold always names a live node.
+    links: FxHashMap<Ino, Vec<Ino>>,
+    /// Nodes changed by a removal beside the removed ones (a representative that took over
+    /// a survivor's name), for the caller to write to the journal (`take_moved`).
+    moved: Vec<Ino>,
     pub ops: Vec<Logged>,
 }
 
@@ -152,10 +204,15 @@ impl Tree {
             next_ino: ROOT_INO + 1,
             dirty: BTreeSet::new(),
             subdirs: FxHashMap::default(),
+            links: FxHashMap::default(),
+            moved: Vec::new(),
             ops,
         };
         for n in nodes {
             t.next_ino = t.next_ino.max(n.ino + 1);
+            if let Some(s) = n.shown() {
+                t.links.entry(s).or_default().push(n.ino);
+            }
             if n.is_dirty() {
                 t.dirty.insert(n.ino);
             }
@@ -315,8 +372,81 @@ impl Tree {
         Ok(Some(cur))
     }
 
+    /// The names of the entry `ino` is one name of (`ino` included, the representative first),
+    /// or just `ino`.
+    pub fn link_members(&self, ino: Ino) -> Vec<Ino> {
+        let Some(s) = self.nodes.get(&ino).and_then(Node::shown) else {
+            return vec![ino];
+        };
+        let mut m = self.links.get(&s).cloned().unwrap_or_default();
+        m.sort_by_key(|&i| i != s);
+        m
+    }
+
+    /// How many names the entry `ino` is one of has.
+    pub fn link_count(&self, node: &Node) -> u32 {
+        node.shown()
+            .and_then(|s| self.links.get(&s))
+            .map_or(1, |m| m.len() as u32)
+    }
+
+    /// Makes `new` (not in the tree yet) another name of the entry `ino`: it takes the entry's
+    /// shared state; the caller gives it its own name and inserts it.
+    pub fn join_link(&mut self, ino: Ino, new: &mut Node) {
+        let s = {
+            let n = self.nodes.get_mut(&ino).expect("node exists");
+            if n.shown().is_none() {
+                n.set_shown(Some(ino));
+            }
+            n.shown().expect("set")
+        };
+        let links = self.links.entry(s).or_default();
+        if links.is_empty() {
+            links.push(s);
+        }
+        let from = self.nodes[&ino].clone();
+        new.set_shown(Some(s));
+        new.take_shared(&from);
+    }
+
+    /// After a change of `ino`'s content, attributes or dirtiness, gives its other names the
+    /// same (they are one entry); returns them, for the journal. Nothing for most nodes.
+    pub fn share_with_links(&mut self, ino: Ino) -> Vec<Ino> {
+        let Some(s) = self.nodes.get(&ino).and_then(Node::shown) else {
+            return Vec::new();
+        };
+        let from = self.nodes[&ino].clone();
+        let others: Vec<Ino> = self
+            .links
+            .get(&s)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&i| i != ino)
+            .collect();
+        for &i in &others {
+            if let Some(n) = self.nodes.get_mut(&i) {
+                n.take_shared(&from);
+                n.gen += 1;
+            }
+            self.reindex(i);
+        }
+        others
+    }
+
+    /// Nodes a removal changed besides those it removed, since the last call.
+    pub fn take_moved(&mut self) -> Vec<Ino> {
+        std::mem::take(&mut self.moved)
+    }
+
     /// Adds `node` below its parent (which must be listed).
     pub fn insert(&mut self, node: Node) {
+        if let Some(s) = node.shown() {
+            let m = self.links.entry(s).or_default();
+            if !m.contains(&node.ino) {
+                m.push(node.ino);
+            }
+        }
         let (parent, name, ino, is_dir) = (node.parent, node.name.clone(), node.ino, node.is_dir());
         if let Some(old) = self.nodes.insert(ino, node) {
             // Put again (the same inode): its old self was counted under its old parent.
@@ -348,18 +478,65 @@ impl Tree {
             self.unlink_child(parent, &name, ino);
         }
         let mut removed = Vec::new();
+        let mut named = Vec::new();
         let mut stack = vec![ino];
         while let Some(i) = stack.pop() {
             if let Some(n) = self.nodes.remove(&i) {
                 self.dirty.remove(&i);
                 self.subdirs.remove(&i);
-                if let Some(c) = n.children {
+                if let Some(c) = n.children.as_ref() {
                     stack.extend(c.values().copied());
+                }
+                if n.shown().is_some() {
+                    named.push(n);
                 }
                 removed.push(i);
             }
         }
+        // After the whole subtree is gone, so that an heir is always outside it.
+        for n in named {
+            let s = n.shown().expect("linked");
+            if let Some(heir) = self.unlink_name(s, n) {
+                removed.retain(|&i| i != s);
+                removed.push(heir);
+            }
+        }
         removed
+    }
+
+    /// Takes a removed node out of its link group. A representative that still has other
+    /// names takes one of them over: that node goes instead, and the number programs hold
+    /// stays valid. Its per-name state (place, share version, what to write there) is the
+    /// survivor's; what belongs to the entry stays its own.
+    fn unlink_name(&mut self, s: Ino, removed: Node) -> Option<Ino> {
+        let m = self.links.get_mut(&s)?;
+        m.retain(|&i| i != removed.ino && self.nodes.contains_key(&i));
+        if m.is_empty() {
+            self.links.remove(&s);
+            return None;
+        }
+        if removed.ino != s {
+            return None;
+        }
+        let heir = m[0];
+        m.retain(|&i| i != heir);
+        m.insert(0, s);
+        let h = self.nodes.remove(&heir).expect("member exists");
+        self.dirty.remove(&heir);
+        self.unlink_child(h.parent, &h.name, heir);
+        let mut rep = removed;
+        rep.parent = h.parent;
+        rep.name = h.name.clone();
+        rep.in_share = h.in_share;
+        rep.base = h.base;
+        rep.content_dirty = h.content_dirty;
+        rep.meta_dirty = h.meta_dirty;
+        rep.gen = rep.gen.max(h.gen) + 1;
+        self.nodes.insert(s, rep);
+        self.link_child(h.parent, h.name, s, false);
+        self.reindex(s);
+        self.moved.push(s);
+        Some(heir)
     }
 
     /// Moves a node to a new parent and name (the target name must be free).

@@ -12,7 +12,9 @@
 //! - a flush with a healthy share leaves nothing pending, and then the share equals the mount
 //!   (content, hierarchy, modification times of files and directories), minus ignored paths,
 //!   with no temporaries left;
-//! - a file changed both here and on the share keeps both versions, and the conflict is reported.
+//! - a file changed both here and on the share keeps both versions, and the conflict is reported;
+//! - hard links: every name of an entry shows its content and attributes, one inode number and
+//!   the link count, and each name reaches the share.
 //!
 //! `PROPTEST_CASES` sets the number of cases (10 000 by default, as CI runs it).
 
@@ -78,6 +80,8 @@ enum Op {
     Unlink(usize),
     Rmdir(usize),
     Rename(usize, usize),
+    /// `link(a, b)`: a second name for the file at `a`.
+    Link(usize, usize),
     Flush,
     Refresh,
     RemoteWrite(usize, Vec<u8>),
@@ -116,6 +120,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => p().prop_map(Op::Unlink),
         2 => p().prop_map(Op::Rmdir),
         4 => (p(), p()).prop_map(|(a, b)| Op::Rename(a, b)),
+        2 => (p(), p()).prop_map(|(a, b)| Op::Link(a, b)),
+        // Names in the root, whose folder always exists, so that links are often made.
+        4 => (0usize..3, prop::sample::select(vec![0usize, 1, 2, 4, 8]))
+            .prop_map(|(a, b)| Op::Link(a, b)),
         4 => Just(Op::Flush),
         1 => Just(Op::Refresh),
         2 => (p(), data()).prop_map(|(a, d)| Op::RemoteWrite(a, d)),
@@ -155,6 +163,8 @@ struct Model {
     certain: bool,
     /// Files changed on the share while dirty here: a conflict is due, with the share's content.
     expect_conflict: Vec<Expected>,
+    /// Hard links: the names of each entry that has more than one.
+    links: Vec<BTreeSet<String>>,
 }
 
 /// A conflict the next healthy flush must report.
@@ -195,6 +205,39 @@ impl Model {
     }
     fn touch_dir(&mut self, p: &str) {
         self.mtimes.remove(p);
+    }
+    /// Every name of the entry at `p` (`p` itself first), or just `p`.
+    fn names_of(&self, p: &str) -> Vec<String> {
+        let mut out = vec![p.to_owned()];
+        if let Some(g) = self.links.iter().find(|g| g.contains(p)) {
+            out.extend(g.iter().filter(|q| *q != p).cloned());
+        }
+        out
+    }
+    fn same_entry(&self, a: &str, b: &str) -> bool {
+        a == b || self.links.iter().any(|g| g.contains(a) && g.contains(b))
+    }
+    /// The name `p` no longer belongs to its entry (removed, replaced, or split off).
+    fn unlink_name(&mut self, p: &str) {
+        for g in &mut self.links {
+            g.remove(p);
+        }
+        self.links.retain(|g| g.len() > 1);
+    }
+    /// The names at or below `from` are now at or below `to`.
+    fn rename_names(&mut self, from: &str, to: &str) {
+        for g in &mut self.links {
+            *g = g
+                .iter()
+                .map(|q| {
+                    if within(q, from) {
+                        format!("{to}{}", &q[from.len()..])
+                    } else {
+                        q.clone()
+                    }
+                })
+                .collect();
+        }
     }
     /// The file at `p` is deleted here: its due conflict stays at that path.
     fn freeze_conflict(&mut self, p: &str) {
@@ -396,6 +439,23 @@ fn check_tree(rig: &Rig, m: &Model) -> Result<(), TestCaseError> {
         let a = rig.e().getattr(rig.resolve(p).unwrap()).unwrap();
         prop_assert_eq!(a.atime_ns, *t, "atime of {}", p);
     }
+    // Every name of an entry shows one inode number and the number of names; others one.
+    let shown = |p: &str| {
+        let (pi, n) = rig.pname(p).unwrap();
+        rig.e().lookup(pi, &n).unwrap()
+    };
+    for g in &m.links {
+        let attrs: Vec<_> = g.iter().map(|p| shown(p)).collect();
+        for (p, a) in g.iter().zip(&attrs) {
+            prop_assert_eq!(a.ino, attrs[0].ino, "inode number of {}", p);
+            prop_assert_eq!(a.nlink as usize, g.len(), "link count of {}", p);
+        }
+    }
+    for (p, n) in &m.local {
+        if matches!(n, MNode::File(_)) && !m.links.iter().any(|g| g.contains(p)) {
+            prop_assert_eq!(shown(p).nlink, 1, "link count of {}", p);
+        }
+    }
     Ok(())
 }
 
@@ -564,7 +624,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 match outcome(r) {
                     Outcome::Done => {
                         prop_assert!(ok, "write {} should fail", p);
-                        if let Some(MNode::File(c)) = m.local.get_mut(&p) {
+                        if let Some(MNode::File(c)) = m.local.get(&p).cloned() {
+                            let mut c = c;
                             let end = off as usize + d.len();
                             // A write of nothing extends nothing (POSIX pwrite).
                             if c.len() < end && !d.is_empty() {
@@ -573,9 +634,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             if !d.is_empty() {
                                 c[off as usize..end].copy_from_slice(&d);
                             }
+                            for q in m.names_of(&p) {
+                                m.local.insert(q.clone(), MNode::File(c.clone()));
+                                m.mtimes.remove(&q);
+                                m.content_dirty.insert(q);
+                            }
                         }
-                        m.mtimes.remove(&p);
-                        m.content_dirty.insert(p);
                     }
                     Outcome::Refused => prop_assert!(!ok, "write {} should work", p),
                     Outcome::ShareError => prop_assert!(faults_active),
@@ -597,11 +661,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 match outcome(r) {
                     Outcome::Done => {
                         prop_assert!(ok, "truncate {} should fail", p);
-                        if let Some(MNode::File(c)) = m.local.get_mut(&p) {
-                            c.resize(n as usize, 0);
+                        for q in m.names_of(&p) {
+                            if let Some(MNode::File(c)) = m.local.get_mut(&q) {
+                                c.resize(n as usize, 0);
+                            }
+                            m.mtimes.remove(&q);
+                            m.content_dirty.insert(q);
                         }
-                        m.mtimes.remove(&p);
-                        m.content_dirty.insert(p);
                     }
                     Outcome::Refused => prop_assert!(!ok, "truncate {} should work", p),
                     Outcome::ShareError => prop_assert!(faults_active),
@@ -624,7 +690,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 match outcome(r) {
                     Outcome::Done => {
                         prop_assert!(ok, "utimens {} should fail", p);
-                        m.mtimes.insert(p, t);
+                        for q in m.names_of(&p) {
+                            m.mtimes.insert(q, t);
+                        }
                     }
                     Outcome::Refused => prop_assert!(!ok, "utimens {} should work", p),
                     Outcome::ShareError => prop_assert!(faults_active),
@@ -646,7 +714,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 match outcome(r) {
                     Outcome::Done => {
                         prop_assert!(ok, "chown {} should fail", p);
-                        m.owners.insert(p, owner);
+                        for q in m.names_of(&p) {
+                            m.owners.insert(q, owner);
+                        }
                     }
                     Outcome::Refused => prop_assert!(!ok, "chown {} should work", p),
                     Outcome::ShareError => prop_assert!(faults_active),
@@ -671,8 +741,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 match outcome(r) {
                     Outcome::Done => {
                         prop_assert!(ok, "utimens {} should fail", p);
-                        m.mtimes.insert(p.clone(), t);
-                        m.atimes.insert(p, at);
+                        for q in m.names_of(&p) {
+                            m.mtimes.insert(q.clone(), t);
+                            m.atimes.insert(q, at);
+                        }
                     }
                     Outcome::Refused => prop_assert!(!ok, "utimens {} should work", p),
                     Outcome::ShareError => prop_assert!(faults_active),
@@ -684,7 +756,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 match (r, m.local.get(&p)) {
                     (Ok(bytes), Some(MNode::File(c))) => {
                         prop_assert_eq!(&bytes, c, "content of {}", p);
-                        m.atimes.remove(&p);
+                        for q in m.names_of(&p) {
+                            m.atimes.remove(&q);
+                        }
                     }
                     (Err(FsError::Share { .. }), _) => prop_assert!(faults_active),
                     (Err(_), Some(MNode::File(_))) => {
@@ -724,6 +798,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Outcome::Done => {
                         prop_assert!(ok, "unlink {} should fail", p);
                         m.freeze_conflict(&p);
+                        m.unlink_name(&p);
                         m.local.remove(&p);
                         m.mtimes.remove(&p);
                         m.atimes.remove(&p);
@@ -774,7 +849,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 match outcome(r) {
                     Outcome::Done => {
                         prop_assert!(ok, "rename {} -> {} should fail", from, to);
-                        if from != to {
+                        // Two names of one entry: rename does nothing (POSIX).
+                        if !m.same_entry(&from, &to) {
+                            m.unlink_name(&to);
+                            m.rename_names(&from, &to);
                             let dropped = is_ignored(&to, matches!(src, Some(MNode::Dir)));
                             m.move_conflicts(&from, &to, dropped);
                             let moved: Vec<(String, MNode)> = m
@@ -815,6 +893,42 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }
                     }
                     Outcome::Refused => prop_assert!(!ok, "rename {} -> {} should work", from, to),
+                    Outcome::ShareError => prop_assert!(faults_active),
+                }
+            }
+            Op::Link(a, b) => {
+                let (from, to) = (path(a), path(b));
+                let ok = matches!(m.local.get(&from), Some(MNode::File(_)))
+                    && m.is_dir(parent(&to))
+                    && !m.local.contains_key(&to);
+                let r = rig.resolve(&from).and_then(|ino| {
+                    let (npi, nn) = rig.pname(&to)?;
+                    rig.e().link(ino, npi, &nn)
+                });
+                match outcome(r) {
+                    Outcome::Done => {
+                        prop_assert!(ok, "link {} -> {} should fail", from, to);
+                        let node = m.local[&from].clone();
+                        m.local.insert(to.clone(), node);
+                        for map in [&mut m.mtimes, &mut m.atimes] {
+                            if let Some(t) = map.get(&from).copied() {
+                                map.insert(to.clone(), t);
+                            }
+                        }
+                        if let Some(o) = m.owners.get(&from).copied() {
+                            m.owners.insert(to.clone(), o);
+                        }
+                        match m.links.iter_mut().find(|g| g.contains(&from)) {
+                            Some(g) => {
+                                g.insert(to.clone());
+                            }
+                            None => m.links.push([from, to.clone()].into_iter().collect()),
+                        }
+                        m.touch_dir(parent(&to));
+                        m.content_dirty.insert(to);
+                        m.ns_changed = true;
+                    }
+                    Outcome::Refused => prop_assert!(!ok, "link {} -> {} should work", from, to),
                     Outcome::ShareError => prop_assert!(faults_active),
                 }
             }
@@ -880,6 +994,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         remote: d,
                     });
                 } else {
+                    // A name of a hard-linked entry is a file of its own on the share: it
+                    // leaves the entry.
+                    m.unlink_name(&p);
                     m.local.insert(p.clone(), MNode::File(d));
                     m.mtimes.remove(&p);
                     m.atimes.remove(&p);
@@ -897,6 +1014,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 m.touch_dir(parent(&p));
                 m.expect_conflict.retain(|x| !(x.live && x.path == p));
                 if !m.content_dirty.contains(&p) {
+                    m.unlink_name(&p);
                     m.local.remove(&p);
                     m.mtimes.remove(&p);
                     m.atimes.remove(&p);
@@ -939,7 +1057,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         let start = (offset as usize).min(c.len());
                         let end = (start + len as usize).min(c.len());
                         prop_assert_eq!(&bytes[..], &c[start..end], "bytes of {} at {}", p, offset);
-                        m.atimes.remove(&p);
+                        for q in m.names_of(&p) {
+                            m.atimes.remove(&q);
+                        }
                     }
                     (Err(FsError::Share { .. }), _) => prop_assert!(faults_active),
                     (Err(e), Some(MNode::File(_))) => {
@@ -1175,6 +1295,49 @@ mod found {
                 Op::Flush,
             ]);
         }
+    }
+
+    /// Hard links through writes, renames over either name, removals, a share change of one
+    /// name, a crash and an outage.
+    #[test]
+    fn hard_links_through_everything() {
+        check(vec![
+            Op::Create(0, vec![1, 2]),
+            Op::Mkdir(3),
+            Op::Link(0, 4),
+            Op::Link(4, 5),
+            Op::Write(5, 1, vec![9, 9]),
+            Op::Chown(4, 2),
+            Op::SetTimes(0, 3, 4),
+            Op::Flush,
+            Op::Crash,
+            Op::Truncate(4, 1),
+            Op::Rename(0, 5),
+            Op::Unlink(4),
+            Op::Flush,
+            Op::Link(5, 1),
+            Op::Flush,
+            Op::RemoteWrite(1, vec![7]),
+            Op::Write(5, 0, vec![3]),
+            Op::Offline,
+            Op::Link(5, 0),
+            Op::Heal,
+            Op::Rename(3, 8),
+            Op::ReadAll,
+        ]);
+        // The name the entry's number came from goes first; then a rename between two names.
+        check(vec![
+            Op::Create(0, vec![1]),
+            Op::Link(0, 1),
+            Op::Link(1, 2),
+            Op::Unlink(0),
+            Op::Rename(1, 2),
+            Op::Crash,
+            Op::Write(2, 0, vec![5]),
+            Op::Flush,
+            Op::Evict(0),
+            Op::ReadAll,
+        ]);
     }
 
     /// An unread file renamed to an ignored name keeps its content (found by the model).

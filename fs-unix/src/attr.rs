@@ -25,6 +25,10 @@ pub fn file_type(k: EntryKind) -> FileType {
         EntryKind::File => FileType::RegularFile,
         EntryKind::Dir => FileType::Directory,
         EntryKind::Symlink => FileType::Symlink,
+        EntryKind::Fifo => FileType::NamedPipe,
+        EntryKind::Socket => FileType::Socket,
+        EntryKind::CharDevice => FileType::CharDevice,
+        EntryKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -53,7 +57,8 @@ pub fn file_attr(a: &Attr, owner: Owner) -> FileAttr {
         nlink: a.nlink,
         uid,
         gid,
-        rdev: 0,
+        // The kernel's encoding, as mknod passed it (the same as `dev_t` for majors below 4096).
+        rdev: a.rdev as u32,
         blksize: 4096,
         flags: 0,
     }

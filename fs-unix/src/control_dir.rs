@@ -31,6 +31,7 @@ pub fn attr(ino: u64, mtime_ns: i64) -> Option<Attr> {
         mode,
         nlink: if kind == EntryKind::Dir { 2 } else { 1 },
         owner: None,
+        rdev: 0,
     })
 }
 

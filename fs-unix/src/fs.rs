@@ -420,20 +420,26 @@ impl Filesystem for SipFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         self.requests.count(Req::Create);
-        // Only regular files can be written to a share.
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return reply.error(Errno::from_i32(libc::ENOTSUP));
-        }
+        // FIFOs, sockets and device nodes too: the engine keeps them, and a flush writes them
+        // where the share can hold them (`EntryKind::is_special`).
+        let Some(kind) = EntryKind::from_mode(mode) else {
+            return reply.error(Errno::EINVAL);
+        };
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::EINVAL);
         };
-        match self.engine.create(parent.0, name, mode & !umask) {
-            Ok((a, fh)) => {
-                self.engine.release(fh);
+        match self.engine.mknod(
+            parent.0,
+            name,
+            kind,
+            mode & !umask & 0o7777,
+            u64::from(rdev),
+        ) {
+            Ok(a) => {
                 let a = self.give_to_creator(req, parent.0, a);
                 reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0))
             }
@@ -528,14 +534,22 @@ impl Filesystem for SipFs {
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.requests.count(Req::Other);
-        let e = self.engine.link().expect_err("hard links are refused");
-        reply.error(errno(&e))
+        self.requests.count(Req::Create);
+        if control_dir::is_control(ino.0) {
+            return reply.error(Errno::EPERM);
+        }
+        let Ok(name) = name_str(newname) else {
+            return reply.error(Errno::EINVAL);
+        };
+        match self.engine.link(ino.0, newparent.0, name) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

@@ -5,21 +5,31 @@ use super::*;
 
 impl Engine {
     pub(crate) fn mark_content_dirty(&self, ino: Ino) -> Result<(), FsError> {
-        if self.state.read().get(ino).is_none_or(|n| n.content_dirty) {
+        if !needs_marking(&self.state.read(), ino) {
             return Ok(());
         }
         let mut tree = self.state.write();
-        let Some(n) = tree.get_mut(ino) else {
-            return Ok(());
-        };
-        if n.content_dirty {
+        if !needs_marking(&tree, ino) {
             return Ok(());
         }
+        let n = tree.get_mut(ino).expect("checked");
         n.content_dirty = true;
         n.gen += 1;
-        let n = n.clone();
         tree.reindex(ino);
-        self.persist(|tx| journal::put_node(tx, &n))
+        self.put_linked(&mut tree, ino)
+    }
+
+    /// Writes node `ino` to the journal with its other names (hard links), which take the
+    /// entry's shared state from it first.
+    pub(crate) fn put_linked(&self, tree: &mut Tree, ino: Ino) -> Result<(), FsError> {
+        let others = tree.share_with_links(ino);
+        let t: &Tree = tree;
+        self.persist(|tx| {
+            for n in std::iter::once(ino).chain(others).filter_map(|i| t.get(i)) {
+                journal::put_node(tx, n)?;
+            }
+            Ok(())
+        })
     }
 
     /// Opens a file, fetching it from the share on first open. With `truncate`, nothing is
@@ -156,9 +166,8 @@ impl Engine {
         n.cached = true;
         n.content_dirty = true;
         n.gen += 1;
-        let n = n.clone();
         tree.reindex(ino);
-        self.persist(|tx| journal::put_node(tx, &n))
+        self.put_linked(&mut tree, ino)
     }
 
     pub fn read(&self, fh: &FileHandle, offset: u64, size: usize) -> Result<Vec<u8>, FsError> {
@@ -303,15 +312,22 @@ impl Engine {
             n.ctime_ns = now_ns();
             n.meta_dirty |= req.mtime_ns.is_some() || req.mode.is_some() || req.owner.is_some();
             n.gen += 1;
-            let n = n.clone();
             tree.reindex(ino);
-            self.persist(|tx| journal::put_node(tx, &n))?;
+            self.put_linked(&mut tree, ino)?;
         }
         self.getattr(ino)
     }
+}
 
-    /// Hard links cannot be written to the shares sipfs is for (SMB), so they are refused.
-    pub fn link(&self) -> Result<Attr, FsError> {
-        Err(FsError::NotSupported("hard links"))
+/// Whether a write to `ino` finds a name of it not marked changed yet: the node itself, or for
+/// a hard-linked entry any of its names (each is written to the share).
+fn needs_marking(tree: &Tree, ino: Ino) -> bool {
+    match tree.get(ino) {
+        None => false,
+        Some(n) if n.shown().is_none() => !n.content_dirty,
+        Some(_) => tree
+            .link_members(ino)
+            .iter()
+            .any(|&i| tree.get(i).is_some_and(|n| !n.content_dirty)),
     }
 }

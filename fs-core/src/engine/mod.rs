@@ -31,6 +31,7 @@ use crate::retry::RetryPolicy;
 use crate::tree::{Ino, Name, Node, Tree, ROOT_INO};
 
 mod files;
+mod links;
 mod namespace;
 mod partial;
 mod reading;
@@ -116,6 +117,17 @@ pub struct Attr {
     pub nlink: u32,
     /// Owner and group, when not the adapter's default (`Node::owner`).
     pub owner: Option<(u32, u32)>,
+    /// Device nodes: the device number.
+    pub rdev: u64,
+}
+
+/// What [`Engine::create_entry`] makes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NewEntry<'a> {
+    File,
+    Symlink(&'a str),
+    /// A FIFO, socket or device node, and its device number.
+    Special(EntryKind, u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +319,7 @@ impl Engine {
                     size: 0,
                     mtime_ns: now_ns(),
                     mode: 0o755,
+                    rdev: 0,
                 }),
             );
             root.kind = EntryKind::Dir;

@@ -5,7 +5,7 @@ use super::*;
 
 impl Engine {
     /// Marks a directory changed: a new mtime, written back by the next flush.
-    fn touch_dir(tree: &mut Tree, ino: Ino, now: i64) -> Option<Ino> {
+    pub(super) fn touch_dir(tree: &mut Tree, ino: Ino, now: i64) -> Option<Ino> {
         let n = tree.get_mut(ino)?;
         n.mtime_ns = now;
         n.ctime_ns = now;
@@ -18,7 +18,7 @@ impl Engine {
     /// If the last logged change of `path` removed a file, takes that removal back and returns
     /// the removed version: a new file at that path then replaces it on the share in one step,
     /// instead of a delete followed by a create.
-    fn adopt_removed(tree: &mut Tree, path: &RelPath) -> Option<(i64, Option<Base>)> {
+    pub(super) fn adopt_removed(tree: &mut Tree, path: &RelPath) -> Option<(i64, Option<Base>)> {
         let last = tree
             .ops
             .iter()
@@ -37,7 +37,12 @@ impl Engine {
         }
     }
 
-    fn lookup_free(&self, tree: &Tree, parent: Ino, name: &str) -> Result<RelPath, FsError> {
+    pub(super) fn lookup_free(
+        &self,
+        tree: &Tree,
+        parent: Ino,
+        name: &str,
+    ) -> Result<RelPath, FsError> {
         check_name(name)?;
         let pnode = tree.get(parent).ok_or(FsError::StaleInode(parent))?;
         let ppath = tree.path_of(parent).ok_or(FsError::StaleInode(parent))?;
@@ -54,30 +59,38 @@ impl Engine {
         Ok(path)
     }
 
-    /// Creates a new file (or a symlink when `link` is given) and records it.
+    /// Creates a new file, symlink or special file and records it.
     pub(crate) fn create_entry(
         &self,
         parent: Ino,
         name: &str,
         mode: u32,
-        link: Option<&str>,
+        new: NewEntry<'_>,
         side: CacheSide,
     ) -> Result<(Attr, Option<FileHandle>), FsError> {
+        let link = match new {
+            NewEntry::Symlink(t) => Some(t),
+            _ => None,
+        };
         self.ensure_listed(parent)?;
         let mut tree = self.state.write();
         let path = self.lookup_free(&tree, parent, name)?;
         let _span = info_span!("create", path = %path).entered();
         let cache = self.cache_path(&path);
-        let file = match (side, link) {
+        let file = match (side, new) {
             (CacheSide::AlreadyDone, _) => None,
-            (CacheSide::Apply, Some(target)) => {
+            (CacheSide::Apply, NewEntry::Symlink(target)) => {
                 in_cache_dir(&cache, || backing::make_symlink(target, &cache))
                     .map_err(io_err(&path))?;
                 None
             }
-            (CacheSide::Apply, None) => Some(
+            (CacheSide::Apply, NewEntry::File) => Some(
                 in_cache_dir(&cache, || create_cache_file(&cache, mode)).map_err(io_err(&path))?,
             ),
+            // Nothing in the cache tree: the kernel serves a FIFO's data and a socket's
+            // connections itself, and a device node there would need privileges sipfs may not
+            // have. The node holds the entry.
+            (CacheSide::Apply, NewEntry::Special(..)) => None,
         };
         let adopted = Self::adopt_removed(&mut tree, &path);
         let ino = tree.alloc_ino();
@@ -86,13 +99,13 @@ impl Engine {
             ino,
             parent,
             name: name.into(),
-            kind: if link.is_some() {
-                EntryKind::Symlink
-            } else {
-                EntryKind::File
+            kind: match new {
+                NewEntry::File => EntryKind::File,
+                NewEntry::Symlink(_) => EntryKind::Symlink,
+                NewEntry::Special(kind, _) => kind,
             },
             children: None,
-            cached: true,
+            cached: !matches!(new, NewEntry::Special(..)),
             in_share: adopted.is_some(),
             base: adopted.and_then(|(_, b)| b),
             content_dirty: true,
@@ -105,6 +118,9 @@ impl Engine {
             gen: 0,
         };
         node.set_link(link.map(Box::from));
+        if let NewEntry::Special(_, rdev) = new {
+            node.set_rdev(rdev);
+        }
         tree.insert(node.clone());
         let pnode = Self::touch_dir(&mut tree, parent, now);
         let put: Vec<Ino> = std::iter::once(ino).chain(pnode).collect();
@@ -117,7 +133,7 @@ impl Engine {
         );
         if let Err(e) = res {
             tree.remove_subtree(ino);
-            if side == CacheSide::Apply {
+            if side == CacheSide::Apply && !matches!(new, NewEntry::Special(..)) {
                 let _ = fs::remove_file(&cache);
             }
             return Err(e);
@@ -141,6 +157,7 @@ impl Engine {
                 mode: node.mode,
                 nlink: 1,
                 owner: node.owner(),
+                rdev: node.rdev(),
             },
         };
         drop(tree);
@@ -165,14 +182,53 @@ impl Engine {
         name: &str,
         mode: u32,
     ) -> Result<(Attr, FileHandle), FsError> {
-        let (attr, fh) = self.create_entry(parent, name, mode, None, CacheSide::Apply)?;
+        let (attr, fh) = self.create_entry(parent, name, mode, NewEntry::File, CacheSide::Apply)?;
         Ok((attr, fh.expect("files get a handle")))
     }
 
     pub fn symlink(&self, parent: Ino, name: &str, target: &str) -> Result<Attr, FsError> {
         Ok(self
-            .create_entry(parent, name, 0o777, Some(target), CacheSide::Apply)?
+            .create_entry(
+                parent,
+                name,
+                0o777,
+                NewEntry::Symlink(target),
+                CacheSide::Apply,
+            )?
             .0)
+    }
+
+    /// Makes a FIFO, socket or device node (`kind`, see [`EntryKind::is_special`]). It works in
+    /// the mount at once; a flush writes it where the share can hold it and keeps it here,
+    /// reported, where it cannot.
+    pub fn mknod(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: EntryKind,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<Attr, FsError> {
+        match kind {
+            EntryKind::File => {
+                let (attr, fh) = self.create(parent, name, mode)?;
+                self.release(fh);
+                Ok(attr)
+            }
+            k if k.is_special() => Ok(self
+                .create_entry(
+                    parent,
+                    name,
+                    mode,
+                    NewEntry::Special(k, rdev),
+                    CacheSide::Apply,
+                )?
+                .0),
+            k => Err(FsError::InvalidArgument(format!(
+                "mknod cannot make a {}",
+                k.noun()
+            ))),
+        }
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<String, FsError> {
@@ -302,10 +358,21 @@ impl Engine {
             kind: node.kind,
             base: node.base,
         });
-        tree.remove_subtree(ino);
-        let pnode = Self::touch_dir(&mut tree, parent, now_ns());
-        let put: Vec<Ino> = pnode.into_iter().collect();
-        self.record(&mut tree, &put, &[ino], None, op.into_iter().collect())
+        let shown = node.shown();
+        let removed = tree.remove_subtree(ino);
+        let now = now_ns();
+        // The entry's other names (hard links) live on, and it changed: one name less.
+        let mut put = tree.take_moved();
+        if let Some(s) = shown.filter(|s| tree.get(*s).is_some()) {
+            if let Some(n) = tree.get_mut(s) {
+                n.ctime_ns = now;
+                n.gen += 1;
+            }
+            put.push(s);
+            put.extend(tree.share_with_links(s));
+        }
+        put.extend(Self::touch_dir(&mut tree, parent, now));
+        self.record(&mut tree, &put, &removed, None, op.into_iter().collect())
     }
 
     /// Lists every directory below `ino` and fetches every file, so that the subtree can be
@@ -326,7 +393,7 @@ impl Engine {
                 Some(EntryKind::Symlink) => {
                     self.readlink(i)?;
                 }
-                None => {}
+                Some(_) | None => {}
             }
         }
         Ok(())
@@ -419,6 +486,12 @@ impl Engine {
         let dst = tree.child(new_parent, new_name);
         if dst == Some(src) {
             return Ok(());
+        }
+        // Two names of one hard-linked entry: POSIX says rename does nothing.
+        if let (Some(d), Some(s)) = (dst, snode.shown()) {
+            if tree.get(d).and_then(Node::shown) == Some(s) {
+                return Ok(());
+            }
         }
         if snode.is_dir() && to.is_within(&from) {
             return Err(FsError::MoveIntoSelf(from));
@@ -527,8 +600,21 @@ impl Engine {
             self.move_in_cache(dnode.as_ref(), &src_cache, &dst_cache, &to)?;
         }
 
+        let mut deleted = Vec::new();
         if let Some(d) = dst {
-            tree.remove_subtree(d);
+            deleted = tree.remove_subtree(d);
+        }
+        // A hard-linked entry that lost the name it was replaced at: its representative may
+        // have moved to another of its names.
+        let mut moved = tree.take_moved();
+        if let Some(s) = dnode.as_ref().and_then(Node::shown) {
+            if let Some(n) = tree.get_mut(s) {
+                // One name fewer is a change of the entry.
+                n.ctime_ns = now_ns();
+                n.gen += 1;
+                moved.push(s);
+                moved.extend(tree.share_with_links(s));
+            }
         }
         tree.relink(src, new_parent, new_name);
         if let Some(n) = tree.get_mut(src) {
@@ -536,6 +622,7 @@ impl Engine {
             n.gen += 1;
             n.ctime_ns = now_ns();
         }
+        moved.extend(tree.share_with_links(src));
         for (i, in_share, base, content_dirty) in flag_changes {
             if let Some(n) = tree.get_mut(i) {
                 n.in_share = in_share;
@@ -555,8 +642,11 @@ impl Engine {
         let mut touched = vec![src];
         touched.extend(Self::touch_dir(&mut tree, parent, now));
         touched.extend(Self::touch_dir(&mut tree, new_parent, now));
-        let put: Vec<Ino> = touched.into_iter().chain(tree.descendants(src)).collect();
-        let deleted: Vec<Ino> = dst.into_iter().collect();
+        let put: Vec<Ino> = touched
+            .into_iter()
+            .chain(tree.descendants(src))
+            .chain(moved)
+            .collect();
         let result = self.record(&mut tree, &put, &deleted, dropped_op, ops);
         if result.is_err() && side == CacheSide::Apply {
             // Keep the cache tree where the journal says it is.

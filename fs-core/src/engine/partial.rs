@@ -142,6 +142,7 @@ impl Engine {
                                     size: row.size,
                                     mtime_ns: row.mtime_ns,
                                     mode: row.mode,
+                                    rdev: 0,
                                 },
                                 state: Mutex::new(PartState {
                                     present: row.ranges.clone(),

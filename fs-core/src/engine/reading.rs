@@ -19,7 +19,8 @@ impl Engine {
     /// are the truth for cached files.
     pub(super) fn attr_from(tree: &Tree, node: &Node, cached: Option<&fs::Metadata>) -> Attr {
         let mut a = Attr {
-            ino: node.ino,
+            // Every name of a hard-linked entry shows the one number (`Node::shown`).
+            ino: node.shown_ino(),
             kind: node.kind,
             size: node.size,
             mtime_ns: node.mtime_ns,
@@ -29,11 +30,13 @@ impl Engine {
             mode: node.mode,
             nlink: match &node.children {
                 Some(_) => 2 + tree.subdir_count(node.ino),
-                // A file; or a folder not listed yet, whose subfolders are not known: 1 says
-                // so (`find` then never takes it for a leaf).
-                None => 1,
+                // A folder not listed yet, whose subfolders are not known: 1 says so (`find`
+                // then never takes it for a leaf).
+                None if node.is_dir() => 1,
+                None => tree.link_count(node),
             },
             owner: node.owner(),
+            rdev: node.rdev(),
         };
         if let Some(md) = cached {
             a.size = md.len();
@@ -74,6 +77,7 @@ impl Engine {
             // 0 once deleted while open, as on a local disk.
             nlink: nlink(&md),
             owner,
+            rdev: 0,
         })
     }
 
@@ -119,7 +123,7 @@ impl Engine {
             .iter()
             .map(|(name, &i)| DirEntry {
                 name: name.clone(),
-                ino: i,
+                ino: tree.get(i).map_or(i, Node::shown_ino),
                 kind: tree.get(i).map(|n| n.kind).unwrap_or(EntryKind::File),
             })
             .collect())
@@ -211,6 +215,8 @@ impl Engine {
                     EntryKind::Symlink => return Ok(()),
                     EntryKind::File if node.cached => return Ok(()),
                     EntryKind::File => {}
+                    // No content to fetch.
+                    _ => return Ok(()),
                 }
                 let share =
                     share_path_of(&path, &tree.ops).ok_or(FsError::NotFound(path.clone()))?;

@@ -69,6 +69,12 @@ struct Job {
     mode: u32,
     /// An owner recorded here (`Node::owner`), written back where the share keeps owners.
     owner: Option<(u32, u32)>,
+    /// The number its open handles are counted under (`Node::shown_ino`, for hard links).
+    live: Ino,
+    /// Special files: their time and device number (they have no cache copy to read them
+    /// from).
+    mtime_ns: i64,
+    rdev: u64,
 }
 
 #[derive(Debug)]
@@ -98,6 +104,9 @@ impl Job {
             content: n.content_dirty && !n.is_dir(),
             mode: n.mode,
             owner: n.owner(),
+            live: n.shown_ino(),
+            mtime_ns: n.mtime_ns,
+            rdev: n.rdev(),
         }
     }
 }
@@ -150,6 +159,8 @@ enum StageOutcome {
     /// Its directory does not exist on the share until the burst creates it.
     Deferred(Job),
     Pending(PendingItem),
+    /// A special file the share cannot hold: it stays in the cache only, and is reported.
+    KeptLocal(Job),
 }
 
 /// State shared by the workers of one flush.
@@ -380,11 +391,13 @@ impl Engine {
         let outcomes = self.stage_all(&ctx, content, in_folders, &folders, false);
         let mut staged = Vec::new();
         let mut deferred = Vec::new();
+        let mut kept = Vec::new();
         for o in outcomes {
             match o {
                 StageOutcome::Staged(s) => staged.push(s),
                 StageOutcome::Deferred(j) => deferred.push(j),
                 StageOutcome::Pending(p) => ctx.push_pending(p),
+                StageOutcome::KeptLocal(j) => kept.push(j),
             }
         }
 
@@ -405,6 +418,7 @@ impl Engine {
                         "waits for a change to its folder that could not be written yet",
                     )),
                     StageOutcome::Pending(p) => ctx.push_pending(p),
+                    StageOutcome::KeptLocal(j) => kept.push(j),
                 }
             }
             for j in self.commit_all(&ctx, staged, &[]) {
@@ -415,6 +429,7 @@ impl Engine {
                 ));
             }
         }
+        self.keep_local(&ctx, kept);
         // Before the times: removing a staging folder changes its folder's time on the share.
         self.remove_staging_dirs(std::mem::take(&mut *ctx.staging_dirs.lock()));
         // 5. Times and modes.
@@ -444,11 +459,38 @@ impl Engine {
             }
             let live_gen = self
                 .live
-                .get(&ino)
+                .get(&n.shown_ino())
                 .map_or(0, |l| l.gen.load(Ordering::SeqCst));
             jobs.push(Job::of(n, path, live_gen));
         }
         (jobs, ignored, max_seq)
+    }
+
+    /// Special files the share refused to hold: settled as written, though not on the share
+    /// (`status` lists them), and said once per flush.
+    fn keep_local(&self, ctx: &Ctx<'_>, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut names: Vec<String> = jobs.iter().map(|j| j.local.to_string()).collect();
+        let n = names.len();
+        names.truncate(5);
+        let more = if n > 5 { ", ..." } else { "" };
+        let msg = format!(
+            "{n} special file(s) kept in the cache only, since the share cannot hold FIFOs, sockets or device nodes: {}{more} (`sipfs status` lists them)",
+            names.join(", ")
+        );
+        warn!("{msg}");
+        ctx.report.lock().warnings.push(msg);
+        self.finish_entries(
+            jobs.into_iter()
+                .map(|job| Finished {
+                    job,
+                    base: None,
+                    temp: None,
+                })
+                .collect(),
+        );
     }
 
     /// Ignored entries are never written back: they stop counting as pending.

@@ -311,6 +311,7 @@ impl Engine {
         let cache = self.cache_path(&job.local);
         let (size, mtime_ns) = match job.kind {
             EntryKind::Symlink => (0, 0),
+            k if k.is_special() => (0, job.mtime_ns),
             _ => match fs::metadata(&cache) {
                 Ok(md) => (md.len(), backing::mtime_ns(&md)),
                 Err(e) => {
@@ -327,11 +328,22 @@ impl Engine {
         };
         let write = || match (&job.kind, &job.link) {
             (EntryKind::Symlink, Some(target)) => self.backing.stage_symlink(target, &temp),
+            (k, _) if k.is_special() => {
+                self.backing.stage_special(*k, job.rdev, job.mode, &temp)?;
+                // Best effort, as for files: a share that keeps no times still holds it.
+                let _ = self.backing.set_mtime(&temp, job.mtime_ns);
+                Ok(())
+            }
             _ => self.backing.stage(&cache, &temp, mtime_ns, job.mode),
         };
         let mut result = retry.run(write);
+        if job.kind.is_special()
+            && matches!(&result, Err(e) if e.kind() == io::ErrorKind::Unsupported)
+        {
+            return (StageOutcome::KeptLocal(job), Some(temp));
+        }
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound)
-            && fs::symlink_metadata(&cache).is_ok()
+            && (job.kind.is_special() || fs::symlink_metadata(&cache).is_ok())
         {
             // The directory went away on the share (someone deleted it): ours wins, recreate it
             // (and the staging folder the temporary goes in, if it has one).
@@ -590,7 +602,7 @@ impl Engine {
         for f in &done {
             let job = &f.job;
             let unmoved = tree.path_of(job.ino).as_ref() == Some(&job.local);
-            let live_same = self.live.get(&job.ino).is_none_or(|l| {
+            let live_same = self.live.get(&job.live).is_none_or(|l| {
                 l.gen.load(Ordering::SeqCst) == job.live_gen
                     && l.writers.load(Ordering::SeqCst) == 0
             });

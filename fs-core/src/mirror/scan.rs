@@ -312,6 +312,7 @@ pub(super) fn scan(
             EntryKind::Dir => engine.adopt_mkdir(path, 0o755),
             EntryKind::File => engine.adopt_created(path, None),
             EntryKind::Symlink => engine.adopt_created(path, d.link.as_deref()),
+            k => engine.adopt_special(path, k, special_rdev(&abs)),
         };
         match created {
             Ok(ino) => {
@@ -384,6 +385,12 @@ pub(super) fn scan(
                     changes.push((k.ino, Some(d.stamp)));
                 }
             }
+            // No content; a mode or time changed there is not followed.
+            _ => {
+                if recorded != Some(&d.stamp) {
+                    changes.push((k.ino, Some(d.stamp)));
+                }
+            }
         }
     }
     engine.reload_ignore_rules();
@@ -399,4 +406,9 @@ pub(super) fn scan(
         );
     }
     (report, changes)
+}
+
+/// A device node's number (0 for FIFOs, sockets, or what cannot be read).
+fn special_rdev(path: &std::path::Path) -> u64 {
+    std::fs::symlink_metadata(path).map_or(0, |md| crate::backing::Stat::from_metadata(&md).rdev)
 }

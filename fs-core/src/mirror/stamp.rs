@@ -47,13 +47,8 @@ pub struct Stamp {
 impl Stamp {
     /// The metadata part of a stamp, from `lstat`-like metadata.
     pub(super) fn of_metadata(md: &fs::Metadata, path: &Path) -> Stamp {
-        let kind = if md.file_type().is_symlink() {
-            EntryKind::Symlink
-        } else if md.is_dir() {
-            EntryKind::Dir
-        } else {
-            EntryKind::File
-        };
+        // FIFOs, sockets and devices are told apart from files: their content is never read.
+        let kind = EntryKind::from_std(md.file_type());
         Stamp {
             kind,
             size: if kind == EntryKind::Dir { 0 } else { md.len() },

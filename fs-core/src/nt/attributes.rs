@@ -21,7 +21,7 @@ pub const INVALID: u32 = u32::MAX;
 pub fn of(attr: &Attr, name: &str) -> u32 {
     let mut a = match attr.kind {
         EntryKind::Dir => DIRECTORY,
-        EntryKind::File | EntryKind::Symlink => ARCHIVE,
+        _ => ARCHIVE,
     };
     if attr.kind != EntryKind::Dir && attr.mode & 0o222 == 0 {
         a |= READONLY;
@@ -60,6 +60,7 @@ mod tests {
             mode,
             nlink: 1,
             owner: None,
+            rdev: 0,
         }
     }
 

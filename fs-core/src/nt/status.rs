@@ -45,6 +45,7 @@ pub fn of_error(e: &FsError) -> NtStatus {
         FsError::InvalidName(_) => STATUS_OBJECT_NAME_INVALID,
         FsError::MoveIntoSelf(_) | FsError::InvalidArgument(_) => STATUS_INVALID_PARAMETER,
         FsError::NotSupported(_) => STATUS_NOT_SUPPORTED,
+        FsError::NotPermitted(_) => STATUS_ACCESS_DENIED,
         FsError::StaleInode(_) => STATUS_FILE_DELETED,
         FsError::Cache { source, .. } => of_io(source),
         FsError::Share { reason, .. } => match reason {

@@ -1,0 +1,106 @@
+//! Hard links: one entry under several names (see docs/ARCHITECTURE.md, "Hard links").
+//!
+//! Each name is a node of its own, with what belongs to a name: its place, whether the share
+//! has it, the share version it derives from, what must be written there. What belongs to the
+//! entry (content, attributes, dirtiness) is the same in all of them: the cache copies are hard
+//! links of one file, and `Tree::share_with_links` copies the rest after every change. They
+//! all show one inode number, the representative's (`Node::shown`).
+
+use super::*;
+
+impl Engine {
+    /// Gives the entry `ino` a new name, `new_parent/new_name` (a hard link): one entry, the
+    /// same content and attributes under every name. Its content is made whole in the cache
+    /// first, where the names are hard links too; a flush writes each name.
+    pub fn link(&self, ino: Ino, new_parent: Ino, new_name: &str) -> Result<Attr, FsError> {
+        let kind = self
+            .state
+            .read()
+            .get(ino)
+            .ok_or(FsError::StaleInode(ino))?
+            .kind;
+        match kind {
+            EntryKind::Dir => {
+                let path = self.path_of(ino).unwrap_or_default();
+                return Err(FsError::NotPermitted(format!(
+                    "{path} is a folder, which cannot have a second name"
+                )));
+            }
+            EntryKind::File => self.ensure_cached(ino)?,
+            EntryKind::Symlink => {
+                self.readlink(ino)?;
+            }
+            _ => {}
+        }
+        self.ensure_listed(new_parent)?;
+        let mut tree = self.state.write();
+        let path = self.lookup_free(&tree, new_parent, new_name)?;
+        let from = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
+        let _span = info_span!("link", from = %from, to = %path).entered();
+        let src = tree.get(ino).ok_or(FsError::StaleInode(ino))?.clone();
+        let cache = self.cache_path(&path);
+        match src.kind {
+            EntryKind::File if src.cached => {
+                let existing = self.cache_path(&from);
+                in_cache_dir(&cache, || fs::hard_link(&existing, &cache)).map_err(io_err(&path))?
+            }
+            // Evicted or refreshed away meanwhile: the next try fetches it again.
+            EntryKind::File => return Err(FsError::StaleInode(ino)),
+            EntryKind::Symlink => {
+                if let Some(t) = src.link() {
+                    let _ = in_cache_dir(&cache, || backing::make_symlink(t, &cache));
+                }
+            }
+            _ => {}
+        }
+        let adopted = Self::adopt_removed(&mut tree, &path);
+        let now = now_ns();
+        let mut node = Node {
+            ino: tree.alloc_ino(),
+            parent: new_parent,
+            name: new_name.into(),
+            kind: src.kind,
+            children: None,
+            cached: false,
+            in_share: adopted.is_some(),
+            base: adopted.and_then(|(_, b)| b),
+            content_dirty: true,
+            meta_dirty: false,
+            size: 0,
+            mtime_ns: 0,
+            mode: 0,
+            ctime_ns: 0,
+            rare: None,
+            gen: 0,
+        };
+        if let Some(n) = tree.get_mut(ino) {
+            // A new name changes the entry (its link count), not its content.
+            n.ctime_ns = now;
+            n.gen += 1;
+        }
+        tree.join_link(ino, &mut node);
+        // Its own name is new on the share whatever the entry's state.
+        node.content_dirty = true;
+        let new_ino = node.ino;
+        tree.insert(node);
+        // The other names take the new ctime.
+        tree.share_with_links(ino);
+        let mut put = tree.link_members(ino);
+        put.extend(Self::touch_dir(&mut tree, new_parent, now));
+        if let Err(e) = self.record(
+            &mut tree,
+            &put,
+            &[],
+            adopted.map(|(seq, _)| seq),
+            Vec::new(),
+        ) {
+            tree.remove_subtree(new_ino);
+            if src.kind != EntryKind::Dir {
+                let _ = fs::remove_file(&cache);
+            }
+            return Err(e);
+        }
+        let n = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
+        self.attr_of(&tree, n)
+    }
+}

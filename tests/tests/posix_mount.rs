@@ -1,0 +1,290 @@
+//! A mount as complete as a local disk: hard links, FIFOs, sockets, device nodes and owners,
+//! through real programs on a real FUSE mount, over a local share (which holds them all) and
+//! an sshfs share (which holds none of the special files).
+#![cfg(unix)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+use sipfs_tests::ssh_share::{chown_to_share_user, SshShare};
+use sipfs_tests::*;
+
+fn mknod(path: &Path, mode: u32, dev: u64) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::mknod(c.as_ptr(), mode, dev as libc::dev_t) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn flush_json(mnt: &Path) -> serde_json::Value {
+    let out = sipfs(&["flush", mnt.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `ln`, then writes, `chmod`, renames and removals through either name, as on a local disk;
+/// each name reaches the share; the link survives a remount.
+#[test]
+fn a_hard_link_is_one_file_under_two_names() {
+    let s = Scratch::new();
+    let m = s.mount(&[]);
+    let a = m.mnt.join("a.log");
+    fs::write(&a, "first\n").unwrap();
+    fs::create_dir(m.mnt.join("runs")).unwrap();
+    let b = m.mnt.join("runs/b.log");
+    run_ok(std::process::Command::new("ln").arg(&a).arg(&b));
+    let (ma, mb) = (fs::metadata(&a).unwrap(), fs::metadata(&b).unwrap());
+    assert_eq!(ma.ino(), mb.ino());
+    assert_eq!((ma.nlink(), mb.nlink()), (2, 2));
+
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&b)
+        .unwrap()
+        .write_all(b"second\n")
+        .unwrap();
+    assert_eq!(fs::read_to_string(&a).unwrap(), "first\nsecond\n");
+    run_ok(std::process::Command::new("chmod").args(["600"]).arg(&a));
+    assert_eq!(fs::metadata(&b).unwrap().mode() & 0o777, 0o600);
+
+    let r = flush_json(&m.mnt);
+    assert_eq!(r["files_written"], 2, "{r:#}");
+    for p in ["a.log", "runs/b.log"] {
+        assert_eq!(
+            fs::read_to_string(s.share.join(p)).unwrap(),
+            "first\nsecond\n",
+            "{p}"
+        );
+    }
+
+    // A third name, then the first goes: the others keep the content and the number.
+    let c = m.mnt.join("c.log");
+    fs::hard_link(&b, &c).unwrap();
+    assert_eq!(fs::metadata(&b).unwrap().nlink(), 3);
+    fs::remove_file(&a).unwrap();
+    let (mb, mc) = (fs::metadata(&b).unwrap(), fs::metadata(&c).unwrap());
+    assert_eq!((mb.ino(), mb.nlink()), (ma.ino(), 2));
+    assert_eq!(mc.ino(), ma.ino());
+    fs::rename(&c, m.mnt.join("runs/c.log")).unwrap();
+    assert!(m.stop().success());
+    assert!(!s.share.join("a.log").exists());
+    assert_eq!(
+        fs::read_to_string(s.share.join("runs/c.log")).unwrap(),
+        "first\nsecond\n"
+    );
+
+    // Across a remount: still one file.
+    let m = s.mount(&[]);
+    let (b, c) = (m.mnt.join("runs/b.log"), m.mnt.join("runs/c.log"));
+    let (mb, mc) = (fs::metadata(&b).unwrap(), fs::metadata(&c).unwrap());
+    assert_eq!(mb.ino(), mc.ino());
+    assert_eq!(mb.nlink(), 2);
+    fs::write(&c, "rewritten\n").unwrap();
+    assert_eq!(fs::read_to_string(&b).unwrap(), "rewritten\n");
+    assert!(m.stop().success());
+    assert_eq!(
+        fs::read_to_string(s.share.join("runs/b.log")).unwrap(),
+        "rewritten\n"
+    );
+}
+
+/// Makes a FIFO, a socket and a character device in `dir` and uses the first two between
+/// processes: the kernel serves them, the mount keeps them.
+fn make_and_use_special_files(dir: &Path) {
+    let fifo = dir.join("progress.fifo");
+    run_ok(std::process::Command::new("mkfifo").arg(&fifo));
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::write(fifo, "step 3 of 7\n").unwrap())
+    };
+    let mut got = String::new();
+    fs::File::open(&fifo)
+        .unwrap()
+        .read_to_string(&mut got)
+        .unwrap();
+    writer.join().unwrap();
+    assert_eq!(
+        got, "step 3 of 7\n",
+        "the FIFO passes data between processes"
+    );
+
+    let sock = dir.join("worker.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let mut client = UnixStream::connect(&sock).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping", "the socket connects");
+
+    // Made and shown; not opened: a FUSE mount is `nodev`, as most mounts of user data are.
+    mknod(
+        &dir.join("null"),
+        libc::S_IFCHR | 0o666,
+        libc::makedev(1, 3),
+    )
+    .unwrap();
+    let md = fs::symlink_metadata(dir.join("null")).unwrap();
+    assert!(md.file_type().is_char_device());
+    assert_eq!(md.rdev(), libc::makedev(1, 3));
+}
+
+/// sshfs holds no special files: they work in the mount, stay in the cache (across a remount),
+/// and the flush says so once and `status` lists them, while everything else is written.
+#[test]
+fn special_files_work_in_the_mount_and_stay_local_on_a_share_that_cannot_hold_them() {
+    let s = Scratch::new();
+    let share = SshShare::start(s.dir.path());
+    chown_to_share_user(&share.export);
+    let m = MountProc::start(&share.mnt, &s.mnt, &s.cache, &[]);
+    make_and_use_special_files(&m.mnt);
+    fs::write(m.mnt.join("result.csv"), "x\n1\n").unwrap();
+
+    let r = flush_json(&m.mnt);
+    assert_eq!(r["files_written"], 1, "{r:#}");
+    assert_eq!(r["pending"], serde_json::json!([]), "{r:#}");
+    let warnings = r["warnings"].as_array().unwrap();
+    let kept: Vec<_> = warnings
+        .iter()
+        .filter(|w| w.as_str().unwrap().contains("kept in the cache only"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{r:#}");
+    assert_eq!(
+        fs::read_to_string(share.export.join("result.csv")).unwrap(),
+        "x\n1\n"
+    );
+    for n in ["progress.fifo", "worker.sock", "null"] {
+        assert!(!share.export.join(n).exists(), "{n} on the share");
+    }
+    let out = sipfs(&["status", m.mnt.to_str().unwrap(), "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<&str> = st["kept_local"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["null", "progress.fifo", "worker.sock"], "{st:#}");
+    let text = sipfs(&["status", m.mnt.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("progress.fifo: a FIFO"),
+        "{text:?}"
+    );
+    // Settled: a second flush writes nothing and says nothing.
+    let r = flush_json(&m.mnt);
+    assert_eq!(r["files_written"], 0, "{r:#}");
+    assert_eq!(r["warnings"], serde_json::json!([]), "{r:#}");
+    assert!(m.stop().success());
+
+    let m = MountProc::start(&share.mnt, &s.mnt, &s.cache, &[]);
+    let ft = |n: &str| fs::symlink_metadata(m.mnt.join(n)).unwrap().file_type();
+    assert!(ft("progress.fifo").is_fifo());
+    assert!(ft("worker.sock").is_socket());
+    assert!(ft("null").is_char_device());
+    assert!(m.stop().success());
+}
+
+/// A plain folder holds them: a flush writes them there, with their kinds and device numbers.
+#[test]
+fn special_files_reach_a_share_that_holds_them() {
+    let s = Scratch::new();
+    let m = s.mount(&[]);
+    make_and_use_special_files(&m.mnt);
+    let r = flush_json(&m.mnt);
+    assert_eq!(r["warnings"], serde_json::json!([]), "{r:#}");
+    let md = |n: &str| fs::symlink_metadata(s.share.join(n)).unwrap();
+    assert!(md("progress.fifo").file_type().is_fifo());
+    assert!(md("worker.sock").file_type().is_socket());
+    assert!(md("null").file_type().is_char_device());
+    assert_eq!(md("null").rdev(), libc::makedev(1, 3));
+    assert!(m.stop().success());
+}
+
+/// Owners as on a local disk: what another user creates is theirs; root's chown is shown,
+/// written to a share that keeps owners (a local folder here) and kept across a remount; a
+/// chown by a user who may not is refused with EPERM, not taken and not ignored.
+#[test]
+fn owners_are_shown_kept_and_refused_as_on_a_local_disk() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_tools(&["setpriv"]);
+    let s = Scratch::new();
+    // Other users may enter only a mount with --allow-other.
+    let m = s.mount(&["--allow-other"]);
+    let open = m.mnt.join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let theirs = open.join("theirs.csv");
+    let out = as_nobody(&["touch", theirs.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let owner = |p: &Path| {
+        let md = fs::symlink_metadata(p).unwrap();
+        (md.uid(), md.gid())
+    };
+    assert_eq!(
+        owner(&theirs),
+        (65534, 65534),
+        "made by nobody, so nobody's"
+    );
+    assert_eq!(owner(&open), (0, 0), "made by root, who mounted");
+
+    // nobody may not give the file away, nor take root's.
+    let mine = m.mnt.join("mine.csv");
+    fs::write(&mine, "root's").unwrap();
+    for (target, to) in [(&theirs, "0"), (&mine, "65534")] {
+        let out = as_nobody(&["chown", to, target.to_str().unwrap()]);
+        assert!(!out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not permitted"), "{err}");
+    }
+    assert_eq!(owner(&mine), (0, 0));
+
+    // root may.
+    std::os::unix::fs::chown(&mine, Some(1234), Some(5678)).unwrap();
+    std::os::unix::fs::lchown(&theirs, None, Some(42)).unwrap();
+    assert_eq!(owner(&mine), (1234, 5678));
+    assert_eq!(owner(&theirs), (65534, 42));
+
+    assert_eq!(
+        sipfs(&["flush", m.mnt.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    assert_eq!(owner(&s.share.join("mine.csv")), (1234, 5678));
+    assert_eq!(owner(&s.share.join("open/theirs.csv")), (65534, 42));
+    assert!(m.stop().success());
+
+    // Kept across a remount; and with --check-permissions the kernel checks modes against
+    // them, as on a local disk: nobody may write in its own file and a 0777 folder, not in
+    // root's 0755 top folder.
+    let m = s.mount(&["--allow-other", "--check-permissions"]);
+    assert_eq!(
+        owner(&m.mnt.join("mine.csv")),
+        (1234, 5678),
+        "kept across a remount"
+    );
+    assert_eq!(owner(&theirs), (65534, 42));
+    let out = as_nobody(&["sh", "-c", &format!("echo more >> {}", theirs.display())]);
+    assert!(out.status.success(), "{out:?}");
+    let out = as_nobody(&["touch", open.join("second.csv").to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let out = as_nobody(&["touch", m.mnt.join("top.csv").to_str().unwrap()]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
+    assert!(m.stop().success());
+}
