@@ -10,6 +10,7 @@
 mod adopt;
 pub mod auto_retry;
 pub mod backing;
+mod cache_tree;
 pub mod control;
 pub mod deadline;
 mod engine;

@@ -1,6 +1,7 @@
 //! Entries beyond plain files and folders, in the engine: hard links (one entry under several
 //! names), and FIFOs, sockets and device nodes, written to a share that holds them and kept in
 //! the cache, and listed, where the share cannot hold them.
+#![cfg(unix)]
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};

@@ -207,6 +207,54 @@ fn special_files_reach_a_share_that_holds_them() {
     assert!(m.stop().success());
 }
 
+/// A path as long as the mount allows (`PATH_MAX`) works as on a local disk, though its cache
+/// copy's spelled-out path is longer; the flush writes it to the share (in a new folder, under
+/// a short temporary name renamed into place).
+#[test]
+fn a_path_as_long_as_the_mount_allows_works() {
+    let s = Scratch::new();
+    let m = s.mount(&[]);
+    let mut dir = m.mnt.clone();
+    let mut n = 0;
+    while dir.as_os_str().len() + 201 < 4000 {
+        dir.push(format!("{n:02}{}", "d".repeat(198)));
+        n += 1;
+    }
+    fs::create_dir_all(&dir).unwrap();
+    let room = 4095 - dir.as_os_str().len() - 1;
+    let file = dir.join("f".repeat(room.min(255)));
+    assert!(file.as_os_str().len() > 4050, "{}", file.as_os_str().len());
+    assert!(
+        s.cache.as_os_str().len() > m.mnt.as_os_str().len(),
+        "the cache's own path is the longer"
+    );
+    fs::write(&file, "deep\n").unwrap();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "deep\n");
+    let moved = dir.join("moved.csv");
+    fs::rename(&file, &moved).unwrap();
+    fs::hard_link(&moved, &file).unwrap();
+    assert_eq!(fs::metadata(&file).unwrap().nlink(), 2);
+    fs::remove_file(&moved).unwrap();
+    let r = flush_json(&m.mnt);
+    assert_eq!(r["files_written"], 1, "{r:#}");
+    // Read on the share a folder at a time, as its spelled-out path is too long to open.
+    let rel = file.strip_prefix(&m.mnt).unwrap();
+    let out = run_ok(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import os, sys\nfor c in sys.argv[2].split('/')[:-1]: os.chdir(c)\nprint(open(sys.argv[2].split('/')[-1]).read(), end='')")
+            .arg(&s.share)
+            .arg(rel)
+            .current_dir(&s.share),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "deep\n");
+    assert!(m.stop().success());
+    // Still there after a remount.
+    let m = s.mount(&[]);
+    assert_eq!(fs::read_to_string(&file).unwrap(), "deep\n");
+    assert!(m.stop().success());
+}
+
 /// Owners as on a local disk: what another user creates is theirs; root's chown is shown,
 /// written to a share that keeps owners (a local folder here) and kept across a remount; a
 /// chown by a user who may not is refused with EPERM, not taken and not ignored.

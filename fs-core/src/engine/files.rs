@@ -157,11 +157,9 @@ impl Engine {
         if node.cached {
             return Ok(());
         }
-        let cache = self.cache_path(&path);
-        if let Some(p) = cache.parent() {
-            fs::create_dir_all(p).map_err(io_err(&path))?;
-        }
-        create_cache_file(&cache, node.mode).map_err(io_err(&path))?;
+        let mode = node.mode;
+        self.in_cache_dir(&path, |at| create_cache_file(at, mode))
+            .map_err(io_err(&path))?;
         let n = tree.get_mut(ino).expect("exists");
         n.cached = true;
         n.content_dirty = true;

@@ -42,13 +42,14 @@ impl Engine {
         match src.kind {
             EntryKind::File if src.cached => {
                 let existing = self.cache_path(&from);
-                in_cache_dir(&cache, || fs::hard_link(&existing, &cache)).map_err(io_err(&path))?
+                self.in_cache_dir(&path, |at| fs::hard_link(&existing, at))
+                    .map_err(io_err(&path))?
             }
             // Evicted or refreshed away meanwhile: the next try fetches it again.
             EntryKind::File => return Err(FsError::StaleInode(ino)),
             EntryKind::Symlink => {
                 if let Some(t) = src.link() {
-                    let _ = in_cache_dir(&cache, || backing::make_symlink(t, &cache));
+                    let _ = self.in_cache_dir(&path, |at| backing::make_symlink(t, at));
                 }
             }
             _ => {}

@@ -195,6 +195,8 @@ pub struct Engine {
     pub(crate) backing: Arc<dyn Backing>,
     pub(crate) opts: EngineOptions,
     pub(crate) tree_dir: PathBuf,
+    /// The cache tree's paths, however long (`cache_tree.rs`).
+    pub(crate) tree: crate::cache_tree::CacheTree,
     pub(crate) tmp_dir: PathBuf,
     pub(crate) state: RwLock<Tree>,
     pub(crate) journal: Arc<Mutex<Journal>>,
@@ -288,6 +290,11 @@ impl Engine {
             })?;
         }
         let cache_lock = lock_cache(&opts.cache_dir)?;
+        let tree_handle =
+            crate::cache_tree::CacheTree::open(tree_dir.clone()).map_err(|e| JournalError::Io {
+                path: tree_dir.clone(),
+                source: e,
+            })?;
         // Left over from fetches that a crash interrupted.
         if let Ok(rd) = fs::read_dir(&tmp_dir) {
             for e in rd.flatten() {
@@ -336,6 +343,7 @@ impl Engine {
         let engine = Engine {
             backing,
             tree_dir,
+            tree: tree_handle,
             tmp_dir,
             state: RwLock::new(tree),
             journal: Arc::new(Mutex::new(journal)),
@@ -490,8 +498,31 @@ impl Engine {
         }
     }
 
-    pub(crate) fn cache_path(&self, p: &RelPath) -> PathBuf {
-        p.to_path(&self.tree_dir)
+    /// Where `p` is in the cache tree; valid while the returned path lives.
+    pub(crate) fn cache_path(&self, p: &RelPath) -> crate::cache_tree::CachePath {
+        self.tree.path(p)
+    }
+
+    /// Runs `make` for the cache tree's entry `rel`, creating the folders above it first if
+    /// they are missing (they exist for every listed folder, so this is rare: one try, not a
+    /// mkdir before every create).
+    pub(crate) fn in_cache_dir<T>(
+        &self,
+        rel: &RelPath,
+        make: impl Fn(&Path) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        match make(&self.cache_path(rel)) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENAMETOOLONG) =>
+            {
+                if let Some(dir) = rel.parent() {
+                    self.tree.create_dir_all(&dir)?;
+                }
+                make(&self.cache_path(rel))
+            }
+            r => r,
+        }
     }
 }
 
@@ -523,21 +554,6 @@ pub(crate) fn lock_cache(cache_dir: &Path) -> Result<File, JournalError> {
         return Err(JournalError::InUse(cache_dir.to_path_buf()));
     }
     Ok(cache_lock)
-}
-
-/// Runs `make` for an entry of the cache tree, creating the folders above it first if they
-/// are missing (they exist for every listed folder, so this is rare: one try, not a mkdir
-/// before every create).
-fn in_cache_dir<T>(path: &Path, make: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
-    match make() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir)?;
-            }
-            make()
-        }
-        r => r,
-    }
 }
 
 fn create_cache_file(path: &Path, mode: u32) -> std::io::Result<File> {

@@ -80,12 +80,13 @@ impl Engine {
         let file = match (side, new) {
             (CacheSide::AlreadyDone, _) => None,
             (CacheSide::Apply, NewEntry::Symlink(target)) => {
-                in_cache_dir(&cache, || backing::make_symlink(target, &cache))
+                self.in_cache_dir(&path, |at| backing::make_symlink(target, at))
                     .map_err(io_err(&path))?;
                 None
             }
             (CacheSide::Apply, NewEntry::File) => Some(
-                in_cache_dir(&cache, || create_cache_file(&cache, mode)).map_err(io_err(&path))?,
+                self.in_cache_dir(&path, |at| create_cache_file(at, mode))
+                    .map_err(io_err(&path))?,
             ),
             // Nothing in the cache tree: the kernel serves a FIFO's data and a socket's
             // connections itself, and a device node there would need privileges sipfs may not
@@ -270,7 +271,7 @@ impl Engine {
         let mut tree = self.state.write();
         let path = self.lookup_free(&tree, parent, name)?;
         let _span = info_span!("mkdir", path = %path).entered();
-        fs::create_dir_all(self.cache_path(&path)).map_err(io_err(&path))?;
+        self.tree.create_dir_all(&path).map_err(io_err(&path))?;
         let ignored = self.is_ignored(&path, true);
         let now = now_ns();
         let node = Node {
@@ -676,10 +677,8 @@ impl Engine {
             }
         }
         if fs::symlink_metadata(src_cache).is_ok() {
-            if let Some(p) = dst_cache.parent() {
-                fs::create_dir_all(p).map_err(io_err(to))?;
-            }
-            fs::rename(src_cache, dst_cache).map_err(io_err(to))?;
+            self.in_cache_dir(to, |at| fs::rename(src_cache, at))
+                .map_err(io_err(to))?;
         }
         Ok(())
     }

@@ -177,7 +177,7 @@ impl Engine {
             return Ok(());
         }
         let path = tree.path_of(ino).unwrap_or(path);
-        let _ = fs::create_dir_all(self.cache_path(&path));
+        let _ = self.tree.create_dir_all(&path);
         tree.get_mut(ino).expect("exists").children = Some(Default::default());
         let mut added = Vec::with_capacity(listing.len());
         for (name, st) in listing {
@@ -308,10 +308,9 @@ impl Engine {
             // stays; the next scan records it as a local change.
             return Ok(false);
         }
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(io_err(&path))?;
-        }
-        fs::rename(from, &dest).map_err(io_err(&path))?;
+        drop(dest);
+        self.in_cache_dir(&path, |at| fs::rename(from, at))
+            .map_err(io_err(&path))?;
         let node = tree.get_mut(ino).expect("exists");
         node.cached = true;
         node.base = Some(Base::of(st));
