@@ -240,6 +240,12 @@ pub trait Backing: Send + Sync {
     fn set_owner(&self, _path: &RelPath, _uid: u32, _gid: u32) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// Sets (`Some`) or removes (`None`; one not there is no error) the extended attribute
+    /// `name` of the entry at `path`, not following a link. Shares that keep none (sshfs,
+    /// most SMB clients) refuse with `Unsupported`.
+    fn set_xattr(&self, _path: &RelPath, _name: &[u8], _value: Option<&[u8]>) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A file on the share, open for reading ranges of it.
@@ -458,6 +464,11 @@ impl Backing for DirBacking {
     fn set_owner(&self, path: &RelPath, uid: u32, gid: u32) -> io::Result<()> {
         std::os::unix::fs::lchown(self.path(path), Some(uid), Some(gid))
     }
+
+    #[cfg(target_os = "linux")]
+    fn set_xattr(&self, path: &RelPath, name: &[u8], value: Option<&[u8]>) -> io::Result<()> {
+        set_xattr_at(&self.path(path), name, value)
+    }
 }
 
 /// Whether a file created with `mode` has it already: the creating side's umask (022 almost
@@ -506,6 +517,31 @@ fn set_permissions_checked(path: &Path, mode: u32) -> io::Result<()> {
 #[cfg(unix)]
 pub fn make_symlink(target: &str, at: &Path) -> io::Result<()> {
     std::os::unix::fs::symlink(target, at)
+}
+
+/// `lsetxattr` or `lremovexattr`; what says "not here" (`ENOTSUP`) is `Unsupported`.
+#[cfg(target_os = "linux")]
+fn set_xattr_at(at: &Path, name: &[u8], value: Option<&[u8]>) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
+    let c = std::ffi::CString::new(at.as_os_str().as_bytes()).map_err(invalid)?;
+    let n = std::ffi::CString::new(name).map_err(invalid)?;
+    // SAFETY: valid NUL-terminated strings, and a value buffer of the length given.
+    let r = unsafe {
+        match value {
+            Some(v) => libc::lsetxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0),
+            None => libc::lremovexattr(c.as_ptr(), n.as_ptr()),
+        }
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODATA) if value.is_none() => Ok(()),
+        Some(libc::ENOTSUP | libc::ENOSYS) => Err(io::Error::new(io::ErrorKind::Unsupported, e)),
+        _ => Err(e),
+    }
 }
 
 /// Makes a FIFO, socket or device node at `at` (`mknod`, which makes sockets too).

@@ -339,6 +339,10 @@ impl Backing for DeadlineBacking {
         let (l, t) = (target.to_owned(), temp.clone());
         self.call(move |b| b.stage_symlink(&l, &t))
     }
+    fn set_xattr(&self, path: &RelPath, name: &[u8], value: Option<&[u8]>) -> io::Result<()> {
+        let (p, n, v) = (path.clone(), name.to_vec(), value.map(<[u8]>::to_vec));
+        self.call(move |b| b.set_xattr(&p, &n, v.as_deref()))
+    }
     fn stage_special(
         &self,
         kind: EntryKind,

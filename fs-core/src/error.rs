@@ -29,6 +29,10 @@ pub enum FsError {
     NotSupported(&'static str),
     #[error("operation not permitted: {0}")]
     NotPermitted(String),
+    #[error("{0}: no extended attribute {1:?}")]
+    NoAttribute(RelPath, String),
+    #[error("{0}")]
+    OutOfRange(String),
     #[error("unknown inode {0}")]
     StaleInode(u64),
     #[error("invalid argument: {0}")]
@@ -49,6 +53,14 @@ pub enum FsError {
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
 }
+
+/// "No such attribute": `ENODATA` on Linux, `ENOATTR` on macOS and the BSDs.
+#[cfg(target_os = "linux")]
+const NO_ATTRIBUTE: i32 = libc::ENODATA;
+#[cfg(all(unix, not(target_os = "linux")))]
+const NO_ATTRIBUTE: i32 = libc::ENOATTR;
+#[cfg(not(unix))]
+const NO_ATTRIBUTE: i32 = 61;
 
 impl FsError {
     pub fn cache(path: &RelPath, source: io::Error) -> Self {
@@ -80,6 +92,8 @@ impl FsError {
             }
             FsError::NotSupported(_) => libc::ENOTSUP,
             FsError::NotPermitted(_) => libc::EPERM,
+            FsError::NoAttribute(..) => NO_ATTRIBUTE,
+            FsError::OutOfRange(_) => libc::ERANGE,
             FsError::StaleInode(_) => STALE,
             // Local cache errors keep their own code: ENOSPC must reach the program as ENOSPC.
             FsError::Cache { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),

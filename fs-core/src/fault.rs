@@ -192,6 +192,10 @@ impl Backing for FaultyBacking {
         self.control.check(&[temp], true)?;
         self.inner.stage_symlink(target, temp)
     }
+    fn set_xattr(&self, path: &RelPath, name: &[u8], value: Option<&[u8]>) -> io::Result<()> {
+        self.control.check(&[path], true)?;
+        self.inner.set_xattr(path, name, value)
+    }
     fn stage_special(
         &self,
         kind: EntryKind,

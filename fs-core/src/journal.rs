@@ -22,7 +22,7 @@ use crate::mirror::stamp::{Check, Stamp};
 use crate::pending::{Base, Logged, NsOp};
 use crate::ranges::Ranges;
 use crate::relpath::RelPath;
-use crate::tree::{Ino, Node};
+use crate::tree::{Ino, Node, Xattrs};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS node(
     atime INTEGER,
     owner INTEGER,
     rdev INTEGER,
-    shown INTEGER
+    shown INTEGER,
+    xattrs BLOB
 );
 CREATE TABLE IF NOT EXISTS op(seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS staged(
@@ -227,12 +228,18 @@ impl Journal {
         conn.execute_batch(SCHEMA)?;
         // Journals written before access times, owners, device numbers or hard links were
         // kept lack their columns.
-        for column in ["atime", "owner", "rdev", "shown"] {
+        for (column, ty) in [
+            ("atime", "INTEGER"),
+            ("owner", "INTEGER"),
+            ("rdev", "INTEGER"),
+            ("shown", "INTEGER"),
+            ("xattrs", "BLOB"),
+        ] {
             let has: bool = conn
                 .prepare("SELECT 1 FROM pragma_table_info('node') WHERE name = ?1")?
                 .exists([column])?;
             if !has {
-                conn.execute_batch(&format!("ALTER TABLE node ADD COLUMN {column} INTEGER"))?;
+                conn.execute_batch(&format!("ALTER TABLE node ADD COLUMN {column} {ty}"))?;
             }
         }
         Ok(Journal {
@@ -345,7 +352,7 @@ impl Journal {
         let mut st = self.conn.prepare(
             "SELECT ino, parent, name, kind, listed, cached, in_share, base_size, base_mtime,
                     content_dirty, meta_dirty, size, mtime, mode, link, atime, owner, rdev,
-                    shown FROM node",
+                    shown, xattrs FROM node",
         )?;
         let rows = st.query_map([], |r| {
             let kind = kind_of(r.get(3)?);
@@ -378,6 +385,7 @@ impl Journal {
             node.set_owner(r.get::<_, Option<i64>>(16)?.map(owner_of));
             node.set_rdev(r.get::<_, Option<i64>>(17)?.unwrap_or(0) as u64);
             node.set_shown(r.get::<_, Option<i64>>(18)?.map(|i| i as Ino));
+            node.set_xattrs(r.get::<_, Option<Vec<u8>>>(19)?.and_then(|b| xattrs_of(&b)));
             Ok(node)
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -484,9 +492,9 @@ pub fn put_node(c: &Connection, n: &Node) -> Result<(), JournalError> {
     c.prepare_cached(
         "INSERT OR REPLACE INTO node(ino, parent, name, kind, listed, cached, in_share,
             base_size, base_mtime, content_dirty, meta_dirty, size, mtime, mode, link, atime,
-            owner, rdev, shown)
+            owner, rdev, shown, xattrs)
          VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19)",
+            ?18, ?19, ?20)",
     )?
     .execute(params![
         n.ino as i64,
@@ -508,8 +516,51 @@ pub fn put_node(c: &Connection, n: &Node) -> Result<(), JournalError> {
         n.owner().map(owner_code),
         (n.rdev() != 0).then_some(n.rdev() as i64),
         n.shown().map(|i| i as i64),
+        n.xattrs().map(xattrs_code),
     ])?;
     Ok(())
+}
+
+/// Extended attributes in one column: per attribute, the name's length (4 bytes, little
+/// endian), the name, then the value's length plus one (0: removed here) and the value.
+fn xattrs_code(x: &Xattrs) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in x {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name);
+        match value {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as u32 + 1).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&0u32.to_le_bytes()),
+        }
+    }
+    out
+}
+
+/// `None` for a column that does not decode (never written so): no attributes rather than
+/// wrong ones.
+fn xattrs_of(mut b: &[u8]) -> Option<Xattrs> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (b.get(..n)?, b.get(n..)?);
+        *b = rest;
+        Some(head)
+    }
+    fn len(b: &mut &[u8]) -> Option<usize> {
+        Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize)
+    }
+    let mut x = Xattrs::new();
+    while !b.is_empty() {
+        let n = len(&mut b)?;
+        let name: Box<[u8]> = take(&mut b, n)?.into();
+        let value = match len(&mut b)? {
+            0 => None,
+            v => Some(take(&mut b, v - 1)?.into()),
+        };
+        x.insert(name, value);
+    }
+    Some(x)
 }
 
 /// An owner and group in one column: the uid in the high 32 bits.
@@ -657,6 +708,14 @@ mod tests {
         n.set_atime_ns(Some(1_600_000_000_000_000_001));
         n.set_owner(Some((u32::MAX, 1000)));
         n.set_shown(Some(7));
+        let mut x = Xattrs::new();
+        x.insert(
+            b"user.origin".as_slice().into(),
+            Some(b"lab \0 2".as_slice().into()),
+        );
+        x.insert(b"user.empty".as_slice().into(), Some(Box::default()));
+        x.insert(b"user.gone".as_slice().into(), None);
+        n.set_xattrs(Some(x));
         n
     }
 
@@ -666,7 +725,7 @@ mod tests {
         let path = dir.path().join("journal.sqlite");
         {
             let old = SCHEMA.replace(
-                ",\n    atime INTEGER,\n    owner INTEGER,\n    rdev INTEGER,\n    shown INTEGER",
+                ",\n    atime INTEGER,\n    owner INTEGER,\n    rdev INTEGER,\n    shown INTEGER,\n    xattrs BLOB",
                 "",
             );
             assert_ne!(old, SCHEMA);
@@ -689,6 +748,7 @@ mod tests {
         assert_eq!(got.atime_ns(), n.atime_ns());
         assert_eq!(got.owner(), Some((u32::MAX, 1000)));
         assert_eq!(got.shown(), Some(7));
+        assert_eq!(got.xattrs(), n.xattrs());
         drop(j);
         // And opening it again changes nothing.
         Journal::open(&path).unwrap();

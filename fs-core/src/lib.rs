@@ -38,7 +38,9 @@ pub use adopt::KnownEntry;
 pub use backing::{Backing, DirBacking, EntryKind, Stat};
 pub use control::{ControlCommand, ControlOutcome};
 pub use deadline::DeadlineBacking;
-pub use engine::{Attr, DirEntry, Engine, EngineOptions, FileHandle, LocalChanges, SetAttr};
+pub use engine::{
+    Attr, DirEntry, Engine, EngineOptions, FileHandle, LocalChanges, SetAttr, XattrMode,
+};
 pub use error::{FsError, JournalError, Reason};
 pub use evict::Eviction;
 pub use mirror::{Mirror, MirrorError, SyncReport};

@@ -60,7 +60,12 @@ pub(crate) struct Rare {
     owner: Option<(u32, u32)>,
     rdev: u64,
     shown: Option<Ino>,
+    xattrs: Option<Box<Xattrs>>,
 }
+
+/// Extended attributes set here, by name; `None`: removed here (and to be removed on the share,
+/// whose own attributes sipfs never reads, so that one removed here is not left there).
+pub type Xattrs = BTreeMap<Box<[u8]>, Option<Box<[u8]>>>;
 
 impl Node {
     /// Symbolic links: the target.
@@ -101,6 +106,15 @@ impl Node {
 
     pub fn set_rdev(&mut self, rdev: u64) {
         self.rare_mut(|r| r.rdev = rdev);
+    }
+
+    /// Extended attributes set (or removed) here; `None` for nearly all nodes.
+    pub fn xattrs(&self) -> Option<&Xattrs> {
+        self.rare.as_ref()?.xattrs.as_deref()
+    }
+
+    pub fn set_xattrs(&mut self, xattrs: Option<Xattrs>) {
+        self.rare_mut(|r| r.xattrs = xattrs.map(Box::new));
     }
 
     /// Hard links: the inode number every name of the entry shows, the representative's (see

@@ -290,3 +290,78 @@ fn special_files_a_share_cannot_hold_are_kept_in_the_cache_and_listed() {
     let report = e.flush(None);
     assert!(report.is_clean(), "{report:?}");
 }
+
+#[cfg(target_os = "linux")]
+fn share_xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid strings and a buffer of the length given.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| {
+        buf.truncate(r as usize);
+        buf
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn extended_attributes_are_kept_shared_by_links_and_written_back() {
+    use fs_core::XattrMode;
+    let r = Rig::new();
+    let e = r.engine();
+    let ino = create(&e, "a", b"data");
+    e.setxattr(ino, b"user.k", b"v", XattrMode::Any).unwrap();
+    e.setxattr(ino, b"user.gone", b"1", XattrMode::Create)
+        .unwrap();
+    assert!(e.setxattr(ino, b"user.k", b"w", XattrMode::Create).is_err());
+    assert!(e
+        .setxattr(ino, b"user.new", b"w", XattrMode::Replace)
+        .is_err());
+    assert!(
+        e.setxattr(ino, b"system.posix_acl_access", b"", XattrMode::Any)
+            .is_err(),
+        "ACLs are not kept"
+    );
+    e.removexattr(ino, b"user.gone").unwrap();
+    assert_eq!(e.listxattr(ino).unwrap(), vec![b"user.k".to_vec()]);
+    assert_eq!(
+        e.getxattr(ino, b"user.gone").unwrap_err().errno(),
+        libc::ENODATA
+    );
+    // One entry under two names has one set of attributes.
+    link(&e, ino, "b");
+    e.setxattr(ino, b"user.both", b"2", XattrMode::Any).unwrap();
+    let b = e.resolve(&RelPath::new("b").unwrap()).unwrap();
+    assert_eq!(e.getxattr(b, b"user.both").unwrap(), b"2");
+
+    // Written to each name on the share; a removal reaches it too.
+    let report = e.flush(None);
+    assert!(
+        report.is_clean() && report.warnings.is_empty(),
+        "{report:?}"
+    );
+    for p in ["a", "b"] {
+        assert_eq!(
+            share_xattr(&r.share.join(p), "user.k").as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(
+            share_xattr(&r.share.join(p), "user.both").as_deref(),
+            Some(&b"2"[..])
+        );
+        assert_eq!(share_xattr(&r.share.join(p), "user.gone"), None);
+    }
+    drop(e);
+    let e = r.engine();
+    assert_eq!(
+        e.getxattr(ino, b"user.k").unwrap(),
+        b"v",
+        "kept across a restart"
+    );
+    e.removexattr(ino, b"user.k").unwrap();
+    assert!(e.flush(None).is_clean());
+    assert_eq!(share_xattr(&r.share.join("a"), "user.k"), None);
+    assert_eq!(share_xattr(&r.share.join("b"), "user.k"), None);
+}

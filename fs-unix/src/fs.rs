@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use dashmap::DashMap;
 use fs_core::ignore_rules::CONTROL_DIR;
 use fs_core::{
-    Attr, DirEntry, Engine, EntryKind, FileHandle as EngineHandle, FsError, SetAttr, ROOT_INO,
+    Attr, DirEntry, Engine, EntryKind, FileHandle as EngineHandle, FsError, SetAttr, XattrMode,
+    ROOT_INO,
 };
 use fuser::{
     BackingId, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -115,6 +116,22 @@ impl SipFs {
             Err(e) => {
                 warn!(ino = a.ino, error = %e, "could not record who created an entry");
                 a
+            }
+        }
+    }
+
+    /// A write by `req` to `ino` is about to happen: its set-ID bits go (`owners::killed_mode`).
+    fn kill_privs(&self, req: &Request, ino: u64) {
+        let Ok(a) = self.engine.getattr(ino) else {
+            return;
+        };
+        if let Some(mode) = owners::killed_mode(&a, req, owners::Kill::Write, self.owner) {
+            let set = SetAttr {
+                mode: Some(mode),
+                ..Default::default()
+            };
+            if let Err(e) = self.engine.setattr(ino, set) {
+                warn!(ino, error = %e, "could not clear set-ID bits before a write");
             }
         }
     }
@@ -269,7 +286,10 @@ impl Filesystem for SipFs {
         let mut want = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
+            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
+            // Set-ID bits are taken away here (`owners::killed_mode`); otherwise the kernel
+            // asks for `security.capability` before every write to see whether to.
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
             // The cache lives on a local disk file system: one level of stacking.
             if config.set_max_stack_depth(1).is_ok() {
@@ -385,6 +405,21 @@ impl Filesystem for SipFs {
                     Err(e) => return reply.error(Errno::from_i32(e)),
                 }
             }
+        };
+        // A chown, or a truncate by someone other than root, takes the set-ID bits away
+        // (unless the same call sets a mode).
+        let kill = if owner.is_some() {
+            Some(owners::Kill::Chown)
+        } else {
+            size.map(|_| owners::Kill::Write)
+        };
+        let mode = match (mode, kill) {
+            (None, Some(what)) => self
+                .engine
+                .getattr(ino.0)
+                .ok()
+                .and_then(|a| owners::killed_mode(&a, req, what, self.owner)),
+            (m, _) => m,
         };
         let req = SetAttr {
             owner,
@@ -552,7 +587,7 @@ impl Filesystem for SipFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.requests.count(Req::Open);
         match ino.0 {
             control_dir::CONTROL_INO => {
@@ -568,6 +603,9 @@ impl Filesystem for SipFs {
         }
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
+        if write {
+            self.kill_privs(req, ino.0);
+        }
         let passthrough = self.passthrough.load(Ordering::Relaxed);
         let opened = if passthrough {
             self.engine.open_file_for_kernel(ino.0, write, truncate)
@@ -685,17 +723,20 @@ impl Filesystem for SipFs {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         self.requests.count(Req::Other);
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            self.kill_privs(req, ino.0);
+        }
         let Some(h) = self.handles.get(&fh.0) else {
             return reply.error(Errno::EBADF);
         };
@@ -900,44 +941,74 @@ impl Filesystem for SipFs {
         )
     }
 
-    // Extended attributes cannot be written to the shares sipfs serves (SMB keeps none that
-    // Linux programs use). ENOSYS tells the kernel so once: it then answers EOPNOTSUPP itself,
-    // which `cp -a` and `shutil.copy2` take as "no extended attributes here" and carry on, and
-    // it stops asking for `security.capability` before every write (one round trip each).
+    // Extended attributes are the engine's (`engine/xattrs.rs`): kept in the cache and written
+    // back where the share keeps them. The kernel checks who may use which namespace first.
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
         self.requests.count(Req::Xattr);
-        reply.error(Errno::ENOSYS)
+        if control_dir::is_control(ino.0) {
+            return reply.error(Errno::EPERM);
+        }
+        let mode = if flags & libc::XATTR_CREATE != 0 {
+            XattrMode::Create
+        } else if flags & libc::XATTR_REPLACE != 0 {
+            XattrMode::Replace
+        } else {
+            XattrMode::Any
+        };
+        reply_empty(
+            reply,
+            self.engine
+                .setxattr(ino.0, name.as_encoded_bytes(), value, mode),
+        )
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.requests.count(Req::Xattr);
-        reply.error(Errno::ENOSYS)
+        if control_dir::is_control(ino.0) {
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        }
+        match self.engine.getxattr(ino.0, name.as_encoded_bytes()) {
+            Ok(v) => reply_xattr(reply, size, &v),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.requests.count(Req::Xattr);
-        reply.error(Errno::ENOSYS)
+        if control_dir::is_control(ino.0) {
+            return reply_xattr(reply, size, &[]);
+        }
+        match self.engine.listxattr(ino.0) {
+            Ok(names) => {
+                let mut list = Vec::new();
+                for n in names {
+                    list.extend_from_slice(&n);
+                    list.push(0);
+                }
+                reply_xattr(reply, size, &list)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.requests.count(Req::Xattr);
-        reply.error(Errno::ENOSYS)
+        if control_dir::is_control(ino.0) {
+            return reply.error(Errno::EPERM);
+        }
+        reply_empty(
+            reply,
+            self.engine.removexattr(ino.0, name.as_encoded_bytes()),
+        )
     }
 
     fn fallocate(
@@ -984,5 +1055,17 @@ impl Filesystem for SipFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+}
+
+/// An attribute's value (or a list of names): its size when asked with room for nothing, as
+/// `getxattr(2)` does; ERANGE when the room given is too small.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32)
+    } else if (size as usize) < data.len() {
+        reply.error(Errno::from_i32(libc::ERANGE))
+    } else {
+        reply.data(data)
     }
 }

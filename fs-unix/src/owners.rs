@@ -70,3 +70,31 @@ pub fn of_new(req: &Request, parent: &Attr, default: Owner) -> Option<(u32, u32)
     let owner = (req.uid(), gid);
     (owner != (default.uid, default.gid)).then_some(owner)
 }
+
+/// What takes away a file's set-user-ID and set-group-ID bits, as the kernel does on a local
+/// disk. The mount asks the kernel to leave that to it (`FUSE_HANDLE_KILLPRIV_V2`): otherwise
+/// the kernel asks for `security.capability` before every write, one round trip each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    /// A chown, by anyone.
+    Chown,
+    /// A write or truncate; not by root, who keeps the bits (`CAP_FSETID`). With passthrough
+    /// the kernel writes without telling us, so an open for writing counts as the write.
+    Write,
+}
+
+/// The mode `a` is left with after `what` by `req`, if it changes (the rules of Linux 6's
+/// `setattr_should_drop_suidgid`): the set-user-ID bit goes; the set-group-ID bit goes where
+/// the group may execute, or where the caller is neither in the file's group nor root.
+/// Folders keep theirs.
+pub fn killed_mode(a: &Attr, req: &Request, what: Kill, default: Owner) -> Option<u32> {
+    let root = req.uid() == 0;
+    if a.kind != fs_core::EntryKind::File || (what == Kill::Write && root) {
+        return None;
+    }
+    let mut mode = a.mode & !0o4000;
+    if mode & 0o2000 != 0 && (mode & 0o010 != 0 || (!root && !in_group(req, shown(a, default).1))) {
+        mode &= !0o2000;
+    }
+    (mode != a.mode).then_some(mode)
+}

@@ -35,6 +35,9 @@ mod links;
 mod namespace;
 mod partial;
 mod reading;
+mod xattrs;
+
+pub use xattrs::XattrMode;
 
 /// How an engine is set up.
 #[derive(Debug, Clone)]

@@ -108,6 +108,7 @@ impl Engine {
             // first: a chown clears the set-user-ID bit the mode may carry.
             .map(|_| {
                 ctx.write_owner(&*self.backing, &target, attr.owner);
+                ctx.write_xattrs(&*self.backing, &target, &j.xattrs);
                 let _ = self.backing.set_mode(&target, attr.mode);
             });
         match r {
@@ -165,6 +166,9 @@ impl Engine {
         match self.backing.set_mtime(&target, attr.mtime_ns) {
             Ok(()) => {
                 if job.is_some() {
+                    if let Some(j) = &job {
+                        ctx.write_xattrs(&*self.backing, &target, &j.xattrs);
+                    }
                     if mode {
                         ctx.write_owner(&*self.backing, &target, attr.owner);
                         let _ = self.backing.set_mode(&target, attr.mode);

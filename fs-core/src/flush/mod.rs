@@ -75,6 +75,8 @@ struct Job {
     /// from).
     mtime_ns: i64,
     rdev: u64,
+    /// Extended attributes set or removed here, written back where the share keeps them.
+    xattrs: crate::tree::Xattrs,
 }
 
 #[derive(Debug)]
@@ -107,6 +109,7 @@ impl Job {
             live: n.shown_ino(),
             mtime_ns: n.mtime_ns,
             rdev: n.rdev(),
+            xattrs: n.xattrs().cloned().unwrap_or_default(),
         }
     }
 }
@@ -170,6 +173,7 @@ struct Ctx<'a> {
     down: AtomicBool,
     warned_mtime: AtomicBool,
     warned_owner: AtomicBool,
+    warned_xattrs: AtomicBool,
     progress: &'a (dyn Fn(Progress) + Sync),
     done: std::sync::atomic::AtomicU64,
     total: u64,
@@ -234,6 +238,28 @@ impl Ctx<'_> {
                 let msg = format!("the share does not keep owners ({e}); files were written, owned as the share decides, and keep their owners here");
                 warn!("{msg}");
                 self.report.lock().warnings.push(msg);
+            }
+        }
+    }
+
+    /// Gives the share's entry at `target` the extended attributes set here, and removes those
+    /// removed here. A share that keeps none (sshfs, SMB) refuses: said once, and the entry
+    /// counts as written (its attributes stay here).
+    fn write_xattrs(
+        &self,
+        backing: &dyn backing::Backing,
+        target: &RelPath,
+        xattrs: &crate::tree::Xattrs,
+    ) {
+        for (name, value) in xattrs {
+            if let Err(e) = backing.set_xattr(target, name, value.as_deref()) {
+                debug!(path = %target, error = %e, "share did not take an extended attribute");
+                if !self.warned_xattrs.swap(true, Ordering::SeqCst) {
+                    let msg = format!("the share does not keep extended attributes ({e}); files were written without them, and keep them here");
+                    warn!("{msg}");
+                    self.report.lock().warnings.push(msg);
+                }
+                return;
             }
         }
     }
@@ -350,6 +376,7 @@ impl Engine {
             down: AtomicBool::new(false),
             warned_mtime: AtomicBool::new(false),
             warned_owner: AtomicBool::new(false),
+            warned_xattrs: AtomicBool::new(false),
             progress,
             done: Default::default(),
             total: jobs.iter().filter(|j| j.content).count() as u64,

@@ -547,6 +547,7 @@ impl Engine {
             return None;
         }
         ctx.write_owner(&*self.backing, &s.target, s.job.owner);
+        ctx.write_xattrs(&*self.backing, &s.target, &s.job.xattrs);
         let known = match s.job.kind {
             EntryKind::File => self.share_times.kept(s.mtime_ns),
             _ => None,

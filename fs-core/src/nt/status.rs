@@ -46,6 +46,8 @@ pub fn of_error(e: &FsError) -> NtStatus {
         FsError::MoveIntoSelf(_) | FsError::InvalidArgument(_) => STATUS_INVALID_PARAMETER,
         FsError::NotSupported(_) => STATUS_NOT_SUPPORTED,
         FsError::NotPermitted(_) => STATUS_ACCESS_DENIED,
+        FsError::NoAttribute(..) => STATUS_OBJECT_NAME_NOT_FOUND,
+        FsError::OutOfRange(_) => STATUS_INVALID_PARAMETER,
         FsError::StaleInode(_) => STATUS_FILE_DELETED,
         FsError::Cache { source, .. } => of_io(source),
         FsError::Share { reason, .. } => match reason {
