@@ -336,12 +336,8 @@ impl Backing for DirBacking {
         let mut entries = Vec::new();
         for entry in fs::read_dir(self.path(dir))? {
             let entry = entry?;
-            match entry.file_name().into_string() {
-                Ok(name) => entries.push((name, entry)),
-                Err(name) => {
-                    tracing::warn!(dir = %dir, name = ?name, "skipping a name that is not UTF-8")
-                }
-            }
+            let name = crate::os_names::from_os(&entry.file_name()).into_owned();
+            entries.push((name, entry));
         }
         let stats = crate::fanout::map_overlapped(&entries, |(_, e)| e.metadata());
         let mut out = Vec::with_capacity(entries.len());
@@ -368,10 +364,7 @@ impl Backing for DirBacking {
 
     fn read_link(&self, path: &RelPath) -> io::Result<String> {
         let target = fs::read_link(self.path(path))?;
-        target
-            .into_os_string()
-            .into_string()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "link target is not UTF-8"))
+        Ok(crate::os_names::from_os(target.as_os_str()).into_owned())
     }
 
     fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()> {
@@ -516,7 +509,7 @@ fn set_permissions_checked(path: &Path, mode: u32) -> io::Result<()> {
 
 #[cfg(unix)]
 pub fn make_symlink(target: &str, at: &Path) -> io::Result<()> {
-    std::os::unix::fs::symlink(target, at)
+    std::os::unix::fs::symlink(crate::os_names::to_os(target), at)
 }
 
 /// `lsetxattr` or `lremovexattr`; what says "not here" (`ENOTSUP`) is `Unsupported`.

@@ -76,7 +76,7 @@ impl CacheTree {
                 if let Ok(dir) = self.open_folder(&parent) {
                     use std::os::fd::AsRawFd;
                     let short = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-                        .join(rel.name());
+                        .join(crate::os_names::to_os(rel.name()));
                     return CachePath {
                         path: short,
                         _dir: Some(dir),
@@ -95,12 +95,13 @@ impl CacheTree {
             let mut cur: Option<File> = None;
             for name in rel.components() {
                 let at = cur.as_ref().unwrap_or(&self.dir);
-                match make_dir_at(at, name) {
+                let name = crate::os_names::to_os(name);
+                match make_dir_at(at, &name) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(e),
                 }
-                cur = Some(open_dir(Some(at), Path::new(name))?);
+                cur = Some(open_dir(Some(at), Path::new(&name))?);
             }
             return Ok(());
         }
@@ -112,19 +113,16 @@ impl CacheTree {
     #[cfg(target_os = "linux")]
     fn open_folder(&self, rel: &RelPath) -> io::Result<File> {
         let mut cur: Option<File> = None;
-        let mut chunk = String::new();
-        let mut names = rel.components().peekable();
+        let mut chunk = PathBuf::new();
+        let mut names = rel.components().map(crate::os_names::to_os).peekable();
         while let Some(name) = names.next() {
-            if !chunk.is_empty() {
-                chunk.push('/');
-            }
-            chunk.push_str(name);
+            chunk.push(&name);
             let full = names
                 .peek()
-                .is_none_or(|next| chunk.len() + 1 + next.len() > LONGEST);
+                .is_none_or(|next| chunk.as_os_str().len() + 1 + next.len() > LONGEST);
             if full {
                 let at = cur.as_ref().unwrap_or(&self.dir);
-                cur = Some(open_dir(Some(at), Path::new(&chunk))?);
+                cur = Some(open_dir(Some(at), &chunk)?);
                 chunk.clear();
             }
         }
@@ -159,10 +157,11 @@ fn open_dir(at: Option<&File>, path: &Path) -> io::Result<File> {
 }
 
 #[cfg(target_os = "linux")]
-fn make_dir_at(at: &File, name: &str) -> io::Result<()> {
+fn make_dir_at(at: &File, name: &std::ffi::OsStr) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let c =
-        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: a valid NUL-terminated name and an open folder handle.
     if unsafe { libc::mkdirat(at.as_raw_fd(), c.as_ptr(), 0o777) } == 0 {
         Ok(())

@@ -24,6 +24,7 @@ pub mod journal;
 pub mod mirror;
 pub mod names;
 pub mod nt;
+pub mod os_names;
 pub mod pending;
 mod prefetch;
 pub mod ranges;

@@ -52,6 +52,9 @@ pub fn windows_name_problem(name: &str) -> Option<&'static str> {
     if name.ends_with('.') || name.ends_with(' ') {
         return Some("ends with a dot or a space");
     }
+    if crate::os_names::is_escaped(name) {
+        return Some("is not valid Unicode (bytes only Linux and macOS allow in names)");
+    }
     if name
         .chars()
         .any(|c| matches!(c, '<' | '>' | ':' | '"' | '\\' | '|' | '?' | '*') || (c as u32) < 32)
@@ -72,6 +75,16 @@ mod tests {
 
     fn when() -> DateTime<Local> {
         Local.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap()
+    }
+
+    #[test]
+    fn names_windows_refuses() {
+        assert_eq!(windows_name_problem("results.csv"), None);
+        assert!(windows_name_problem("aux").is_some());
+        assert!(windows_name_problem("a:b").is_some());
+        let latin1 = crate::os_names::from_bytes(b"r\xe9sum\xe9.txt");
+        assert!(windows_name_problem(&latin1).unwrap().contains("Unicode"));
+        assert_eq!(windows_name_problem("r\u{e9}sum\u{e9}.txt"), None);
     }
 
     #[test]

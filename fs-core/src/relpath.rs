@@ -22,7 +22,8 @@ pub const NAME_MAX: usize = 255;
 /// Checks one path component: not empty, not `.` or `..`, no separator, no NUL, not longer
 /// than [`NAME_MAX`] bytes.
 pub fn check_name(name: &str) -> Result<(), FsError> {
-    if name.len() > NAME_MAX {
+    // Counted as the OS counts it: in the bytes the name stands for (`os_names`).
+    if crate::os_names::to_bytes(name).len() > NAME_MAX {
         return Err(FsError::NameTooLong(name.chars().take(40).collect()));
     }
     if name.is_empty()
@@ -131,7 +132,7 @@ impl RelPath {
     pub fn to_path(&self, base: &Path) -> PathBuf {
         let mut p = base.to_path_buf();
         for c in self.components() {
-            p.push(c);
+            p.push(crate::os_names::to_os(c));
         }
         p
     }

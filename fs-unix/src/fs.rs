@@ -74,8 +74,9 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), FsError>) {
     }
 }
 
-fn name_str(name: &OsStr) -> Result<&str, Errno> {
-    name.to_str().ok_or(Errno::EINVAL)
+/// A name from the kernel, as the engine keeps it: any bytes (`fs_core::os_names`).
+fn name_str(name: &OsStr) -> Result<std::borrow::Cow<'_, str>, Errno> {
+    Ok(fs_core::os_names::from_os(name))
 }
 
 impl SipFs {
@@ -317,6 +318,7 @@ impl Filesystem for SipFs {
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::ENOENT);
         };
+        let name: &str = &name;
         let ino = if parent.0 == ROOT_INO && name == CONTROL_DIR {
             Some(control_dir::DIR_INO)
         } else if parent.0 == control_dir::DIR_INO {
@@ -443,7 +445,7 @@ impl Filesystem for SipFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         self.requests.count(Req::Other);
         match self.engine.readlink(ino.0) {
-            Ok(t) => reply.data(t.as_bytes()),
+            Ok(t) => reply.data(&fs_core::os_names::to_bytes(&t)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -467,6 +469,7 @@ impl Filesystem for SipFs {
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::EINVAL);
         };
+        let name: &str = &name;
         match self.engine.mknod(
             parent.0,
             name,
@@ -495,6 +498,7 @@ impl Filesystem for SipFs {
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::EINVAL);
         };
+        let name: &str = &name;
         match self.engine.mkdir(parent.0, name, mode & !umask) {
             Ok(a) => {
                 let a = self.give_to_creator(req, parent.0, a);
@@ -509,6 +513,7 @@ impl Filesystem for SipFs {
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::ENOENT);
         };
+        let name: &str = &name;
         reply_empty(reply, self.engine.unlink(parent.0, name))
     }
 
@@ -517,6 +522,7 @@ impl Filesystem for SipFs {
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::ENOENT);
         };
+        let name: &str = &name;
         reply_empty(reply, self.engine.rmdir(parent.0, name))
     }
 
@@ -529,10 +535,11 @@ impl Filesystem for SipFs {
         reply: ReplyEntry,
     ) {
         self.requests.count(Req::Create);
-        let (Ok(name), Some(target)) = (name_str(link_name), target.to_str()) else {
+        let (Ok(name), Ok(target)) = (name_str(link_name), name_str(target.as_os_str())) else {
             return reply.error(Errno::EINVAL);
         };
-        match self.engine.symlink(parent.0, name, target) {
+        let name: &str = &name;
+        match self.engine.symlink(parent.0, name, &target) {
             Ok(a) => {
                 let a = self.give_to_creator(req, parent.0, a);
                 reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0))
@@ -558,6 +565,7 @@ impl Filesystem for SipFs {
         let (Ok(name), Ok(newname)) = (name_str(name), name_str(newname)) else {
             return reply.error(Errno::EINVAL);
         };
+        let (name, newname): (&str, &str) = (&name, &newname);
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         reply_empty(
             reply,
@@ -581,6 +589,7 @@ impl Filesystem for SipFs {
         let Ok(name) = name_str(newname) else {
             return reply.error(Errno::EINVAL);
         };
+        let name: &str = &name;
         match self.engine.link(ino.0, newparent.0, name) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a, self.owner), Generation(0)),
             Err(e) => reply.error(errno(&e)),
@@ -654,6 +663,7 @@ impl Filesystem for SipFs {
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::EINVAL);
         };
+        let name: &str = &name;
         if parent.0 == ROOT_INO && name == CONTROL_DIR {
             return reply.error(Errno::EEXIST);
         }
@@ -861,7 +871,7 @@ impl Filesystem for SipFs {
     ) {
         self.requests.count(Req::Readdir);
         let r = self.each_entry(ino.0, fh.0, offset, |next, ino, kind, name| {
-            reply.add(INodeNo(ino), next, kind, name)
+            reply.add(INodeNo(ino), next, kind, fs_core::os_names::to_os(name))
         });
         match r {
             Ok(()) => reply.ok(),
@@ -884,7 +894,10 @@ impl Filesystem for SipFs {
         let r = self.each_entry(ino.0, fh.0, offset, |next, ino, _kind, name| {
             // An entry removed since the folder was opened has no attributes: left out.
             match self.attr_of(ino) {
-                Ok(attr) => reply.add(INodeNo(ino), next, name, &TTL, &attr, Generation(0)),
+                Ok(attr) => {
+                    let name = fs_core::os_names::to_os(name);
+                    reply.add(INodeNo(ino), next, name, &TTL, &attr, Generation(0))
+                }
                 Err(_) => false,
             }
         });

@@ -418,6 +418,43 @@ fn set_id_bits_go_as_on_a_local_disk() {
     assert!(m.stop().success());
 }
 
+/// A name is any bytes but `/` and NUL, as on a local disk: one that is not UTF-8 is made,
+/// listed, renamed and written to the share with its bytes; one already on the share shows.
+#[test]
+fn names_that_are_not_utf8_work_and_reach_the_share() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new();
+    let theirs = OsStr::from_bytes(b"d\xfcsseldorf-\xff.csv");
+    fs::write(s.share.join(theirs), "theirs\n").unwrap();
+    let m = s.mount(&[]);
+    let ours = OsStr::from_bytes(b"r\xe9sum\xe9.txt");
+    fs::write(m.mnt.join(ours), "ours\n").unwrap();
+    let mut names: Vec<Vec<u8>> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [theirs.as_bytes().to_vec(), ours.as_bytes().to_vec()]
+    );
+    assert_eq!(fs::read_to_string(m.mnt.join(theirs)).unwrap(), "theirs\n");
+    let renamed = OsStr::from_bytes(b"\xe9t\xe9.txt");
+    fs::rename(m.mnt.join(ours), m.mnt.join(renamed)).unwrap();
+    std::os::unix::fs::symlink(ours, m.mnt.join("link")).unwrap();
+    assert_eq!(fs::read_link(m.mnt.join("link")).unwrap().as_os_str(), ours);
+    let r = flush_json(&m.mnt);
+    assert_eq!(r["pending"], serde_json::json!([]), "{r:#}");
+    assert_eq!(fs::read_to_string(s.share.join(renamed)).unwrap(), "ours\n");
+    assert_eq!(
+        fs::read_link(s.share.join("link")).unwrap().as_os_str(),
+        ours
+    );
+    assert!(!s.share.join(ours).exists());
+    assert!(m.stop().success());
+}
+
 /// Owners as on a local disk: what another user creates is theirs; root's chown is shown,
 /// written to a share that keeps owners (a local folder here) and kept across a remount; a
 /// chown by a user who may not is refused with EPERM, not taken and not ignored.

@@ -166,7 +166,7 @@ fn walk_from(
         let link = (stamp.kind == EntryKind::Symlink)
             .then(|| std::fs::read_link(e.path()).ok())
             .flatten()
-            .map(|t| t.to_string_lossy().into_owned());
+            .map(|t| crate::os_names::from_os(t.as_os_str()).into_owned());
         entries.insert(rel, DiskEntry { stamp, link });
     }
 }
@@ -176,9 +176,9 @@ pub(super) fn relative(root: &Path, path: &Path) -> Option<RelPath> {
     let rest = path.strip_prefix(root).ok()?;
     let mut rel = RelPath::root();
     for c in rest.components() {
-        let name = c.as_os_str().to_str()?;
-        check_name(name).ok()?;
-        rel = rel.join(name);
+        let name = crate::os_names::from_os(c.as_os_str());
+        check_name(&name).ok()?;
+        rel = rel.join(&name);
     }
     Some(rel)
 }
