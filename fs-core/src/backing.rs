@@ -216,6 +216,11 @@ pub trait Backing: Send + Sync {
     /// durably, with the given modification time and mode, ready to be renamed into place.
     fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()>;
     fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()>;
+    /// Makes `temp` a hard link of `existing` (another temporary of this flush): a second
+    /// name of a hard-linked file. Shares without hard links (SMB) refuse.
+    fn stage_link(&self, _existing: &RelPath, _temp: &RelPath) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// Makes the special file `temp` (a FIFO, socket or device node, see
     /// [`EntryKind::is_special`]), ready to be renamed into place. Shares that cannot hold one
     /// (SMB, sshfs) refuse with `Unsupported`: the entry is then kept in the cache only.
@@ -401,6 +406,10 @@ impl Backing for DirBacking {
 
     fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()> {
         make_symlink(target, &self.path(temp))
+    }
+
+    fn stage_link(&self, existing: &RelPath, temp: &RelPath) -> io::Result<()> {
+        fs::hard_link(self.path(existing), self.path(temp))
     }
 
     #[cfg(unix)]

@@ -339,6 +339,10 @@ impl Backing for DeadlineBacking {
         let (l, t) = (target.to_owned(), temp.clone());
         self.call(move |b| b.stage_symlink(&l, &t))
     }
+    fn stage_link(&self, existing: &RelPath, temp: &RelPath) -> io::Result<()> {
+        let (e, t) = (existing.clone(), temp.clone());
+        self.call(move |b| b.stage_link(&e, &t))
+    }
     fn set_xattr(&self, path: &RelPath, name: &[u8], value: Option<&[u8]>) -> io::Result<()> {
         let (p, n, v) = (path.clone(), name.to_vec(), value.map(<[u8]>::to_vec));
         self.call(move |b| b.set_xattr(&p, &n, v.as_deref()))

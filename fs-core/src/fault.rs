@@ -25,6 +25,8 @@ pub struct FaultControl {
     times_errno: std::sync::atomic::AtomicI32,
     /// Special files are refused as SMB and sshfs refuse them.
     no_specials: AtomicBool,
+    /// Hard links are refused as SMB refuses them.
+    no_links: AtomicBool,
     /// Operations asked of the share so far.
     ops: std::sync::atomic::AtomicU64,
     /// File content read from the share so far, whole fetches and ranges alike.
@@ -74,6 +76,11 @@ impl FaultControl {
     /// Refuses FIFOs, sockets and device nodes, as a share that cannot hold them does.
     pub fn refuse_specials(&self, refuse: bool) {
         self.no_specials.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Refuses hard links, as a share without them does.
+    pub fn refuse_hard_links(&self, refuse: bool) {
+        self.no_links.store(refuse, Ordering::SeqCst);
     }
 
     /// Listings in an order drawn from `seed`, whatever order the file system keeps.
@@ -191,6 +198,13 @@ impl Backing for FaultyBacking {
     fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()> {
         self.control.check(&[temp], true)?;
         self.inner.stage_symlink(target, temp)
+    }
+    fn stage_link(&self, existing: &RelPath, temp: &RelPath) -> io::Result<()> {
+        self.control.check(&[existing, temp], true)?;
+        if self.control.no_links.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        self.inner.stage_link(existing, temp)
     }
     fn set_xattr(&self, path: &RelPath, name: &[u8], value: Option<&[u8]>) -> io::Result<()> {
         self.control.check(&[path], true)?;

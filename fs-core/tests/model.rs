@@ -978,8 +978,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 {
                     continue;
                 }
-                // Someone else writes the file on the share, a little later than anything here.
-                fs::write(&sp, &d).unwrap();
+                // Someone else writes the file on the share, a little later than anything here:
+                // a new file put in its place, as editors and copying tools do (a write into
+                // the file would change every name of it where the share keeps hard links).
+                let tmp = sp.with_extension("remote-tmp");
+                fs::write(&tmp, &d).unwrap();
+                fs::rename(&tmp, &sp).unwrap();
                 // Each edit gets its own time: a change of neither size nor time is invisible
                 // to a stat scan (a documented limit, as with rsync's quick check).
                 rig.remote_clock += 1;

@@ -107,15 +107,25 @@ fn a_hard_link_is_one_entry_under_two_names_and_each_name_is_written() {
     e.setattr(ino, chmod).unwrap();
     assert_eq!(stat(&e, "d/b").mode, 0o600);
 
-    // Each name is written to the share, as a file of its own (a share has no links for us).
+    // Each name is written to the share; one that keeps hard links gets one file.
     let report = e.flush(None);
-    assert!(report.is_clean(), "{report:?}");
+    assert!(
+        report.is_clean() && report.warnings.is_empty(),
+        "{report:?}"
+    );
     assert_eq!(report.files_written, 2, "{report:?}");
     for p in ["a", "d/b"] {
         assert_eq!(fs::read(r.share.join(p)).unwrap(), b"one two", "{p}");
         let md = fs::metadata(r.share.join(p)).unwrap();
         assert_eq!(md.permissions().mode() & 0o7777, 0o600, "{p}");
     }
+    let on_share = |p: &str| fs::metadata(r.share.join(p)).unwrap();
+    assert_eq!(
+        on_share("a").ino(),
+        on_share("d/b").ino(),
+        "a hard link there too"
+    );
+    assert_eq!(on_share("a").nlink(), 2);
     // Written once, both clean; a write through the entry makes both pending again.
     assert_eq!(e.flush(None).files_written, 0);
     write_at(&e, ino, 0, b"ONE");
@@ -179,11 +189,41 @@ fn a_rename_over_one_name_of_a_hard_link_keeps_the_others() {
     );
 }
 
-/// The share holds each name as a file of its own: someone who changes one there changes that
-/// name only, and a refresh splits it from the entry.
+/// A share without hard links gets a copy per name, said once.
+#[test]
+fn a_share_without_hard_links_gets_a_copy_per_name() {
+    let r = Rig::new();
+    r.faults.refuse_hard_links(true);
+    let e = r.engine();
+    for i in 0..3 {
+        let ino = create(&e, &format!("f{i}"), b"same");
+        link(&e, ino, &format!("g{i}"));
+    }
+    let report = e.flush(None);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.files_written, 6, "{report:?}");
+    let said = report
+        .warnings
+        .iter()
+        .filter(|w| w.contains("does not keep hard links"))
+        .count();
+    assert_eq!(said, 1, "{report:?}");
+    for i in 0..3 {
+        let (f, g) = (r.share.join(format!("f{i}")), r.share.join(format!("g{i}")));
+        assert_eq!(fs::read(&g).unwrap(), b"same");
+        assert_ne!(
+            fs::metadata(&f).unwrap().ino(),
+            fs::metadata(&g).unwrap().ino()
+        );
+    }
+}
+
+/// A share without hard links holds each name as a file of its own: someone who changes one
+/// there changes that name only, and a refresh splits it from the entry.
 #[test]
 fn a_name_changed_on_the_share_leaves_the_hard_link_at_a_refresh() {
     let r = Rig::new();
+    r.faults.refuse_hard_links(true);
     let e = r.engine();
     let ino = create(&e, "a", b"ours");
     link(&e, ino, "b");

@@ -63,6 +63,12 @@ fn a_hard_link_is_one_file_under_two_names() {
             "{p}"
         );
     }
+    let share_ino = |p: &str| fs::metadata(s.share.join(p)).unwrap().ino();
+    assert_eq!(
+        share_ino("a.log"),
+        share_ino("runs/b.log"),
+        "a share that keeps hard links gets one"
+    );
 
     // A third name, then the first goes: the others keep the content and the number.
     let c = m.mnt.join("c.log");

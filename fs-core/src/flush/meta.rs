@@ -77,6 +77,12 @@ impl Engine {
         };
         if j.in_share {
             match self.backing.stat(&target) {
+                // Already the time this flush sets: another name of the same file on the
+                // share (a hard link there) was given it a moment ago. Not someone's change.
+                Ok(Some(st))
+                    if j.linked
+                        && st.mtime_ns == attr.mtime_ns
+                        && j.base.is_some_and(|b| b.size == st.size) => {}
                 Ok(Some(st)) if j.base.is_some_and(|b| !b.matches(&st)) => {
                     // Changed on the share since: its content wins (a refresh brings it);
                     // our new time belongs to the old content and is dropped.

@@ -71,6 +71,8 @@ struct Job {
     owner: Option<(u32, u32)>,
     /// The number its open handles are counted under (`Node::shown_ino`, for hard links).
     live: Ino,
+    /// One name of a hard-linked entry.
+    linked: bool,
     /// Special files: their time and device number (they have no cache copy to read them
     /// from).
     mtime_ns: i64,
@@ -107,6 +109,7 @@ impl Job {
             mode: n.mode,
             owner: n.owner(),
             live: n.shown_ino(),
+            linked: n.shown().is_some(),
             mtime_ns: n.mtime_ns,
             rdev: n.rdev(),
             xattrs: n.xattrs().cloned().unwrap_or_default(),
@@ -174,6 +177,7 @@ struct Ctx<'a> {
     warned_mtime: AtomicBool,
     warned_owner: AtomicBool,
     warned_xattrs: AtomicBool,
+    warned_links: AtomicBool,
     progress: &'a (dyn Fn(Progress) + Sync),
     done: std::sync::atomic::AtomicU64,
     total: u64,
@@ -261,6 +265,16 @@ impl Ctx<'_> {
                 }
                 return;
             }
+        }
+    }
+
+    /// A hard link the share would not make: the name is written as a copy of its own.
+    fn warn_once_links(&self, e: &io::Error) {
+        debug!(error = %e, "share did not make a hard link");
+        if !self.warned_links.swap(true, Ordering::SeqCst) {
+            let msg = format!("the share does not keep hard links ({e}); each name of a hard-linked file was written as a copy of its own, and they stay one file here");
+            warn!("{msg}");
+            self.report.lock().warnings.push(msg);
         }
     }
 
@@ -377,6 +391,7 @@ impl Engine {
             warned_mtime: AtomicBool::new(false),
             warned_owner: AtomicBool::new(false),
             warned_xattrs: AtomicBool::new(false),
+            warned_links: AtomicBool::new(false),
             progress,
             done: Default::default(),
             total: jobs.iter().filter(|j| j.content).count() as u64,

@@ -77,14 +77,36 @@ impl Engine {
             );
             return outcomes;
         }
+        // The other names of a hard-linked entry go after its first, as hard links of the
+        // first's temporary where the share keeps them (`Job::live` is the entry's number).
+        let mut seen = std::collections::HashSet::new();
+        let (firsts, others): (Vec<Planned>, Vec<Planned>) = planned
+            .into_iter()
+            .partition(|p| p.job.kind != EntryKind::File || seen.insert(p.job.live));
         let staged: Vec<(StageOutcome, Option<RelPath>)> = self.pool.install(|| {
-            planned
+            firsts
                 .into_par_iter()
-                .map(|p| self.stage(ctx, p, after_burst))
+                .map(|p| self.stage(ctx, p, after_burst, None))
+                .collect()
+        });
+        let linkable: std::collections::HashMap<Ino, RelPath> = staged
+            .iter()
+            .filter_map(|(o, _)| match o {
+                StageOutcome::Staged(s) if !others.is_empty() => Some((s.job.live, s.temp.clone())),
+                _ => None,
+            })
+            .collect();
+        let linked: Vec<(StageOutcome, Option<RelPath>)> = self.pool.install(|| {
+            others
+                .into_par_iter()
+                .map(|p| {
+                    let from = linkable.get(&p.job.live);
+                    self.stage(ctx, p, after_burst, from)
+                })
                 .collect()
         });
         let mut forget = Vec::new();
-        for (outcome, gone) in staged {
+        for (outcome, gone) in staged.into_iter().chain(linked) {
             outcomes.push(outcome);
             forget.extend(gone);
         }
@@ -247,6 +269,7 @@ impl Engine {
         ctx: &Ctx<'_>,
         p: Planned,
         after_burst: bool,
+        link_from: Option<&RelPath>,
     ) -> (StageOutcome, Option<RelPath>) {
         let Planned {
             job,
@@ -334,7 +357,18 @@ impl Engine {
                 let _ = self.backing.set_mtime(&temp, job.mtime_ns);
                 Ok(())
             }
-            _ => self.backing.stage(&cache, &temp, mtime_ns, job.mode),
+            _ => match link_from {
+                // Another name of the same entry, staged already: a hard link of it, where the
+                // share keeps them; a copy of its own where not (said once).
+                Some(from) => match self.backing.stage_link(from, &temp) {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        ctx.warn_once_links(&e);
+                        self.backing.stage(&cache, &temp, mtime_ns, job.mode)
+                    }
+                },
+                None => self.backing.stage(&cache, &temp, mtime_ns, job.mode),
+            },
         };
         let mut result = retry.run(write);
         if job.kind.is_special()
