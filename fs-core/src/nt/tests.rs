@@ -128,6 +128,10 @@ fn overwrite_size_and_times() {
         "read-only cleared"
     );
     r.nt.close(h);
+    // A drive has no owners: none of this records one.
+    let e = r.nt.engine();
+    let ino = e.resolve(&crate::RelPath::new("data.csv").unwrap()).unwrap();
+    assert_eq!(e.getattr(ino).unwrap().owner, None);
     assert!(r.nt.engine().flush(None).pending.is_empty());
     let md = fs::metadata(r.share.join("data.csv")).unwrap();
     assert_eq!(md.len(), 6);
