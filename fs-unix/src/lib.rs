@@ -16,6 +16,8 @@ mod mount;
 mod owners;
 #[cfg(unix)]
 mod requests;
+#[cfg(unix)]
+mod state;
 
 #[cfg(unix)]
 pub use mount::{is_sipfs_mount, is_stale_mount, mount, unmount_path, MountHandle, MountOptions};

@@ -14,7 +14,7 @@ use fs_core::Engine;
 use fuser::{Config, MountOption, SessionACL};
 use tracing::{info, warn};
 
-use crate::fs::SipFs;
+use crate::state::SipFs;
 use fs_core::control::FlushProgress;
 
 #[derive(Debug, Clone)]

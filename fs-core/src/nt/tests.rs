@@ -130,7 +130,9 @@ fn overwrite_size_and_times() {
     r.nt.close(h);
     // A drive has no owners: none of this records one.
     let e = r.nt.engine();
-    let ino = e.resolve(&crate::RelPath::new("data.csv").unwrap()).unwrap();
+    let ino = e
+        .resolve(&crate::RelPath::new("data.csv").unwrap())
+        .unwrap();
     assert_eq!(e.getattr(ino).unwrap().owner, None);
     assert!(r.nt.engine().flush(None).pending.is_empty());
     let md = fs::metadata(r.share.join("data.csv")).unwrap();
