@@ -144,12 +144,21 @@ impl Engine {
             (staged, waiting) = self.commit_folders(ctx, folders, staged);
         }
         let finished = Mutex::new(Vec::new());
-        let left: Vec<Option<Job>> = self.pool.install(|| {
+        // Until the share's time resolution is known, one file goes first and teaches it
+        // (`times.rs`): committed together, each would stat its target to learn it.
+        let mut left: Vec<Option<Job>> = Vec::new();
+        if !self.share_times.known() {
+            if let Some(i) = staged.iter().position(|s| s.job.kind == EntryKind::File) {
+                let first = staged.swap_remove(i);
+                left.push(self.commit(ctx, first, &finished));
+            }
+        }
+        left.extend(self.pool.install(|| {
             staged
                 .into_par_iter()
                 .map(|s| self.commit(ctx, s, &finished))
-                .collect()
-        });
+                .collect::<Vec<_>>()
+        }));
         self.finish_entries(finished.into_inner());
         waiting.extend(left.into_iter().flatten());
         waiting

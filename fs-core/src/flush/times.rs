@@ -6,7 +6,6 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Not learned yet (the default, 0).
-#[cfg(test)]
 const UNKNOWN: u8 = 0;
 const EXACT: u8 = 1;
 /// SFTP (sshfs) keeps whole seconds.
@@ -49,8 +48,8 @@ impl ShareTimes {
         self.0.store(seen, Ordering::SeqCst);
     }
 
-    #[cfg(test)]
-    fn known(&self) -> bool {
+    /// Whether a file written has taught it what the share keeps.
+    pub(crate) fn known(&self) -> bool {
         self.0.load(Ordering::SeqCst) != UNKNOWN
     }
 }
