@@ -157,6 +157,7 @@ pub fn run(args: MountArgs) -> Result<Exit> {
         allow_other: args.allow_other,
         check_permissions: args.check_permissions,
         passthrough: !args.no_passthrough,
+        xattrs: !args.no_xattrs,
         ..Default::default()
     };
     let handle = fs_unix::mount(engine.clone(), &mountpoint, &mopts)

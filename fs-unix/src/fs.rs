@@ -32,10 +32,12 @@ impl Filesystem for SipFs {
         let mut want = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
+            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
+        if self.xattrs {
             // Set-ID bits are taken away here (`owners::killed_mode`); otherwise the kernel
             // asks for `security.capability` before every write to see whether to.
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+            want |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+        }
         if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
             // The cache lives on a local disk file system: one level of stacking.
             if config.set_max_stack_depth(1).is_ok() {
@@ -712,6 +714,10 @@ impl Filesystem for SipFs {
         reply: ReplyEmpty,
     ) {
         self.requests.count(Req::Xattr);
+        if !self.xattrs {
+            // Told once, the kernel answers "not supported" itself from then on.
+            return reply.error(Errno::ENOSYS);
+        }
         if control_dir::is_control(ino.0) {
             return reply.error(Errno::EPERM);
         }
@@ -731,6 +737,10 @@ impl Filesystem for SipFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.requests.count(Req::Xattr);
+        if !self.xattrs {
+            // Told once, the kernel answers "not supported" itself from then on.
+            return reply.error(Errno::ENOSYS);
+        }
         if control_dir::is_control(ino.0) {
             return reply.error(Errno::from_i32(libc::ENODATA));
         }
@@ -742,6 +752,10 @@ impl Filesystem for SipFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.requests.count(Req::Xattr);
+        if !self.xattrs {
+            // Told once, the kernel answers "not supported" itself from then on.
+            return reply.error(Errno::ENOSYS);
+        }
         if control_dir::is_control(ino.0) {
             return reply_xattr(reply, size, &[]);
         }
@@ -760,6 +774,10 @@ impl Filesystem for SipFs {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.requests.count(Req::Xattr);
+        if !self.xattrs {
+            // Told once, the kernel answers "not supported" itself from then on.
+            return reply.error(Errno::ENOSYS);
+        }
         if control_dir::is_control(ino.0) {
             return reply.error(Errno::EPERM);
         }

@@ -28,6 +28,9 @@ pub struct MountOptions {
     pub passthrough: bool,
     /// Threads serving FUSE requests. A flush asked through the control file occupies one.
     pub threads: usize,
+    /// Serve extended attributes. Off, every xattr call is "not supported" and new files cost
+    /// one kernel round trip less (see docs/ARCHITECTURE.md, "Set-ID bits").
+    pub xattrs: bool,
 }
 
 impl Default for MountOptions {
@@ -37,6 +40,7 @@ impl Default for MountOptions {
             check_permissions: false,
             passthrough: true,
             threads: 4,
+            xattrs: true,
         }
     }
 }
@@ -56,11 +60,12 @@ pub fn mount(
     mountpoint: &Path,
     opts: &MountOptions,
 ) -> io::Result<MountHandle> {
-    let fs = SipFs::new(
+    let mut fs = SipFs::new(
         engine.clone(),
         mountpoint.display().to_string(),
         opts.passthrough,
     );
+    fs.xattrs = opts.xattrs;
     let progress = fs.progress.clone();
     let notifier = fs.notifier.clone();
     let mut options = vec![

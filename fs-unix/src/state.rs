@@ -52,6 +52,10 @@ pub struct SipFs {
     pub(crate) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     started_ns: i64,
     pub(crate) requests: Requests,
+    /// Extended attributes are served (`MountOptions::xattrs`), and the kernel leaves the
+    /// dropping of set-ID bits to the mount (`owners::killed_mode`, which also runs without:
+    /// the kernel's own FUSE rules are older than a local disk's).
+    pub(crate) xattrs: bool,
 }
 
 pub(crate) fn errno(e: &FsError) -> Errno {
@@ -87,6 +91,7 @@ impl SipFs {
             notifier: Arc::default(),
             started_ns: ns_of(SystemTime::now()),
             requests: Requests::default(),
+            xattrs: true,
         }
     }
 

@@ -389,7 +389,6 @@ fn extended_attributes_are_kept_copied_and_written_back() {
 fn set_id_bits_go_as_on_a_local_disk() {
     require_tools(&["setpriv"]);
     let s = Scratch::new();
-    let m = s.mount(&["--allow-other"]);
     let local = s.dir.path().join("local");
     fs::create_dir(&local).unwrap();
     let script = r#"
@@ -416,11 +415,54 @@ fn set_id_bits_go_as_on_a_local_disk() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let expected = run_in(&local);
-    assert_eq!(run_in(&m.mnt), expected);
     assert!(
         expected.contains("a 755") && expected.contains("f 6777"),
         "{expected}"
     );
+    // Dropped by the mount (it serves extended attributes), or by the kernel (it does not).
+    for opts in [&["--allow-other"][..], &["--allow-other", "--no-xattrs"]] {
+        let m = s.mount(opts);
+        for n in ["a", "b", "c", "d", "e", "f", "g", "h", "i"] {
+            let _ = fs::remove_file(m.mnt.join(n));
+        }
+        assert_eq!(run_in(&m.mnt), expected, "{opts:?}");
+        assert!(m.stop().success());
+    }
+}
+
+/// `--no-xattrs`: every xattr call is cleanly "not supported" (which `cp -a` and
+/// `shutil.copy2` take as "none here"), and new files cost no capability lookup.
+#[test]
+fn no_xattrs_makes_them_cleanly_unsupported() {
+    let s = Scratch::new();
+    let m = s.mount(&["--no-xattrs"]);
+    let src = s.dir.path().join("src.csv");
+    fs::write(&src, "a,b\n").unwrap();
+    let code = "import os, shutil, sys, errno\n\
+        src, mnt = sys.argv[1], sys.argv[2]\n\
+        p = os.path.join(mnt, 'x.csv')\n\
+        open(p, 'w').write('x')\n\
+        for call in (lambda: os.setxattr(p, 'user.k', b'v'), lambda: os.getxattr(p, 'user.k'), lambda: os.listxattr(p)):\n\
+        \x20   try:\n\
+        \x20       call(); sys.exit('an xattr call worked')\n\
+        \x20   except OSError as e:\n\
+        \x20       assert e.errno == errno.EOPNOTSUPP, e\n\
+        shutil.copy2(src, os.path.join(mnt, 'copied.csv'))\n\
+        assert open(os.path.join(mnt, 'copied.csv')).read() == 'a,b\\n'\n";
+    run_ok(
+        std::process::Command::new("python3")
+            .args(["-c", code, src.to_str().unwrap()])
+            .arg(&m.mnt),
+    );
+    let status = || -> serde_json::Value {
+        serde_json::from_slice(&fs::read(m.mnt.join(".sipfs/status")).unwrap()).unwrap()
+    };
+    let before = status()["kernel_requests"]["xattr"].as_u64().unwrap();
+    for i in 0..20 {
+        fs::write(m.mnt.join(format!("n{i}.csv")), "x").unwrap();
+    }
+    let after = status()["kernel_requests"]["xattr"].as_u64().unwrap();
+    assert_eq!(after, before, "no capability lookups");
     assert!(m.stop().success());
 }
 
