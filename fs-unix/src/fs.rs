@@ -827,6 +827,8 @@ impl Filesystem for SipFs {
             return reply.error(Errno::from(std::io::Error::last_os_error()));
         }
         #[cfg(target_os = "linux")]
+        self.engine.note_attr_change(ino.0);
+        #[cfg(target_os = "linux")]
         match self.engine.note_external_write(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),

@@ -204,6 +204,18 @@ impl Engine {
     }
 
     /// Records that data reached the file by a path the engine did not see (FUSE passthrough).
+    /// Records a change of the file's attributes made on its cache copy directly (an
+    /// `fallocate`): its ctime is now. The cache copy's own ctime may lag by a clock tick
+    /// (the disk keeps fine-grained times only for files asked since, and the kernel answers
+    /// most stats of the mount from its own cache), so the node holds it.
+    pub fn note_attr_change(&self, ino: Ino) {
+        let mut tree = self.state.write();
+        if let Some(n) = tree.get_mut(ino) {
+            n.ctime_ns = now_ns();
+        }
+        tree.share_with_links(ino);
+    }
+
     pub fn note_external_write(&self, ino: Ino) -> Result<(), FsError> {
         self.live(ino).gen.fetch_add(1, Ordering::SeqCst);
         self.mark_content_dirty(ino)
@@ -275,6 +287,7 @@ impl Engine {
                 .map_err(io_err(&path))?;
             f.set_len(size).map_err(io_err(&path))?;
             self.live(ino).gen.fetch_add(1, Ordering::SeqCst);
+            self.note_attr_change(ino);
         }
         if req.mtime_ns.is_some()
             || req.mode.is_some()
