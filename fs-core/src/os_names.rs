@@ -21,6 +21,13 @@ fn is_escape(c: char) -> bool {
     (BASE + 0x80..=BASE + 0xFF).contains(&(c as u32))
 }
 
+/// Whether `s` may hold a character of the escape block: each is encoded starting with 0xF4
+/// (as are the last 65 536 code points). A byte scan, so that the names of nearly every path
+/// built (every stat of a cached file builds one) are told apart without decoding them.
+fn may_hold_escapes(s: &str) -> bool {
+    s.as_bytes().contains(&0xF4)
+}
+
 fn escape(b: u8) -> char {
     char::from_u32(BASE + u32::from(b)).expect("in the private-use plane")
 }
@@ -42,7 +49,7 @@ fn push_text(out: &mut String, s: &str) {
 /// The engine's form of the name `bytes`.
 pub fn from_bytes(bytes: &[u8]) -> Cow<'_, str> {
     if let Ok(s) = std::str::from_utf8(bytes) {
-        if !s.chars().any(is_escape) {
+        if !is_escaped(s) {
             return Cow::Borrowed(s);
         }
     }
@@ -73,7 +80,7 @@ pub fn from_bytes(bytes: &[u8]) -> Cow<'_, str> {
 
 /// The bytes the engine's name `s` stands for.
 pub fn to_bytes(s: &str) -> Cow<'_, [u8]> {
-    if !s.chars().any(is_escape) {
+    if !is_escaped(s) {
         return Cow::Borrowed(s.as_bytes());
     }
     let mut out = Vec::with_capacity(s.len());
@@ -90,7 +97,7 @@ pub fn to_bytes(s: &str) -> Cow<'_, [u8]> {
 
 /// True when `s` stands for bytes that are not UTF-8 (which a Unicode-only share refuses).
 pub fn is_escaped(s: &str) -> bool {
-    s.chars().any(is_escape)
+    may_hold_escapes(s) && s.chars().any(is_escape)
 }
 
 /// The engine's form of an OS name.

@@ -163,11 +163,7 @@ impl Filesystem for SipFs {
             size.map(|_| owners::Kill::Write)
         };
         let mode = match (mode, kill) {
-            (None, Some(what)) => self
-                .engine
-                .getattr(ino.0)
-                .ok()
-                .and_then(|a| owners::killed_mode(&a, req, what, self.owner)),
+            (None, Some(what)) => self.killed_mode(req, ino.0, what),
             (m, _) => m,
         };
         let req = SetAttr {

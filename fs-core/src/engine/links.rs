@@ -96,7 +96,7 @@ impl Engine {
             Vec::new(),
         ) {
             tree.remove_subtree(new_ino);
-            if src.kind != EntryKind::Dir {
+            if !src.kind.is_special() {
                 let _ = fs::remove_file(&cache);
             }
             return Err(e);

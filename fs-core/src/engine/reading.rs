@@ -121,16 +121,24 @@ impl Engine {
             .ok_or_else(|| FsError::NotDir(tree.path_of(ino).unwrap_or_default()))?;
         Ok(children
             .iter()
-            .map(|(name, &i)| DirEntry {
-                name: name.clone(),
-                ino: tree.get(i).map_or(i, Node::shown_ino),
-                kind: tree.get(i).map(|n| n.kind).unwrap_or(EntryKind::File),
+            .map(|(name, &i)| {
+                let n = tree.get(i);
+                DirEntry {
+                    name: name.clone(),
+                    ino: n.map_or(i, Node::shown_ino),
+                    kind: n.map_or(EntryKind::File, |n| n.kind),
+                }
             })
             .collect())
     }
 
     pub fn path_of(&self, ino: Ino) -> Option<RelPath> {
         self.state.read().path_of(ino)
+    }
+
+    /// The entry's mode as programs see it, from memory alone (no stat of its cache copy).
+    pub fn mode_of(&self, ino: Ino) -> Option<u32> {
+        self.state.read().get(ino).map(|n| n.mode)
     }
 
     /// The inode at `path`, listing directories on the way as needed.
