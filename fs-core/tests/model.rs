@@ -1344,6 +1344,25 @@ mod found {
         ]);
     }
 
+    /// A flush that gives one name of a hard link its time and stops before the other: the
+    /// share's file (a hard link there too) then shows that time under both names, which a
+    /// refresh must not take for someone else's change (found by the model).
+    #[test]
+    fn hard_link_half_written_by_a_flush_the_share_dropped_during() {
+        for n in 0..6 {
+            check(vec![
+                Op::Create(1, vec![]),
+                Op::Link(1, 2),
+                Op::Flush,
+                Op::SetMtime(1, 0),
+                Op::OfflineAfter(n),
+                Op::Flush,
+                Op::Heal,
+                Op::Refresh,
+            ]);
+        }
+    }
+
     /// An unread file renamed to an ignored name keeps its content (found by the model).
     #[test]
     fn unread_file_renamed_to_an_ignored_name() {

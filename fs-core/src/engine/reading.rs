@@ -4,7 +4,7 @@
 use super::*;
 
 impl Engine {
-    pub(super) fn attr_of(&self, tree: &Tree, node: &Node) -> Result<Attr, FsError> {
+    pub(crate) fn attr_of(&self, tree: &Tree, node: &Node) -> Result<Attr, FsError> {
         if node.kind == EntryKind::File && node.cached {
             let path = tree
                 .path_of(node.ino)

@@ -289,7 +289,7 @@ impl Ctx<'_> {
 
 /// Equal, or equal once ours is cut to whole seconds (SFTP) or to 100 ns (SMB): the share kept
 /// the time as well as it can.
-fn same_time_at_share_resolution(share_ns: i64, ours_ns: i64) -> bool {
+pub(crate) fn same_time_at_share_resolution(share_ns: i64, ours_ns: i64) -> bool {
     share_ns == ours_ns
         || share_ns == ours_ns - ours_ns.rem_euclid(1_000_000_000)
         || share_ns == ours_ns - ours_ns.rem_euclid(100)
