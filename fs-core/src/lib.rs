@@ -32,6 +32,7 @@ mod refresh;
 pub mod relpath;
 pub mod report;
 pub mod retry;
+mod stage_sync;
 mod status;
 pub mod tree;
 
