@@ -213,15 +213,8 @@ pub trait Backing: Send + Sync {
     fn open_read(&self, path: &RelPath) -> io::Result<Arc<dyn ShareReader>>;
     fn read_link(&self, path: &RelPath) -> io::Result<String>;
     /// Writes the local file `src` to the share as the new file `temp` (which must not exist),
-    /// with the given modification time and mode, ready to be renamed into place. It is
-    /// durable once [`Backing::sync_staged`] returns (or sooner).
+    /// durably, with the given modification time and mode, ready to be renamed into place.
     fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()>;
-    /// Makes every file staged so far durable: the flush calls it after staging and before
-    /// it renames any temporary into place, so that no crash leaves a half-written file under
-    /// a real name. A share folder on a local disk does it here in one call for the batch
-    /// (`stage_sync.rs`); a network share syncs each file as it is staged. No default: a
-    /// wrapper that forgot to pass it on would quietly drop the promise.
-    fn sync_staged(&self) -> io::Result<()>;
     fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()>;
     /// Makes `temp` a hard link of `existing` (another temporary of this flush): a second
     /// name of a hard-linked file. Shares without hard links (SMB) refuse.
@@ -300,15 +293,11 @@ fn read_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
 #[derive(Debug, Clone)]
 pub struct DirBacking {
     root: PathBuf,
-    sync: Arc<crate::stage_sync::StageSync>,
 }
 
 impl DirBacking {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DirBacking {
-            root: root.into(),
-            sync: Default::default(),
-        }
+        DirBacking { root: root.into() }
     }
 
     pub fn root(&self) -> &Path {
@@ -395,9 +384,9 @@ impl Backing for DirBacking {
         let mut out = create.open(&dest)?;
         let result = (|| {
             copy_reporting(&mut input, &mut out)?;
-            // Durable before the rename makes it visible (now, or at `sync_staged`): a crash
-            // of either side never leaves a half-written file under the real name.
-            self.sync.staged(&out, &dest)?;
+            // Durable before the rename makes it visible: a crash of either side never
+            // leaves a half-written file under the real name.
+            out.sync_all()?;
             let t = filetime_from_ns(mtime_ns);
             // Some shares cannot keep times (rclone's SMB client says EPERM): the file is
             // still written; the flush compares times afterwards and warns once.
@@ -413,10 +402,6 @@ impl Backing for DirBacking {
             let _ = fs::remove_file(&dest);
         }
         result
-    }
-
-    fn sync_staged(&self) -> io::Result<()> {
-        self.sync.sync_staged()
     }
 
     fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()> {

@@ -335,9 +335,6 @@ impl Backing for DeadlineBacking {
         let (s, t) = (src.to_owned(), temp.clone());
         self.call(move |b| b.stage(&s, &t, mtime_ns, mode))
     }
-    fn sync_staged(&self) -> io::Result<()> {
-        self.call(|b| b.sync_staged())
-    }
     fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()> {
         let (l, t) = (target.to_owned(), temp.clone());
         self.call(move |b| b.stage_symlink(&l, &t))
@@ -460,9 +457,6 @@ mod tests {
             Ok(String::new())
         }
         fn stage(&self, _: &Path, _: &RelPath, _: i64, _: u32) -> io::Result<()> {
-            Ok(())
-        }
-        fn sync_staged(&self) -> io::Result<()> {
             Ok(())
         }
         fn stage_symlink(&self, _: &str, _: &RelPath) -> io::Result<()> {

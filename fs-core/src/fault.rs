@@ -27,10 +27,6 @@ pub struct FaultControl {
     no_specials: AtomicBool,
     /// Hard links are refused as SMB refuses them.
     no_links: AtomicBool,
-    /// Making the staged files durable fails with this errno (0: works).
-    sync_errno: std::sync::atomic::AtomicI32,
-    /// Calls of `sync_staged` so far.
-    syncs: std::sync::atomic::AtomicU64,
     /// Operations asked of the share so far.
     ops: std::sync::atomic::AtomicU64,
     /// File content read from the share so far, whole fetches and ranges alike.
@@ -85,17 +81,6 @@ impl FaultControl {
     /// Refuses hard links, as a share without them does.
     pub fn refuse_hard_links(&self, refuse: bool) {
         self.no_links.store(refuse, Ordering::SeqCst);
-    }
-
-    /// Makes `sync_staged` fail with `errno` (0: works again), as a disk that reports a
-    /// write error at the sync does.
-    pub fn refuse_sync(&self, errno: i32) {
-        self.sync_errno.store(errno, Ordering::SeqCst);
-    }
-
-    /// How many times the staged files were made durable so far.
-    pub fn syncs(&self) -> u64 {
-        self.syncs.load(Ordering::SeqCst)
     }
 
     /// Listings in an order drawn from `seed`, whatever order the file system keeps.
@@ -209,14 +194,6 @@ impl Backing for FaultyBacking {
     fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()> {
         self.control.check(&[temp], true)?;
         self.inner.stage(src, temp, mtime_ns, mode)
-    }
-    fn sync_staged(&self) -> io::Result<()> {
-        self.control.check(&[], true)?;
-        self.control.syncs.fetch_add(1, Ordering::SeqCst);
-        match self.control.sync_errno.load(Ordering::SeqCst) {
-            0 => self.inner.sync_staged(),
-            errno => Err(io::Error::from_raw_os_error(errno)),
-        }
     }
     fn stage_symlink(&self, target: &str, temp: &RelPath) -> io::Result<()> {
         self.control.check(&[temp], true)?;

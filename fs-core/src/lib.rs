@@ -32,7 +32,6 @@ mod refresh;
 pub mod relpath;
 pub mod report;
 pub mod retry;
-mod stage_sync;
 mod status;
 pub mod tree;
 

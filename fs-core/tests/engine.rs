@@ -294,9 +294,6 @@ impl Backing for SecondsShare {
         self.inner
             .stage(src, t, mtime - mtime.rem_euclid(1_000_000_000), mode)
     }
-    fn sync_staged(&self) -> std::io::Result<()> {
-        self.inner.sync_staged()
-    }
     fn stage_symlink(&self, target: &str, t: &RelPath) -> std::io::Result<()> {
         self.inner.stage_symlink(target, t)
     }
@@ -619,86 +616,4 @@ fn owners_a_share_cannot_keep_are_warned_about_once_and_kept_here() {
     let e = Engine::open(share, opts).unwrap();
     assert_eq!(owner_of(&e, "a"), Some((1000, 1000)));
     assert_eq!(owner_of(&e, "b"), Some((0, 33)));
-}
-
-/// The staged batch is made durable once, before anything is renamed into place; a share
-/// that cannot make it durable (a write error at the sync) gets nothing under a real name,
-/// and the next flush writes it all.
-#[test]
-fn a_batch_the_share_cannot_make_durable_is_not_renamed_into_place() {
-    let r = rig(|share| {
-        fs::write(share.join("old.csv"), "old").unwrap();
-    });
-    let root = r.engine.resolve(&RelPath::root()).unwrap();
-    r.engine.mkdir(root, "runs", 0o755).unwrap();
-    write(&r.engine, "old.csv", b"changed");
-    write(&r.engine, "new.csv", b"new");
-    for i in 0..5 {
-        write(&r.engine, &format!("runs/r{i}.csv"), b"run");
-    }
-    let before = r.faults.syncs();
-    // A full disk, found out when the data is written back.
-    r.faults.refuse_sync(libc::ENOSPC);
-    let report = r.engine.flush(None);
-    assert_eq!(
-        r.faults.syncs() - before,
-        1,
-        "one sync for the batch: {report:?}"
-    );
-    let mut pending: Vec<&str> = report
-        .pending
-        .iter()
-        .map(|p| p.path.as_str())
-        .filter(|p| p.ends_with(".csv"))
-        .collect();
-    pending.sort();
-    assert_eq!(
-        pending,
-        [
-            "new.csv",
-            "old.csv",
-            "runs/r0.csv",
-            "runs/r1.csv",
-            "runs/r2.csv",
-            "runs/r3.csv",
-            "runs/r4.csv"
-        ],
-        "{report:?}"
-    );
-    assert!(report
-        .pending
-        .iter()
-        .filter(|p| p.path.as_str().ends_with(".csv"))
-        .all(|p| p.message.contains("No space left")));
-    // Nothing half-durable reached a real name, and no temporary is left behind.
-    assert_eq!(fs::read(r.share.join("old.csv")).unwrap(), b"old");
-    assert!(!r.share.join("new.csv").exists());
-    let mut left: Vec<String> = walkdir::WalkDir::new(&r.share)
-        .min_depth(1)
-        .into_iter()
-        .map(|e| {
-            e.unwrap()
-                .path()
-                .strip_prefix(&r.share)
-                .unwrap()
-                .display()
-                .to_string()
-        })
-        .collect();
-    left.sort();
-    assert_eq!(left, ["old.csv", "runs"], "temporaries left on the share");
-    assert_eq!(r.engine.status().pending_files, 7);
-
-    r.faults.refuse_sync(0);
-    let report = r.engine.flush(None);
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(fs::read(r.share.join("old.csv")).unwrap(), b"changed");
-    assert_eq!(fs::read(r.share.join("new.csv")).unwrap(), b"new");
-    for i in 0..5 {
-        assert_eq!(
-            fs::read(r.share.join(format!("runs/r{i}.csv"))).unwrap(),
-            b"run"
-        );
-    }
-    assert_eq!(r.engine.status().pending_files, 0);
 }

@@ -443,9 +443,7 @@ impl Engine {
             }
         }
 
-        // 3. The burst: commit what is staged (once it is durable), then replay the
-        // namespace log.
-        let staged = self.sync_batch(&ctx, staged);
+        // 3. The burst: commit what is staged, then replay the namespace log.
         deferred.extend(self.commit_all(&ctx, staged, &folders));
         self.replay_ops(&ctx, max_seq);
 
@@ -465,7 +463,6 @@ impl Engine {
                     StageOutcome::KeptLocal(j) => kept.push(j),
                 }
             }
-            let staged = self.sync_batch(&ctx, staged);
             for j in self.commit_all(&ctx, staged, &[]) {
                 ctx.push_pending(PendingItem::new(
                     &j.local,

@@ -122,26 +122,6 @@ impl Engine {
         outcomes
     }
 
-    /// Makes the staged batch durable (`Backing::sync_staged`) before any of it is renamed
-    /// into place. If the share cannot, nothing of the batch is renamed: each file stays
-    /// pending with the reason, its temporary removed, and the next flush writes it again.
-    pub(super) fn sync_batch(&self, ctx: &Ctx<'_>, staged: Vec<Staged>) -> Vec<Staged> {
-        if staged.is_empty() {
-            return staged;
-        }
-        let _span = info_span!("sync_staged", files = staged.len()).entered();
-        match self.opts.retry.run(|| self.backing.sync_staged()) {
-            Ok(()) => staged,
-            Err(e) => {
-                for s in &staged {
-                    self.abandon_temp(s, true);
-                    ctx.push_pending(ctx.pending(&s.job.local, &e));
-                }
-                Vec::new()
-            }
-        }
-    }
-
     /// Marks `staged` ready in the journal and renames each into place, several at once.
     /// Returns the jobs whose name something else holds for now. What was renamed is recorded
     /// as written in one transaction at the end: a crash before it leaves ready records whose
