@@ -249,3 +249,44 @@ fn a_change_recorded_without_its_stamp_and_then_deleted_leaves_nothing_pending()
     assert!(!rig.share.join("results/tmp-journal").exists());
     assert_eq!(m.engine().status().pending_files, 0);
 }
+
+/// A mirror folder on another file system than its cache (the folder on one disk, the cache
+/// on another): every file is fetched whole into the folder. Fetches were written in the
+/// cache and renamed into the folder, which fails across file systems (EXDEV): the folder
+/// was left with almost nothing in it.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_mirror_folder_on_another_file_system_than_its_cache_is_filled() {
+    use std::os::unix::fs::MetadataExt;
+    let rig = Rig::new();
+    // /dev/shm is a tmpfs on Linux, the test's folder is not.
+    let other = tempfile::tempdir_in("/dev/shm").expect("a tmpfs at /dev/shm");
+    let cache = other.path().join("cache");
+    assert_ne!(
+        fs::metadata(other.path()).unwrap().dev(),
+        fs::metadata(rig.folder.parent().unwrap()).unwrap().dev(),
+        "this test needs the cache and the folder on two file systems"
+    );
+    let mut opts = EngineOptions::new(&cache, "scenario-share");
+    opts.retry = RetryPolicy::none();
+    let m = Mirror::open(Arc::new(DirBacking::new(&rig.share)), opts, &rig.folder).unwrap();
+    let r = m.sync(&|_| {}).expect("syncs");
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert_eq!(
+        read(rig.folder.join("results/run1/table.csv")),
+        "a,b\n1,2\n"
+    );
+    assert_eq!(read(rig.folder.join("results/run1/log.txt")), "started\n");
+    assert_eq!(
+        read(rig.folder.join("workflow_state.json")),
+        "{\"step\": 0}"
+    );
+    // And back: a change made in the folder reaches the share.
+    fs::write(rig.folder.join("results/run1/log.txt"), b"started\ndone\n").unwrap();
+    let report = m.flush(None).expect("flushes");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(
+        read(rig.share.join("results/run1/log.txt")),
+        "started\ndone\n"
+    );
+}

@@ -55,7 +55,8 @@ pub struct EngineOptions {
     /// names that differ only in case are the same file. On for SMB shares.
     pub windows_share: bool,
     /// Where the cache tree lives when it is not `cache_dir/tree`: in mirror mode it is the
-    /// mirror folder the user works in.
+    /// mirror folder the user works in. Fetches are then written in its `.sipfs/tmp`, on its
+    /// file system, before they are renamed into place.
     pub tree_dir: Option<PathBuf>,
     /// For tests: a flush works through its files in an order drawn from this seed instead of
     /// the order they were found in. It stands in for the order parallel workers happen to
@@ -285,7 +286,13 @@ impl Engine {
             .tree_dir
             .clone()
             .unwrap_or_else(|| opts.cache_dir.join("tree"));
-        let tmp_dir = opts.cache_dir.join("tmp");
+        // Fetches are written here and renamed into the tree, so this is on the tree's file
+        // system: a mirror folder may be on another disk than the cache, where the rename
+        // would fail (EXDEV, ERROR_NOT_SAME_DEVICE). `.sipfs/` is never synced.
+        let tmp_dir = match &opts.tree_dir {
+            Some(tree) => tree.join(".sipfs").join("tmp"),
+            None => opts.cache_dir.join("tmp"),
+        };
         for d in [&opts.cache_dir, &tree_dir, &tmp_dir] {
             fs::create_dir_all(d).map_err(|e| JournalError::Io {
                 path: d.to_path_buf(),
