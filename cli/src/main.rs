@@ -431,7 +431,7 @@ fn run(cli: Cli) -> ExitCode {
             return match run_cmd::run(a) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => {
-                    errln!("sipfs: {e:#}");
+                    errln!("sipfs: {}", output::error_line(&e));
                     Exit::Error.into()
                 }
             };
@@ -440,7 +440,7 @@ fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(e) => {
-            errln!("sipfs: {e:#}");
+            errln!("sipfs: {}", output::error_line(&e));
             Exit::Error.into()
         }
     }

@@ -21,6 +21,24 @@ pub fn closed_pipe() -> bool {
     CLOSED.load(Ordering::Relaxed)
 }
 
+/// An error and its causes on one line, each said once. fs-core's errors carry their cause in
+/// their own message (so that they read whole in a log or a report) and also as their source;
+/// printing the whole chain would then say a full disk three times over.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn write_or_note(w: &mut dyn Write, bytes: &[u8]) {
     if CLOSED.load(Ordering::Relaxed) {
         return;
@@ -223,5 +241,31 @@ pub fn print_status(s: &Status) {
         for c in &s.conflicts {
             outln!("  {} (share's version: {})", c.path, c.kept_as);
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = fs_core::error::JournalError::Io {
+            path: "cache/tmp".into(),
+            source: full,
+        };
+        let e = anyhow::Error::from(fs_core::FsError::from(e));
+        assert_eq!(
+            error_line(&e),
+            "journal: cache/tmp: No space left on device (os error 28)"
+        );
+        // Context that does not repeat its cause keeps it.
+        let e = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOENT))
+            .context("the mount point /m does not exist");
+        assert_eq!(
+            error_line(&e),
+            "the mount point /m does not exist: No such file or directory (os error 2)"
+        );
     }
 }
