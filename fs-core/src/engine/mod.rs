@@ -290,7 +290,7 @@ impl Engine {
         // system: a mirror folder may be on another disk than the cache, where the rename
         // would fail (EXDEV, ERROR_NOT_SAME_DEVICE). `.sipfs/` is never synced.
         let tmp_dir = match &opts.tree_dir {
-            Some(tree) => tree.join(".sipfs").join("tmp"),
+            Some(tree) => tree.join(crate::ignore_rules::CONTROL_DIR).join("tmp"),
             None => opts.cache_dir.join("tmp"),
         };
         for d in [&opts.cache_dir, &tree_dir, &tmp_dir] {
