@@ -43,6 +43,12 @@ pub enum NsOp {
         kind: EntryKind,
         /// For files: the version we knew. If the share's differs, it is kept, not deleted.
         base: Option<Base>,
+        /// For one name of a hard-linked entry whose other names live on: the entry (its
+        /// representative, `Node::shown`). Where the share keeps the names as hard links too,
+        /// a flush of another name changes this one there as well; a share version that
+        /// holds the entry as it is here is then ours, not someone else's change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        linked: Option<u64>,
     },
     Rename {
         from: RelPath,
@@ -172,6 +178,7 @@ mod tests {
                 path: p("b"),
                 kind: crate::backing::EntryKind::Dir,
                 base: None,
+                linked: None,
             },
         )];
         assert_eq!(local_path_of(&p("b/q"), &removed), None);

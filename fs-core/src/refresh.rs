@@ -153,9 +153,6 @@ impl Engine {
                     // Only a local change of content holds the share's version back; a changed
                     // mtime or mode alone gives way to new content from the share.
                     Some(_) if c.content_dirty || !c.in_share => report.kept_local += 1,
-                    // One name of a hard-linked entry changed on the share, which holds each
-                    // name as a file of its own: that name is that file now, and the link is
-                    // split (the other names keep the cached copy).
                     // The share holds what is here already: another name of the entry, a hard
                     // link there too, was written (or given its time) through a flush that
                     // did not get to this one. Nobody else's change: only the base moves.
@@ -164,6 +161,9 @@ impl Engine {
                         n.base = Some(Base::of(&st));
                         put.push(n.clone());
                     }
+                    // One name of a hard-linked entry changed on the share, which holds each
+                    // name as a file of its own: that name is that file now, and the link is
+                    // split (the other names keep the cached copy).
                     Some(st) if c.shown().is_some() => {
                         self.replace_entry(
                             &mut tree,
@@ -270,15 +270,6 @@ impl Engine {
         put.push(n.clone());
         tree.insert(n);
         linked_moved(tree, put, report, shown);
-    }
-
-    /// Whether the share's `st` is the cached copy of `node` as it is here: the same size,
-    /// and its time at the share's resolution.
-    fn holds_what_is_here(&self, tree: &Tree, node: &Node, st: &Stat) -> bool {
-        self.attr_of(tree, node).is_ok_and(|a| {
-            a.size == st.size
-                && crate::flush::same_time_at_share_resolution(st.mtime_ns, a.mtime_ns)
-        })
     }
 
     fn drop_cached(&self, tree: &Tree, ino: Ino) {

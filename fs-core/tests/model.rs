@@ -1363,6 +1363,23 @@ mod found {
         }
     }
 
+    /// One name of a hard-linked entry is removed here while the share refuses it; the flush
+    /// then gives the other name its times, which the share (hard links there too) shows under
+    /// the removed name as well. The removal, written once the share takes it, must not take
+    /// that for someone else's change (found by the model at random seeds).
+    #[test]
+    fn removed_hard_link_name_changed_on_the_share_by_its_other_name() {
+        check(vec![
+            Op::Create(2, vec![]),
+            Op::Link(2, 1),
+            Op::Flush,
+            Op::SetTimes(1, 0, 0),
+            Op::Refuse(2),
+            Op::Unlink(2),
+            Op::Flush,
+        ]);
+    }
+
     /// An unread file renamed to an ignored name keeps its content (found by the model).
     #[test]
     fn unread_file_renamed_to_an_ignored_name() {

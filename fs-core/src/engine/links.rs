@@ -104,4 +104,15 @@ impl Engine {
         let n = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
         self.attr_of(&tree, n)
     }
+
+    /// Whether the share's `st` is the cached copy of `node` as it is here: the same size,
+    /// and its time at the share's resolution. For a hard-linked entry this tells a share
+    /// version that a flush of another of its names wrote (the share keeps hard links too)
+    /// from someone else's change (refresh, and the removal of a name in `flush/replay.rs`).
+    pub(crate) fn holds_what_is_here(&self, tree: &Tree, node: &Node, st: &Stat) -> bool {
+        self.attr_of(tree, node).is_ok_and(|a| {
+            a.size == st.size
+                && crate::flush::same_time_at_share_resolution(st.mtime_ns, a.mtime_ns)
+        })
+    }
 }

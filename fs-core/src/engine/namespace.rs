@@ -28,6 +28,7 @@ impl Engine {
                 path: removed,
                 kind,
                 base,
+                ..
             } if removed == path && *kind != EntryKind::Dir => {
                 let base = *base;
                 let (seq, _) = tree.ops.remove(last);
@@ -358,6 +359,7 @@ impl Engine {
             path: path.clone(),
             kind: node.kind,
             base: node.base,
+            linked: node.shown(),
         });
         let shown = node.shown();
         let removed = tree.remove_subtree(ino);
@@ -527,6 +529,7 @@ impl Engine {
                     path: to.clone(),
                     kind: EntryKind::Dir,
                     base: None,
+                    linked: None,
                 });
             }
             ops.push(NsOp::Rename {
@@ -551,6 +554,7 @@ impl Engine {
                             path: p,
                             kind: n.kind,
                             base: n.base,
+                            linked: n.shown(),
                         });
                     }
                 }
@@ -563,6 +567,7 @@ impl Engine {
                         path: to.clone(),
                         kind: EntryKind::Dir,
                         base: None,
+                        linked: None,
                     });
                 }
                 // Moved into what is synced: the share gains the subtree, parents first.

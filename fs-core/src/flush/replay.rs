@@ -61,6 +61,16 @@ impl Engine {
         }
     }
 
+    /// Whether the share's `st` holds, as it is here, the hard-linked entry `linked` that a
+    /// removed name belonged to: another of its names was flushed, and the share, which keeps
+    /// the names as hard links too, changed this one with it.
+    fn entry_holds(&self, linked: Option<u64>, st: &crate::Stat) -> bool {
+        let Some(ino) = linked else { return false };
+        let tree = self.state.read();
+        tree.get(ino)
+            .is_some_and(|n| self.holds_what_is_here(&tree, n, st))
+    }
+
     fn exec_op(&self, ctx: &Ctx<'_>, op: &NsOp, seq: i64) -> Result<(), PendingItem> {
         let retry = self.opts.retry;
         if let (true, NsOp::Mkdir { path: made } | NsOp::Rename { to: made, .. }) =
@@ -99,7 +109,12 @@ impl Engine {
                 }
                 Err(e) => Err(fail(path, e)),
             },
-            NsOp::Remove { path, kind, base } if *kind != EntryKind::Dir => {
+            NsOp::Remove {
+                path,
+                kind,
+                base,
+                linked,
+            } if *kind != EntryKind::Dir => {
                 match retry
                     .run(|| b.stat_fresh(path))
                     .map_err(|e| fail(path, e))?
@@ -110,7 +125,10 @@ impl Engine {
                         Reason::Conflict,
                         "a directory has this name on the share now",
                     )),
-                    Some(st) if base.is_some_and(|b| !b.matches(&st)) => {
+                    Some(st)
+                        if base.is_some_and(|b| !b.matches(&st))
+                            && !self.entry_holds(*linked, &st) =>
+                    {
                         let dir = path.parent().unwrap_or_default();
                         let kept = self
                             .free_conflict_name(&dir, path.name())

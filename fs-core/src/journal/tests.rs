@@ -98,6 +98,7 @@ fn nodes_ops_and_staged_survive_reopen() {
                     path: RelPath::new("x").unwrap(),
                     kind: EntryKind::File,
                     base: None,
+                    linked: None,
                 },
             )?;
             delete_op(tx, s)?;
