@@ -115,4 +115,18 @@ impl Engine {
                 && crate::flush::same_time_at_share_resolution(st.mtime_ns, a.mtime_ns)
         })
     }
+
+    /// Whether the share's `st` at one name of a hard-linked entry is the version another of
+    /// its names was last synced as (that name's `base`). A flush that wrote or gave times to
+    /// one name, and stopped before the others (the share dropped), changed them too where the
+    /// share keeps hard links; once the entry is written here again, `holds_what_is_here` no
+    /// longer tells that from someone else's change, but the other name's base still does.
+    pub(crate) fn held_by_another_name(&self, ino: Ino, st: &Stat) -> bool {
+        let tree = self.state.read();
+        tree.link_members(ino)
+            .into_iter()
+            .filter(|&i| i != ino)
+            .filter_map(|i| tree.get(i))
+            .any(|n| n.in_share && n.base.is_some_and(|b| b.matches(st)))
+    }
 }

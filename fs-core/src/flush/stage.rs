@@ -330,6 +330,9 @@ impl Engine {
                 None
             }
             Some(st) if job.in_share && job.base.is_some_and(|b| b.matches(&st)) => None,
+            Some(st) if job.in_share && job.linked && self.held_by_another_name(job.ino, &st) => {
+                None
+            }
             Some(_) => match self.free_conflict_name(&share_dir, &name) {
                 Ok(c) => Some(c),
                 Err(e) => {
