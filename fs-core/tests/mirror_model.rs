@@ -410,6 +410,7 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
         max_shrink_iters: 20_000,
+        rng_seed: common::model_seed(),
         ..ProptestConfig::default()
     })]
 

@@ -50,3 +50,26 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
     }
     out
 }
+
+/// The seed the model tests draw their cases from.
+///
+/// By default a seed fixed here, so that a run, in CI or anywhere, tries exactly the cases
+/// the last green run tried: main cannot turn red on a fresh machine by the luck of a draw.
+/// `SIPFS_MODEL_SEED=fresh` draws a new seed (what `scripts/model-fresh` does, a part of
+/// calling an engine change done), and `SIPFS_MODEL_SEED=N` replays seed N. A case a fresh
+/// run finds failing is kept as a named test in the file's `found` module, so the fixed run
+/// checks it from then on.
+#[allow(dead_code)] // only the model tests draw cases
+pub fn model_seed() -> proptest::test_runner::RngSeed {
+    use proptest::test_runner::RngSeed;
+    /// Changed only on purpose, together with a run at the new seed.
+    const FIXED: u64 = 20_261_207;
+    match std::env::var("SIPFS_MODEL_SEED").as_deref() {
+        Err(_) | Ok("") => RngSeed::Fixed(FIXED),
+        Ok("fresh") => RngSeed::Random,
+        Ok(n) => RngSeed::Fixed(
+            n.parse()
+                .unwrap_or_else(|_| panic!("SIPFS_MODEL_SEED is `fresh` or a number, not {n:?}")),
+        ),
+    }
+}
