@@ -35,14 +35,23 @@ pub fn sipfs_bin() -> PathBuf {
             .status()
             .expect("running cargo build");
         assert!(st.success(), "building sipfs failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let bin = target.join("debug").join("sipfs");
+        let bin = target_dir().join("debug").join("sipfs");
         assert!(bin.exists(), "no binary at {}", bin.display());
         bin
     })
     .clone()
+}
+
+/// The folder cargo builds into, wherever it is (`CARGO_TARGET_DIR`, a cargo config's
+/// `build.target-dir`, or `target/`): found from this test binary's own path,
+/// `TARGET/PROFILE/deps/NAME`, so that it agrees with cargo whatever set it.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "deps"))
+        .and_then(|deps| deps.parent()?.parent())
+        .unwrap_or_else(|| panic!("{} is not under TARGET/PROFILE/deps", exe.display()))
+        .to_path_buf()
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on now.
@@ -176,7 +185,10 @@ impl MountProc {
             .arg("--cache")
             .arg(cache)
             .args(extra)
-            .env("SIPFS_LOG", "info,fuser=error")
+            .env(
+                "SIPFS_LOG",
+                std::env::var("SIPFS_TEST_LOG").unwrap_or_else(|_| "info,fuser=error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)

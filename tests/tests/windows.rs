@@ -14,7 +14,7 @@
 #![cfg(target_os = "linux")]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -25,17 +25,10 @@ struct Wine {
     shares: PathBuf,
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn wine() -> &'static Wine {
     static W: OnceLock<Wine> = OnceLock::new();
     W.get_or_init(|| {
-        let built = workspace().join("target/windows");
+        let built = sipfs_tests::target_dir().join("windows");
         let exe = std::env::var_os("SIPFS_WINDOWS_EXE")
             .map(PathBuf::from)
             .unwrap_or_else(|| built.join("x86_64-pc-windows-gnu/release/sipfs.exe"));

@@ -16,10 +16,14 @@ fn sipfs_exe() -> PathBuf {
     std::env::var_os("SIPFS_EXE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap()
-                .join("target/release/sipfs.exe")
+            // TARGET\PROFILE\deps\this.exe: the release build is TARGET\release\sipfs.exe,
+            // wherever CARGO_TARGET_DIR put TARGET.
+            let exe = std::env::current_exe().expect("the test binary's path");
+            exe.ancestors()
+                .nth(3)
+                .expect("a test binary under TARGET\\PROFILE\\deps")
+                .join("release")
+                .join("sipfs.exe")
         })
 }
 
