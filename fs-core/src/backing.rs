@@ -197,6 +197,13 @@ fn mode_of(md: &fs::Metadata) -> u32 {
 pub trait Backing: Send + Sync {
     /// A human-readable name of the share, for messages.
     fn describe(&self) -> String;
+    /// Asks the share now whether it answers, whatever earlier calls saw: a flush the user
+    /// asked for starts with it (`DeadlineBacking` keeps a share it saw stall refused until a
+    /// probe; see `deadline.rs`). `Err` when it still does not answer. A share reached
+    /// directly has nothing to find out.
+    fn check_now(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// `Ok(None)` when nothing exists at `path`.
     fn stat(&self, path: &RelPath) -> io::Result<Option<Stat>>;
     fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>>;

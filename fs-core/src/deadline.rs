@@ -8,6 +8,18 @@
 //! instead of each waiting out its own deadline, until the abandoned call returns (the server
 //! answers again) or, once per deadline, a call is let through to find out.
 //!
+//! A share can also fail slowly: a client that lost its server and reconnects may answer each
+//! call with an error after a few seconds (sshfs with `reconnect` says EIO once its
+//! `ConnectTimeout` passes). Each call is then within its deadline, and a flush making them
+//! one after another would wait for all of them. So a share that has answered nothing but
+//! passing failures (unreachable, timed out) for a whole deadline counts as stalled too.
+//!
+//! The schedule is for calls nobody waits on (a background retry). A flush the user asks for
+//! first looks at the share now ([`Backing::check_now`]): one stat of the share's top folder,
+//! with a short deadline of its own. If it answers, the share counts as back at once, even
+//! while calls abandoned earlier have not returned yet (a server that resumed answers new
+//! requests before the client has drained the old ones).
+//!
 //! What an abandoned call may leave behind is what any interrupted call leaves: a flush's
 //! temporary on the share is recorded in the journal before it is written, and removed by the
 //! next flush.
@@ -18,7 +30,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -30,11 +42,14 @@ use crate::relpath::RelPath;
 /// The error of a call that passed its deadline, or that was refused because an earlier one
 /// still hangs. Its kind is [`io::ErrorKind::TimedOut`]; retrying it at once is pointless.
 #[derive(Debug, thiserror::Error)]
-#[error("the share did not answer within {} s{}", .secs, if *.waiting { " (an earlier call is still waiting for it)" } else { "" })]
+#[error("the share did not answer within {} s{}", .secs, if *.failing { " (it failed every call for that long)" } else if *.waiting { " (an earlier call is still waiting for it)" } else { "" })]
 pub struct Stalled {
     pub secs: u64,
-    /// Refused without trying: an earlier call still hangs.
+    /// Refused without trying: an earlier call still hangs, or the share failed every call
+    /// for a whole deadline.
     pub waiting: bool,
+    /// Refused because every call for a whole deadline failed (see the module's comment).
+    pub failing: bool,
 }
 
 impl Stalled {
@@ -123,9 +138,18 @@ impl Workers {
 struct Health {
     /// Calls that passed their deadline and have not returned yet.
     hanging: AtomicUsize,
+    /// A probe answered after the last call was abandoned: the share answers again, whatever
+    /// the calls still hanging do.
+    revived: AtomicBool,
     /// When a call was last let through to a stalled share.
     last_try: Mutex<Instant>,
+    /// Since when every call has failed for a passing reason (`None`: the last one answered).
+    failing_since: Mutex<Option<Instant>>,
 }
+
+/// The deadline of a probe ([`Backing::check_now`]): short, since a user waits for it, and
+/// long enough for a round trip over a slow link. Never longer than the share's deadline.
+const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A [`Backing`] whose every call has a deadline (see the module's comment).
 pub struct DeadlineBacking {
@@ -155,7 +179,9 @@ impl DeadlineBacking {
                 }),
                 health: Arc::new(Health {
                     hanging: AtomicUsize::new(0),
+                    revived: AtomicBool::new(false),
                     last_try: Mutex::new(Instant::now()),
+                    failing_since: Mutex::new(None),
                 }),
             }),
         }
@@ -190,7 +216,59 @@ impl ShareReader for DeadlineReader {
 
 impl Deadline {
     fn stalled(&self) -> bool {
+        self.hanging() || self.failing()
+    }
+
+    /// A call passed its deadline and hangs, and no probe has heard from the share since.
+    fn hanging(&self) -> bool {
         self.health.hanging.load(Ordering::SeqCst) > 0
+            && !self.health.revived.load(Ordering::SeqCst)
+    }
+
+    /// Every call for a whole deadline failed for a passing reason.
+    fn failing(&self) -> bool {
+        self.health
+            .failing_since
+            .lock()
+            .is_some_and(|t| t.elapsed() >= self.timeout)
+    }
+
+    /// Notes how a call ended, for [`Deadline::failing`].
+    fn note<T>(&self, result: &io::Result<T>) {
+        // A locked file is the share's answer, not its failure: only a share that cannot be
+        // reached or does not answer counts.
+        let passing_failure = result.as_ref().err().is_some_and(|e| {
+            use crate::error::Reason;
+            matches!(Reason::classify(e), Reason::Unreachable | Reason::TimedOut) && !Stalled::is(e)
+        });
+        let mut since = self.health.failing_since.lock();
+        match (passing_failure, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (true, Some(_)) => {}
+            (false, _) => *since = None,
+        }
+        if passing_failure {
+            // It was a try: a share found failing is asked again a deadline after this.
+            *self.health.last_try.lock() = Instant::now();
+        }
+    }
+
+    /// Asks the share now, with the probe's own deadline, whether it answers (see the module's
+    /// comment). A share that is not stalled is not asked.
+    fn check_now(&self, probe: Arc<dyn Backing>) -> io::Result<()> {
+        if !self.stalled() {
+            return Ok(());
+        }
+        let within = PROBE_DEADLINE.min(self.timeout);
+        let answered = self.run_within(within, false, move || probe.stat(&RelPath::root()));
+        match answered {
+            Ok(_) => {
+                self.health.revived.store(true, Ordering::SeqCst);
+                tracing::info!(share = %self.share, "the share answers again");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn stalled_error(&self, waiting: bool) -> io::Error {
@@ -199,6 +277,7 @@ impl Deadline {
             Stalled {
                 secs: self.timeout.as_secs().max(1),
                 waiting,
+                failing: waiting && !self.hanging() && self.failing(),
             },
         )
     }
@@ -208,7 +287,18 @@ impl Deadline {
         &self,
         call: impl FnOnce() -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
-        if self.stalled() {
+        self.run_within(self.timeout, true, call)
+    }
+
+    /// Runs `call` on a worker and waits for it for `timeout` (from its last progress). With
+    /// `gated`, a stalled share is asked only once per deadline; a probe is let through.
+    fn run_within<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        gated: bool,
+        call: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        if gated && self.stalled() {
             let mut last = self.health.last_try.lock();
             if last.elapsed() < self.timeout {
                 return Err(self.stalled_error(true));
@@ -245,9 +335,11 @@ impl Deadline {
                 let Slot::Done(r) = std::mem::replace(&mut *slot, Slot::Waiting) else {
                     unreachable!()
                 };
+                drop(slot);
+                self.note(&r);
                 return r;
             }
-            if !shared.ready.wait_for(&mut slot, self.timeout).timed_out() {
+            if !shared.ready.wait_for(&mut slot, timeout).timed_out() {
                 continue;
             }
             if matches!(*slot, Slot::Done(_)) {
@@ -255,6 +347,10 @@ impl Deadline {
             }
             let now = shared.progress.load(Ordering::Relaxed);
             if now != seen {
+                tracing::debug!(
+                    chunks = now - seen,
+                    "a transfer past its deadline moved: waiting on"
+                );
                 seen = now;
                 continue;
             }
@@ -262,9 +358,10 @@ impl Deadline {
             // and takes its count back.
             *slot = Slot::Abandoned;
             self.health.hanging.fetch_add(1, Ordering::SeqCst);
+            self.health.revived.store(false, Ordering::SeqCst);
             *self.health.last_try.lock() = Instant::now();
             tracing::warn!(
-                secs = self.timeout.as_secs(),
+                secs = timeout.as_secs_f32(),
                 share = %self.share,
                 "a share call passed its deadline; the share counts as stalled"
             );
@@ -302,6 +399,9 @@ impl<T: Send> Progress for Call<T> {
 impl Backing for DeadlineBacking {
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+    fn check_now(&self) -> io::Result<()> {
+        self.deadline.check_now(self.inner.clone())
     }
     fn stat(&self, path: &RelPath) -> io::Result<Option<Stat>> {
         let p = path.clone();
@@ -527,6 +627,118 @@ mod tests {
         assert!(!stalled(&b.stat(&p).unwrap_err()).waiting);
         assert_eq!(share.calls.load(Ordering::SeqCst), 2);
         share.thaw();
+    }
+
+    /// A share whose client lost its server and answers each call with an error after a
+    /// while: each call is within the deadline, but once the share has failed everything for
+    /// a whole deadline it counts as stalled, and calls are refused at once.
+    struct Failing {
+        calls: AtomicUsize,
+        each: Duration,
+        up: Mutex<bool>,
+    }
+
+    impl Backing for Failing {
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+        fn stat(&self, _: &RelPath) -> io::Result<Option<Stat>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if *self.up.lock() {
+                return Ok(Some(stat()));
+            }
+            std::thread::sleep(self.each);
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        }
+        fn list(&self, _: &RelPath) -> io::Result<Vec<(String, Stat)>> {
+            Ok(Vec::new())
+        }
+        fn fetch(&self, _: &RelPath, _: &Path) -> io::Result<()> {
+            Ok(())
+        }
+        fn open_read(&self, _: &RelPath) -> io::Result<Arc<dyn ShareReader>> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn read_link(&self, _: &RelPath) -> io::Result<String> {
+            Ok(String::new())
+        }
+        fn stage(&self, _: &Path, _: &RelPath, _: i64, _: u32) -> io::Result<()> {
+            Ok(())
+        }
+        fn stage_symlink(&self, _: &str, _: &RelPath) -> io::Result<()> {
+            Ok(())
+        }
+        fn rename(&self, _: &RelPath, _: &RelPath) -> io::Result<()> {
+            Ok(())
+        }
+        fn remove_file(&self, _: &RelPath) -> io::Result<()> {
+            Ok(())
+        }
+        fn remove_dir(&self, _: &RelPath) -> io::Result<()> {
+            Ok(())
+        }
+        fn create_dir(&self, _: &RelPath) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_mtime(&self, _: &RelPath, _: i64) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_mode(&self, _: &RelPath, _: u32) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_share_that_fails_every_call_for_a_deadline_counts_as_stalled() {
+        let share = Arc::new(Failing {
+            calls: AtomicUsize::new(0),
+            each: Duration::from_millis(200),
+            up: Mutex::new(false),
+        });
+        let b = DeadlineBacking::new(share.clone(), Duration::from_millis(500));
+        let p = RelPath::new("f").unwrap();
+        // Slow failures, each within the deadline, until a deadline's worth has passed.
+        let started = Instant::now();
+        while !b.stalled() {
+            assert!(!Stalled::is(&b.stat(&p).unwrap_err()));
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never counted as stalled"
+            );
+        }
+        let asked = share.calls.load(Ordering::SeqCst);
+        let e = b.stat(&p).unwrap_err();
+        let s = stalled(&e);
+        assert!(s.waiting && s.failing, "{e}");
+        assert_eq!(
+            share.calls.load(Ordering::SeqCst),
+            asked,
+            "refused without asking"
+        );
+        // A probe that hears from the share ends it at once.
+        *share.up.lock() = true;
+        b.check_now().unwrap();
+        assert!(!b.stalled());
+        assert_eq!(b.stat(&p).unwrap(), Some(stat()));
+    }
+
+    /// The user's flush asks the share now: a probe of a frozen share fails within its own
+    /// deadline, and one of a share that answers again ends the stall.
+    #[test]
+    fn a_probe_fails_within_its_own_deadline_and_sees_the_share_answer_again() {
+        let share = Frozen::new(0, Duration::ZERO);
+        let b = DeadlineBacking::new(share.clone(), Duration::from_millis(500));
+        let p = RelPath::new("f").unwrap();
+        b.stat(&p).unwrap_err();
+        assert!(b.stalled());
+        // Still frozen: the probe fails within its own deadline (the share's, here shorter).
+        let t = Instant::now();
+        assert!(b.check_now().is_err());
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(b.stalled());
+        share.thaw();
+        b.check_now().unwrap();
+        assert!(!b.stalled());
     }
 
     #[test]

@@ -34,6 +34,20 @@ pub struct FaultControl {
     /// When set: listings come in an order drawn from this seed (and the folder's path), the
     /// way a real file system's hashed directories scramble them, but the same on every machine.
     listing_seed: Mutex<Option<u64>>,
+    /// A frozen server: calls wait at the gate (see [`FaultControl::freeze`]).
+    gate: Gate,
+    /// A client that lost its server: every call fails with this errno after this long.
+    slow_failure: Mutex<Option<(std::time::Duration, i32)>>,
+}
+
+/// Where calls to a frozen share wait. A call that came while the share was frozen waits
+/// until [`FaultControl::release_frozen`], even after the share thawed: a server that resumed
+/// answers new calls before a client has drained the old ones.
+#[derive(Debug, Default)]
+struct Gate {
+    /// Bumped by every release: a call waits until the count moves past the one it saw.
+    state: Mutex<(bool, u64)>,
+    moved: parking_lot::Condvar,
 }
 
 impl FaultControl {
@@ -88,6 +102,26 @@ impl FaultControl {
         *self.listing_seed.lock() = Some(seed);
     }
 
+    /// Freezes the share (`true`): every call from now on waits, as a call to a server that
+    /// was SIGSTOPped does. Thawing (`false`) lets new calls through at once; those that came
+    /// meanwhile go on waiting until [`FaultControl::release_frozen`].
+    pub fn freeze(&self, frozen: bool) {
+        self.gate.state.lock().0 = frozen;
+    }
+
+    /// Lets the calls that came while the share was frozen return.
+    pub fn release_frozen(&self) {
+        let mut g = self.gate.state.lock();
+        g.1 += 1;
+        self.gate.moved.notify_all();
+    }
+
+    /// Every call fails with `errno` after `after` (`None`: calls work again), as calls to a
+    /// client that lost its server and tried to reconnect do.
+    pub fn fail_slowly(&self, how: Option<(std::time::Duration, i32)>) {
+        *self.slow_failure.lock() = how;
+    }
+
     /// How many operations were asked of the share so far.
     pub fn ops(&self) -> u64 {
         self.ops.load(Ordering::SeqCst)
@@ -104,6 +138,20 @@ impl FaultControl {
 
     fn check(&self, paths: &[&RelPath], mutating: bool) -> io::Result<()> {
         self.ops.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut g = self.gate.state.lock();
+            if g.0 {
+                let seen = g.1;
+                while g.1 == seen {
+                    self.gate.moved.wait(&mut g);
+                }
+            }
+        }
+        let slow = *self.slow_failure.lock();
+        if let Some((after, errno)) = slow {
+            std::thread::sleep(after);
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         let left = self.ops_until_offline.load(Ordering::SeqCst);
         if left > 0 && self.ops_until_offline.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.offline.store(true, Ordering::SeqCst);
@@ -154,6 +202,9 @@ impl FaultyBacking {
 impl Backing for FaultyBacking {
     fn describe(&self) -> String {
         format!("{} (with injected faults)", self.inner.describe())
+    }
+    fn check_now(&self) -> io::Result<()> {
+        self.inner.check_now()
     }
     fn stat(&self, path: &RelPath) -> io::Result<Option<Stat>> {
         self.control.check(&[path], false)?;

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::error::Reason;
 
+/// A failure that took longer than this is not a passing hiccup, and is not tried again.
+const SLOW_FAILURE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     /// Tries in all, the first included.
@@ -37,13 +40,17 @@ impl RetryPolicy {
         let mut delay = self.first_delay;
         let mut tries = 1;
         loop {
+            let started = std::time::Instant::now();
             match f() {
                 Ok(v) => return Ok(v),
-                // A call that passed its deadline already waited longer than a retry would.
+                // A call that passed its deadline, or that took seconds to fail (a client
+                // that tried to reconnect and gave up), already waited longer than a retry
+                // would: retrying it only multiplies the wait.
                 Err(e)
                     if tries < self.attempts
                         && Reason::classify(&e).is_transient()
-                        && !crate::deadline::Stalled::is(&e) =>
+                        && !crate::deadline::Stalled::is(&e)
+                        && started.elapsed() < SLOW_FAILURE =>
                 {
                     tracing::debug!(error = %e, tries, "share operation failed, retrying");
                     std::thread::sleep(delay);
@@ -92,5 +99,23 @@ mod tests {
             }
         });
         assert_eq!(r.unwrap(), 7);
+    }
+
+    /// A failure that took seconds (a client that tried to reconnect and gave up) is not a
+    /// hiccup: trying it again would only wait as long again.
+    #[test]
+    fn a_slow_failure_is_not_tried_again() {
+        let p = RetryPolicy {
+            attempts: 3,
+            first_delay: Duration::from_millis(1),
+        };
+        let mut n = 0;
+        let r: io::Result<()> = p.run(|| {
+            n += 1;
+            std::thread::sleep(SLOW_FAILURE + Duration::from_millis(50));
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        });
+        assert!(r.is_err());
+        assert_eq!(n, 1);
     }
 }

@@ -130,6 +130,72 @@ fn share_goes_away_mid_flush() {
     m.stop();
 }
 
+/// A frozen server, as users meet it: 20 new files in the mount's top folder, the background
+/// retry on (the default). The whole flush ends within its deadline and a few seconds, not a
+/// deadline (or a slow failure) per step; and the first flush after the server is back looks
+/// at the share then, instead of repeating what the last call saw.
+///
+/// Two clients: one that waits for minutes (`start_patient`), and one that, like a user's
+/// sshfs with `reconnect`, gives up on the connection after a few seconds and then answers
+/// every call with EIO once its reconnect times out (3 s each, one after another: 75 s for
+/// a flush with the default 30 s deadline before this was fixed).
+#[test]
+fn a_frozen_share_holds_a_flush_for_one_deadline_and_its_return_is_seen_at_once() {
+    // The reconnecting client fails each call after its 3 s ConnectTimeout: a deadline above
+    // that lets those slow failures through one by one, as users' 30 s deadline does.
+    for (patient, timeout) in [(true, 3u64), (false, 10)] {
+        let s = Scratch::new();
+        let share = match patient {
+            true => SshShare::start_patient(s.dir.path()),
+            false => SshShare::start(s.dir.path()),
+        };
+        let m = mount_on(&share, &s, &["--share-timeout", &timeout.to_string()]);
+        for i in 0..20 {
+            // Big enough that the calls abandoned at the deadline are still moving data when
+            // the server comes back, as a step's output over a real link is.
+            fs::write(s.mnt.join(format!("new{i}.csv")), vec![b'x'; (3 << 20) + i]).unwrap();
+        }
+        share.freeze_server();
+        let started = Instant::now();
+        let (code, out) = flush(&s.mnt);
+        let took = started.elapsed();
+        eprintln!("patient={patient}: flush against the frozen share: {took:?}\n{out}");
+        assert_eq!(code, Some(3), "{out}");
+        // A bound, not a speed: the deadline twice over and 10 s for a busy machine. A flush
+        // that waits for several deadlines in a row, or for the OS, passes it.
+        let bound = Duration::from_secs(2 * timeout + 10);
+        assert!(
+            took < bound,
+            "patient={patient}: the flush took {took:?} (bound {bound:?}); mount log:\n{}",
+            m.log_text()
+        );
+
+        share.thaw_server();
+        // The server answers again at once; the calls abandoned at the deadline come back on
+        // their own time. The user's flush waits neither for them nor for a schedule. (The
+        // reconnecting client needs a moment to reconnect: its first call may still fail.)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let started = Instant::now();
+            let (code, out) = flush(&s.mnt);
+            eprintln!(
+                "patient={patient}: flush after the thaw: {:?}\n{out}",
+                started.elapsed()
+            );
+            if code == Some(0) {
+                break;
+            }
+            assert!(
+                !patient && Instant::now() < deadline,
+                "patient={patient}: the first flush after the thaw failed: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert_all_landed(&share, &s.mnt);
+        m.stop();
+    }
+}
+
 /// A server that freezes (SIGSTOP on sshd and its connections, sockets left open) makes every
 /// call to the share hang; sshfs, like users' mounts, takes minutes to give up. The flush
 /// ends at the share deadline with everything pending, local work goes on, and once the

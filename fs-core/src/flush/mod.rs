@@ -174,6 +174,8 @@ struct Ctx<'a> {
     report: Mutex<FlushReport>,
     /// Set once the share is found unreachable: the rest fails fast instead of retrying.
     down: AtomicBool,
+    /// What set `down`: the reason and message the entries not tried after it are given.
+    down_because: Mutex<Option<(Reason, String)>>,
     warned_mtime: AtomicBool,
     warned_owner: AtomicBool,
     warned_xattrs: AtomicBool,
@@ -195,11 +197,21 @@ impl Ctx<'_> {
     }
 
     fn pending(&self, path: &RelPath, e: &io::Error) -> PendingItem {
+        PendingItem::new(path, self.note_failure(e), e)
+    }
+
+    /// Why a share call failed; a share that cannot be reached, or that passed its deadline,
+    /// counts as down for the rest of this flush, which then makes no more calls: it ends
+    /// within the deadline rather than after one failure per file or per step.
+    fn note_failure(&self, e: &io::Error) -> Reason {
         let reason = Reason::classify(e);
-        if reason == Reason::Unreachable {
+        if reason == Reason::Unreachable || crate::deadline::Stalled::is(e) {
+            self.down_because
+                .lock()
+                .get_or_insert_with(|| (reason, e.to_string()));
             self.down.store(true, Ordering::SeqCst);
         }
-        PendingItem::new(path, reason, e)
+        reason
     }
 
     fn push_pending(&self, item: PendingItem) {
@@ -207,12 +219,21 @@ impl Ctx<'_> {
         self.report.lock().pending.push(item);
     }
 
+    /// An entry not tried because the share went down earlier in this flush: it is given that
+    /// failure's reason, so that the report says what the share did.
     fn unreachable(&self, path: &RelPath) -> PendingItem {
-        PendingItem::new(
-            path,
-            Reason::Unreachable,
-            "the share stopped answering during this flush",
-        )
+        match &*self.down_because.lock() {
+            Some((reason, why)) => PendingItem::new(
+                path,
+                *reason,
+                format!("not tried: earlier in this flush, {why}"),
+            ),
+            None => PendingItem::new(
+                path,
+                Reason::Unreachable,
+                "the share stopped answering during this flush",
+            ),
+        }
     }
 
     fn step(&self, bytes: u64) {
@@ -328,6 +349,12 @@ impl Engine {
         label: Option<&str>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> FlushReport {
+        // The user waits for this flush: look at the share now, rather than trust what the
+        // last call saw (a share that stalled is otherwise asked again only on a schedule).
+        // Whatever the answer, the flush goes on; a share still stalled refuses its calls at once.
+        if let Err(e) = self.backing.check_now() {
+            info!(error = %e, "the share does not answer yet");
+        }
         self.flush_scoped(label, progress, None)
     }
 
@@ -388,6 +415,7 @@ impl Engine {
                 ..Default::default()
             }),
             down: AtomicBool::new(false),
+            down_because: Mutex::new(None),
             warned_mtime: AtomicBool::new(false),
             warned_owner: AtomicBool::new(false),
             warned_xattrs: AtomicBool::new(false),
@@ -473,7 +501,10 @@ impl Engine {
         }
         self.keep_local(&ctx, kept);
         // Before the times: removing a staging folder changes its folder's time on the share.
-        self.remove_staging_dirs(std::mem::take(&mut *ctx.staging_dirs.lock()));
+        // A share that went down keeps them: they are listed, and the next flush removes them.
+        if !ctx.down.load(Ordering::SeqCst) {
+            self.remove_staging_dirs(std::mem::take(&mut *ctx.staging_dirs.lock()));
+        }
         // 5. Times and modes.
         let touched = std::mem::take(&mut *ctx.touched_dirs.lock());
         self.apply_meta(&ctx, meta, touched);

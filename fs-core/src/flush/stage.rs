@@ -63,7 +63,12 @@ impl Engine {
             // gone), the next flush removes them (`recover_staged`). One not made is made by
             // the stage that needs it (its temporary's folder is missing).
             for d in &staging {
+                // One after another: a share that went down must not cost a failure each.
+                if ctx.down.load(Ordering::SeqCst) {
+                    break;
+                }
                 if let Err(e) = self.backing.create_dir(d) {
+                    ctx.note_failure(&e);
                     debug!(dir = %d, error = %e, "staging folder not made here");
                 }
             }
