@@ -79,6 +79,11 @@ enum Command {
 Stop it with Ctrl-C, SIGTERM or `sipfs unmount MOUNTPOINT`: pending changes are flushed first.
 If that flush cannot finish, they stay in the cache and are written by the next mount's flush.
 
+Other users: only you may use the mount unless --allow-other lets others in. They are then held
+to modes and owners as on a local disk: nobody deletes, renames or chmods a file that is not
+theirs to change. Root, and so a container running as root, may do anything, as on a disk. A
+container that runs as a user who owns nothing in the project needs --no-permission-checks.
+
 Exit codes: as for `sipfs flush` (3: changes remain pending, 4: conflicts kept).")]
     Mount(MountArgs),
     /// Write pending changes to the share now
@@ -159,12 +164,24 @@ struct MountArgs {
     /// Local folder for the cache (default: per-user cache dir, one per share path)
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Let other users, and containers running as other users, use the mount
+    /// Let other users, and containers running as other users, use the mount. What each may
+    /// do is checked against modes and owners, as on a local disk
     #[arg(long)]
     allow_other: bool,
-    /// With --allow-other: check modes and owners as a local disk does (Linux and macOS). By
-    /// default anyone let in may write anything, as containers running as any user need
+    /// With --allow-other: check nothing. Everyone let in may read, change, delete and chmod
+    /// every file, whatever its modes and owner say. For containers that run as a user who owns
+    /// nothing in the project; `sipfs run --docker-image` turns it on by itself when its probe
+    /// shows a container needs it, and says so
     #[arg(long, requires = "allow_other")]
+    no_permission_checks: bool,
+    /// The default since permission checks are always on (kept so that older scripts run)
+    #[arg(
+        long,
+        hide = true,
+        requires = "allow_other",
+        conflicts_with = "no_permission_checks"
+    )]
+    #[allow(dead_code)]
     check_permissions: bool,
     /// Return once the mount is ready and keep serving in the background
     #[arg(long)]
@@ -291,12 +308,20 @@ struct RunArgs {
     /// Local folder for the cache (default: per-user cache dir, one per share path)
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Let other users, and containers running as other users, use the mount
+    /// Let other users, and containers running as other users, use the mount, held to modes
+    /// and owners as on a local disk
     #[arg(long)]
     allow_other: bool,
+    /// With --allow-other: check nothing; everyone let in may change and delete every file
+    /// (see `sipfs mount --help`). --docker-image turns it on by itself when needed
+    #[arg(long, requires = "allow_other")]
+    no_permission_checks: bool,
     /// The image the workflow's containers run (also the one its compose file names). Mount
     /// mode first checks that a container of it sees the mount, and falls back to a mirror
-    /// folder when it does not (Docker Desktop may not share a WinFsp drive)
+    /// folder when it does not (Docker Desktop may not share a WinFsp drive). It also checks
+    /// that the container's user may write in the project; when it may not (it runs as a
+    /// user who owns nothing there), the mount is made again with --no-permission-checks,
+    /// and sipfs says so
     #[arg(long, value_name = "IMAGE")]
     docker_image: Option<String>,
     /// The command and its arguments

@@ -155,7 +155,7 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     }
     let mopts = MountOptions {
         allow_other: args.allow_other,
-        check_permissions: args.check_permissions,
+        no_permission_checks: args.no_permission_checks,
         passthrough: !args.no_passthrough,
         xattrs: !args.no_xattrs,
         ..Default::default()

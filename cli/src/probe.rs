@@ -58,6 +58,58 @@ pub fn container_sees(path: &Path, image: &str) -> Result<Seen, String> {
     ))
 }
 
+/// Whether the user a container of the image runs as may write in the project's top folder.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MayWrite {
+    Yes,
+    No,
+    /// The question could not be asked (no `test` in the image, Docker failed): with why.
+    Unknown(String),
+}
+
+/// Asks a container of `image`, as the user it runs as, whether it may write in the project
+/// served at `path` (`test -w`: the kernel answers from the mount's modes and owners, exactly
+/// as for the workflow's own writes). Nothing is written.
+pub fn container_may_write(path: &Path, image: &str) -> MayWrite {
+    let mount = format!("{}:/sipfs-probe", path.display());
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &mount,
+            "--entrypoint",
+            "test",
+            image,
+            "-w",
+            "/sipfs-probe",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(out) => judge_write(out.status.code(), &String::from_utf8_lossy(&out.stderr)),
+        Err(e) => MayWrite::Unknown(format!("docker could not be started ({e})")),
+    }
+}
+
+/// The verdict from `docker run ... test -w`: `test` says 0 or 1; anything else is Docker's
+/// own failure (125: the container did not start; 126, 127: no `test` in the image).
+fn judge_write(code: Option<i32>, stderr: &str) -> MayWrite {
+    match code {
+        Some(0) => MayWrite::Yes,
+        Some(1) => MayWrite::No,
+        _ => MayWrite::Unknown(
+            stderr
+                .lines()
+                .last()
+                .unwrap_or("the container did not run")
+                .to_owned(),
+        ),
+    }
+}
+
 /// The verdict from what `docker run ... cat .sipfs/status` printed.
 fn judge(code: Option<i32>, stdout: &str, stderr: &str, pid: u32) -> Seen {
     let ours = serde_json::from_str::<serde_json::Value>(stdout)
@@ -80,6 +132,18 @@ fn judge(code: Option<i32>, stdout: &str, stderr: &str, pid: u32) -> Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_tests_own_answer_says_whether_a_container_may_write() {
+        assert_eq!(judge_write(Some(0), ""), MayWrite::Yes);
+        assert_eq!(judge_write(Some(1), ""), MayWrite::No);
+        let missing = "docker: Error response from daemon: exec: \"test\": executable file not found in $PATH";
+        assert_eq!(
+            judge_write(Some(127), missing),
+            MayWrite::Unknown(missing.into())
+        );
+        assert!(matches!(judge_write(None, ""), MayWrite::Unknown(_)));
+    }
 
     #[test]
     fn only_our_own_status_counts() {

@@ -191,15 +191,19 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
     if !refresh.errors.is_empty() {
         errln!("sipfs: warning: the refresh could not reach every folder; working from the cache");
     }
-    let handle = fs_unix::mount(
-        engine.clone(),
-        &at,
-        &fs_unix::MountOptions {
-            allow_other: args.allow_other,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("mounting on {}", at.display()))?;
+    let mount = |no_permission_checks: bool| {
+        fs_unix::mount(
+            engine.clone(),
+            &at,
+            &fs_unix::MountOptions {
+                allow_other: args.allow_other,
+                no_permission_checks,
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("mounting on {}", at.display()))
+    };
+    let mut handle = mount(args.no_permission_checks)?;
     errln!("sipfs: {} mounted at {}", backing.display(), at.display());
     if !containers_see(args, &at) {
         let _ = handle.unmount(Duration::from_secs(10));
@@ -208,6 +212,12 @@ fn run_mounted(args: &RunArgs, windows_share: bool) -> Result<i32> {
             let _ = std::fs::remove_dir(&at);
         }
         return run_mirrored(&args.without_at(), windows_share);
+    }
+    if containers_need_no_checks(args, &at) {
+        handle
+            .unmount(Duration::from_secs(10))
+            .context("unmounting to mount again without permission checks")?;
+        handle = mount(true)?;
     }
     let code = run_command(&args.command, true, &args.backing, &at);
     let first = handle.flush(Some("final"));
@@ -292,6 +302,33 @@ fn containers_see(args: &RunArgs, at: &Path) -> bool {
         Err(why) => {
             errln!("sipfs: warning: could not ask Docker whether its containers see the mount ({why}); keeping the mount");
             true
+        }
+    }
+}
+
+/// With `--docker-image` and `--allow-other`, on a mount that checks permissions: whether a
+/// container of the image runs as a user who may not write in the project, so that the mount
+/// must let everyone do anything for the workflow to work. Says so when it must.
+#[cfg(unix)]
+fn containers_need_no_checks(args: &RunArgs, at: &Path) -> bool {
+    let Some(image) = &args.docker_image else {
+        return false;
+    };
+    if !args.allow_other || args.no_permission_checks {
+        return false;
+    }
+    match crate::probe::container_may_write(at, image) {
+        crate::probe::MayWrite::Yes => false,
+        crate::probe::MayWrite::No => {
+            errln!(
+                "sipfs: a container of {image} runs as a user who may not write in the project at {}; mounting it again with --no-permission-checks, so that every user let in may change and delete every file",
+                at.display()
+            );
+            true
+        }
+        crate::probe::MayWrite::Unknown(why) => {
+            errln!("sipfs: warning: could not tell whether a container of {image} may write in the project ({why}); keeping permission checks");
+            false
         }
     }
 }

@@ -21,9 +21,11 @@ use fs_core::control::FlushProgress;
 pub struct MountOptions {
     /// Let other users (and containers running as other users) in.
     pub allow_other: bool,
-    /// With `allow_other`: the kernel checks modes and owners as on a local disk. Off, anyone
-    /// let in may write anything (what containers running as any user need).
-    pub check_permissions: bool,
+    /// With `allow_other`: check nothing, so that anyone let in may read, change and delete
+    /// anything, whatever the modes and owners say (for containers that run as a user who owns
+    /// nothing in the project). Off, the default, the kernel checks modes and owners as on a
+    /// local disk, for the mounting user and everyone let in alike.
+    pub no_permission_checks: bool,
     /// Hand file I/O to the kernel (FUSE passthrough) when it supports it.
     pub passthrough: bool,
     /// Threads serving FUSE requests. A flush asked through the control file occupies one.
@@ -37,7 +39,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
             allow_other: false,
-            check_permissions: false,
+            no_permission_checks: false,
             passthrough: true,
             threads: 4,
             xattrs: true,
@@ -74,8 +76,10 @@ pub fn mount(
         MountOption::NoAtime,
         MountOption::Exec,
     ];
-    if !opts.allow_other || opts.check_permissions {
-        // The kernel checks modes and owners for us (owners as the engine records them).
+    if !(opts.allow_other && opts.no_permission_checks) {
+        // The kernel checks modes and owners for us (owners as the engine records them). A
+        // file system that keeps a lab's data is as safe as the disk it stands in for: a user
+        // let in by `allow_other` may not delete or chmod someone else's files.
         options.push(MountOption::DefaultPermissions);
     }
     let mut config = Config::default();

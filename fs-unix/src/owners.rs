@@ -2,9 +2,10 @@
 //!
 //! An entry shows the owner the engine recorded for it (`Node::owner`: a privileged `chown`
 //! gave it, or another user created it here), otherwise the user who mounted. The kernel checks
-//! who may chown (`default_permissions`); where it does not (`--allow-other`, so that containers
-//! running as any user can write), the same rules are checked here, so a chown is refused with
-//! EPERM as on a local disk rather than taken from anyone.
+//! who may chown (`default_permissions`); where it does not (`--allow-other
+//! --no-permission-checks`, so that containers running as any user can write), the same rules
+//! are checked here, so a chown is refused with EPERM as on a local disk rather than taken
+//! from anyone.
 
 use fs_core::Attr;
 use fuser::Request;

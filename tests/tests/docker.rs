@@ -326,3 +326,99 @@ fn run_falls_back_to_a_mirror_folder_when_containers_cannot_see_the_mount() {
         "{seen}"
     );
 }
+
+/// The tests' image as a user who owns nothing in the project (nobody), as many images run.
+fn image_as_nobody() -> &'static str {
+    const NOBODY: &str = "sipfs-test/python:nobody";
+    let have = Command::new("docker")
+        .args(["image", "inspect", NOBODY])
+        .output()
+        .unwrap();
+    if !have.status.success() {
+        let made = run_ok(Command::new("docker").args(["create", IMAGE, "true"]));
+        let id = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+        run_ok(Command::new("docker").args([
+            "commit",
+            "--change",
+            "USER 65534:65534",
+            &id,
+            NOBODY,
+        ]));
+        run_ok(Command::new("docker").args(["rm", &id]));
+    }
+    NOBODY
+}
+
+/// `sipfs run --allow-other --docker-image IMG` where IMG runs as a user who may not write in
+/// the project under the mount's permission checks (the default): sipfs sees it with its
+/// probe, mounts again without the checks, and says so; the step in the container then
+/// writes. Without the fallback the container's write is refused and the step fails.
+#[test]
+fn run_drops_permission_checks_when_the_container_user_may_not_write() {
+    if !docker_ready() {
+        return;
+    }
+    let image = image_as_nobody();
+    let s = Scratch::new();
+    let step = format!(
+        r#"docker run --rm --network none -v "$PROJECT_PATH:/data" {image} \
+             sh -c 'id -u > /data/written-by.txt'"#
+    );
+    let out = Command::new(sipfs_bin())
+        .args(["run", s.share.to_str().unwrap(), "--mode", "mount"])
+        .args(["--allow-other", "--docker-image", image, "--at"])
+        .arg(&s.mnt)
+        .arg("--cache")
+        .arg(&s.cache)
+        .args(["--", "sh", "-c", &step])
+        .env("TMPDIR", s.dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("--no-permission-checks"), "{text}");
+    assert_eq!(
+        fs::read_to_string(s.share.join("written-by.txt")).unwrap(),
+        "65534\n",
+        "{text}"
+    );
+}
+
+/// The same with a container that runs as root: root passes permission checks, so the mount
+/// keeps them, and says nothing about them.
+#[test]
+fn run_keeps_permission_checks_for_a_container_running_as_root() {
+    if !docker_ready() {
+        return;
+    }
+    let s = Scratch::new();
+    let step = format!(
+        r#"docker run --rm --network none -v "$PROJECT_PATH:/data" {IMAGE} \
+             sh -c 'id -u > /data/written-by.txt'"#
+    );
+    let out = Command::new(sipfs_bin())
+        .args(["run", s.share.to_str().unwrap(), "--mode", "mount"])
+        .args(["--allow-other", "--docker-image", IMAGE, "--at"])
+        .arg(&s.mnt)
+        .arg("--cache")
+        .arg(&s.cache)
+        .args(["--", "sh", "-c", &step])
+        .env("TMPDIR", s.dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("permission checks"), "{text}");
+    assert_eq!(
+        fs::read_to_string(s.share.join("written-by.txt")).unwrap(),
+        "0\n"
+    );
+}

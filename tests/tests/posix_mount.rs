@@ -420,7 +420,11 @@ fn set_id_bits_go_as_on_a_local_disk() {
         "{expected}"
     );
     // Dropped by the mount (it serves extended attributes), or by the kernel (it does not).
-    for opts in [&["--allow-other"][..], &["--allow-other", "--no-xattrs"]] {
+    for opts in [
+        &["--allow-other"][..],
+        &["--allow-other", "--no-permission-checks"],
+        &["--allow-other", "--no-permission-checks", "--no-xattrs"],
+    ] {
         let m = s.mount(opts);
         for n in ["a", "b", "c", "d", "e", "f", "g", "h", "i"] {
             let _ = fs::remove_file(m.mnt.join(n));
@@ -562,10 +566,9 @@ fn owners_are_shown_kept_and_refused_as_on_a_local_disk() {
     assert_eq!(owner(&s.share.join("open/theirs.csv")), (65534, 42));
     assert!(m.stop().success());
 
-    // Kept across a remount; and with --check-permissions the kernel checks modes against
-    // them, as on a local disk: nobody may write in its own file and a 0777 folder, not in
-    // root's 0755 top folder.
-    let m = s.mount(&["--allow-other", "--check-permissions"]);
+    // Kept across a remount; and the kernel checks modes against them, as on a local disk:
+    // nobody may write in its own file and a 0777 folder, not in root's 0755 top folder.
+    let m = s.mount(&["--allow-other"]);
     assert_eq!(
         owner(&m.mnt.join("mine.csv")),
         (1234, 5678),
@@ -583,4 +586,57 @@ fn owners_are_shown_kept_and_refused_as_on_a_local_disk() {
         "{out:?}"
     );
     assert!(m.stop().success());
+}
+
+/// `--allow-other` lets other users in, held to modes and owners as on a local disk: nobody
+/// may not delete, rename, chmod, truncate or set the times of root's files (pjdfstest's
+/// failures on a mount without the checks). `--no-permission-checks` is the permissive mode
+/// containers running as another user may need, and it says what it does: all of it works.
+#[test]
+fn other_users_let_in_are_held_to_modes_and_owners() {
+    use std::os::unix::fs::PermissionsExt;
+    require_tools(&["setpriv"]);
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let s = Scratch::new();
+    for (opts, allowed) in [
+        (&["--allow-other"][..], false),
+        (&["--allow-other", "--no-permission-checks"][..], true),
+    ] {
+        let m = s.mount(opts);
+        // A root file in root's 0755 top folder.
+        let file = m.mnt.join("root.csv");
+        let moved = m.mnt.join("moved.csv");
+        let _ = fs::remove_file(&moved);
+        fs::write(&file, "root's data").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        let (f, to) = (file.to_str().unwrap(), moved.to_str().unwrap());
+        // The last removes whichever name the file has by then.
+        let gone = if allowed { to } else { f };
+        let tries: [(&str, Vec<&str>); 5] = [
+            ("chmod", vec!["chmod", "666", f]),
+            ("truncate", vec!["truncate", "-s", "0", f]),
+            ("utimensat", vec!["touch", "-d", "2001-01-01", f]),
+            ("rename", vec!["mv", f, to]),
+            ("unlink", vec!["rm", gone]),
+        ];
+        for (what, args) in tries {
+            let out = as_nobody(&args);
+            assert_eq!(
+                out.status.success(),
+                allowed,
+                "{opts:?}: nobody's {what} of root's file: {out:?}"
+            );
+            if !allowed {
+                assert_eq!(fs::read_to_string(&file).unwrap(), "root's data", "{what}");
+            }
+        }
+        assert_eq!(file.exists() || moved.exists(), !allowed);
+        assert!(m.stop().success());
+    }
 }
