@@ -242,6 +242,20 @@ pub trait Backing: Send + Sync {
     }
     /// Renames `from` to `to`, replacing a file at `to`.
     fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()>;
+    /// Renames `from` to `to` only if nothing is at `to`: [`io::ErrorKind::AlreadyExists`]
+    /// otherwise, and nothing changes. Decided by the share where it can
+    /// ([`crate::noreplace`]); this default is the weak way, a stat and then a rename.
+    fn rename_noreplace(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
+        if self.stat(to)?.is_some() {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        self.rename(from, to)
+    }
+    /// How [`Backing::rename_noreplace`] is made on this share, once a flush has used it
+    /// (`None` before: nothing is asked of the share to answer this).
+    fn no_replace(&self) -> Option<crate::noreplace::NoReplace> {
+        Some(crate::noreplace::NoReplace::Checked)
+    }
     fn remove_file(&self, path: &RelPath) -> io::Result<()>;
     fn remove_dir(&self, path: &RelPath) -> io::Result<()>;
     fn create_dir(&self, path: &RelPath) -> io::Result<()>;
@@ -300,11 +314,16 @@ fn read_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
 #[derive(Debug, Clone)]
 pub struct DirBacking {
     root: PathBuf,
+    /// How this share refuses a taken name, learned at first use.
+    no_replace: Arc<crate::noreplace::NoReplaceMode>,
 }
 
 impl DirBacking {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DirBacking { root: root.into() }
+        DirBacking {
+            root: root.into(),
+            no_replace: Arc::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -446,6 +465,15 @@ impl Backing for DirBacking {
 
     fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
         fs::rename(self.path(from), self.path(to))
+    }
+
+    fn rename_noreplace(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
+        self.no_replace
+            .rename(&self.root, &self.path(from), &self.path(to))
+    }
+
+    fn no_replace(&self) -> Option<crate::noreplace::NoReplace> {
+        self.no_replace.known()
     }
 
     fn remove_file(&self, path: &RelPath) -> io::Result<()> {

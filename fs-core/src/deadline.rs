@@ -461,6 +461,13 @@ impl Backing for DeadlineBacking {
         let (f, t) = (from.clone(), to.clone());
         self.call(move |b| b.rename(&f, &t))
     }
+    fn rename_noreplace(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
+        let (f, t) = (from.clone(), to.clone());
+        self.call(move |b| b.rename_noreplace(&f, &t))
+    }
+    fn no_replace(&self) -> Option<crate::noreplace::NoReplace> {
+        self.inner.no_replace()
+    }
     fn remove_file(&self, path: &RelPath) -> io::Result<()> {
         let p = path.clone();
         self.call(move |b| b.remove_file(&p))

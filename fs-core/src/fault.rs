@@ -38,6 +38,17 @@ pub struct FaultControl {
     gate: Gate,
     /// A client that lost its server: every call fails with this errno after this long.
     slow_failure: Mutex<Option<(std::time::Duration, i32)>>,
+    /// Someone else's action, run once just before the call that many calls from now.
+    interleaved: Mutex<Option<(u64, Interleaved)>>,
+}
+
+/// Someone else's action between two share calls (see [`FaultControl::interleave`]).
+struct Interleaved(Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for Interleaved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an interleaved action")
+    }
 }
 
 /// Where calls to a frozen share wait. A call that came while the share was frozen waits
@@ -116,6 +127,19 @@ impl FaultControl {
         self.gate.moved.notify_all();
     }
 
+    /// Runs `action` (someone else's write on the share, say) once, just before the share
+    /// sees the call `n` calls from now (`n = 0`: the next call). A test tries every `n` to act
+    /// between any two calls of a flush.
+    pub fn interleave(&self, n: u64, action: impl FnOnce() + Send + 'static) {
+        let at = self.ops.load(Ordering::SeqCst) + n;
+        *self.interleaved.lock() = Some((at, Interleaved(Box::new(action))));
+    }
+
+    /// Whether an interleaved action is still waiting for its call.
+    pub fn interleave_pending(&self) -> bool {
+        self.interleaved.lock().is_some()
+    }
+
     /// Every call fails with `errno` after `after` (`None`: calls work again), as calls to a
     /// client that lost its server and tried to reconnect do.
     pub fn fail_slowly(&self, how: Option<(std::time::Duration, i32)>) {
@@ -137,7 +161,17 @@ impl FaultControl {
     }
 
     fn check(&self, paths: &[&RelPath], mutating: bool) -> io::Result<()> {
-        self.ops.fetch_add(1, Ordering::SeqCst);
+        let this = self.ops.fetch_add(1, Ordering::SeqCst);
+        let due = {
+            let mut slot = self.interleaved.lock();
+            match &*slot {
+                Some((at, _)) if *at <= this => slot.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, Interleaved(action))) = due {
+            action();
+        }
         {
             let mut g = self.gate.state.lock();
             if g.0 {
@@ -281,6 +315,13 @@ impl Backing for FaultyBacking {
     fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
         self.control.check(&[from, to], true)?;
         self.inner.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
+        self.control.check(&[from, to], true)?;
+        self.inner.rename_noreplace(from, to)
+    }
+    fn no_replace(&self) -> Option<crate::noreplace::NoReplace> {
+        self.inner.no_replace()
     }
     fn remove_file(&self, path: &RelPath) -> io::Result<()> {
         self.control.check(&[path], true)?;

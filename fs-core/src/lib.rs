@@ -23,6 +23,7 @@ pub mod ignore_rules;
 pub mod journal;
 pub mod mirror;
 pub mod names;
+pub mod noreplace;
 pub mod nt;
 pub mod os_names;
 pub mod pending;

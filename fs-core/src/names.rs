@@ -17,6 +17,30 @@ pub fn temp_name(name: &str) -> String {
     format!(".{short}{TEMP_MARK}{}-{n}", std::process::id())
 }
 
+/// A fresh private name for the version of `name` that a commit moves aside
+/// (`flush/capture.rs`): a temporary's name, so that it is never shown nor synced, marked as a
+/// capture, and with a random part, since a capture must never land on another machine's
+/// (process ids repeat across machines).
+pub fn capture_name(name: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let short: String = name.chars().take(150).collect();
+    format!(
+        ".{short}{TEMP_MARK}{CAPTURE_MARK}{}-{:016x}",
+        std::process::id(),
+        h.finish()
+    )
+}
+
+/// True for a name [`capture_name`] made (ours or another machine's).
+pub fn is_capture_name(name: &str) -> bool {
+    is_temp_name(name) && name.contains(&format!("{TEMP_MARK}{CAPTURE_MARK}"))
+}
+
+const CAPTURE_MARK: &str = "cap-";
+
 /// True for a temporary written by a flush (ours or another machine's). Such names are
 /// never shown in the mount.
 pub fn is_temp_name(name: &str) -> bool {

@@ -63,6 +63,7 @@ impl Engine {
                 job,
                 base,
                 temp: None,
+                captured: None,
             })
         };
         if ctx.down.load(Ordering::SeqCst) {
@@ -199,6 +200,7 @@ impl Engine {
                 job,
                 base: None,
                 temp: None,
+                captured: None,
             });
         }
     }

@@ -39,6 +39,7 @@ use crate::relpath::RelPath;
 use crate::report::{ConflictItem, FlushReport, PendingItem, Progress};
 use crate::tree::{Ino, Node};
 
+mod capture;
 mod folders;
 mod meta;
 mod replay;
@@ -158,6 +159,9 @@ struct Finished {
     base: Option<Base>,
     /// Its temporary, whose journal record goes in the same transaction.
     temp: Option<RelPath>,
+    /// The old version its commit captured, noted for removal in the same transaction
+    /// (`capture.rs`): until then the staged row names it.
+    captured: Option<capture::CapturedRow>,
 }
 
 enum StageOutcome {
@@ -333,6 +337,11 @@ fn times_unsupported(e: &io::Error) -> bool {
         )
 }
 
+/// `map_err` for a share call about `path`.
+fn share_err(path: &RelPath) -> impl FnOnce(io::Error) -> FsError + '_ {
+    move |e| FsError::share(path, e)
+}
+
 fn is_kind(e: &io::Error, codes: &[i32]) -> bool {
     e.raw_os_error().is_some_and(|c| codes.contains(&c))
 }
@@ -447,6 +456,8 @@ impl Engine {
             )),
         }
         self.forget_ignored(&ignored);
+        // Old versions earlier commits captured, once nobody wrote into them (`capture.rs`).
+        self.drop_captured(&ctx);
 
         let (content, meta): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.content);
         // New folders are written whole under temporary names (not in retries, which write
@@ -561,6 +572,7 @@ impl Engine {
                     job,
                     base: None,
                     temp: None,
+                    captured: None,
                 })
                 .collect(),
         );
@@ -622,49 +634,52 @@ impl Engine {
         for row in rows {
             dirs.extend(row.target.parent());
             let _span = info_span!("recover", temp = %row.temp).entered();
-            if row.ready {
-                let target_now = self
+            let temp_now = self.backing.stat(&row.temp).map_err(share_err(&row.temp))?;
+            let mut published = false;
+            if row.ready && temp_now.is_some() {
+                // Whatever is at the name now is captured first, as in a commit: recorded as
+                // the row's capture name, or a new one.
+                if let Some(cap) = &row.conflict {
+                    if self.backing.stat(cap).map_err(share_err(cap))?.is_none() {
+                        self.capture(&row.target, cap)
+                            .map_err(share_err(&row.target))?;
+                    }
+                } else if self
                     .backing
                     .stat(&row.target)
-                    .map_err(|e| FsError::share(&row.target, e))?;
-                let temp_now = self
-                    .backing
-                    .stat(&row.temp)
-                    .map_err(|e| FsError::share(&row.temp, e))?;
-                if temp_now.is_some() {
-                    if let (Some(c), Some(_)) = (&row.conflict, target_now) {
-                        self.backing
-                            .rename(&row.target, c)
-                            .map_err(|e| FsError::share(&row.target, e))?;
-                    }
-                    let renamed = match self.backing.rename(&row.temp, &row.target) {
-                        // Its new folder could not be renamed into place (something took the
-                        // name): the file goes into what is there.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => self
-                            .create_dirs(&row.target.parent().unwrap_or_default())
-                            .and_then(|_| self.backing.rename(&row.temp, &row.target)),
-                        r => r,
-                    };
-                    renamed.map_err(|e| FsError::share(&row.target, e))?;
-                    rolled += 1;
+                    .map_err(share_err(&row.target))?
+                    .is_some()
+                {
+                    let cap = capture::capture_name(&row.target);
+                    self.capture(&row.target, &cap)
+                        .map_err(share_err(&row.target))?;
+                    self.recover_capture(&row.target, row.ino, &cap)?;
                 }
-                // The file stays dirty (it may have changed since); its base is what is now on
-                // the share, so writing it again is not taken for a conflict.
-                let base = self.backing.stat(&row.target).ok().flatten();
-                let mut tree = self.state.write();
-                let mut changed = None;
-                if let (Some(n), Some(st)) = (tree.get_mut(row.ino), base) {
-                    n.base = Some(Base::of(&st));
-                    n.in_share = true;
-                    changed = Some(n.clone());
+                if let Some(cap) = &row.conflict {
+                    self.recover_capture(&row.target, row.ino, cap)?;
                 }
-                self.persist(|tx| {
-                    if let Some(n) = &changed {
-                        journal::put_node(tx, n)?;
-                    }
-                    journal::delete_staged(tx, &row.temp)
-                })?;
-            } else {
+                let publish = || self.backing.rename_noreplace(&row.temp, &row.target);
+                let renamed = match publish() {
+                    // Its new folder could not be renamed into place (something took the
+                    // name): the file goes into what is there.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => self
+                        .create_dirs(&row.target.parent().unwrap_or_default())
+                        .and_then(|_| publish()),
+                    r => r,
+                };
+                match renamed {
+                    Ok(()) => published = true,
+                    // Someone took the name since: theirs stays there; ours stays dirty here
+                    // with its old base, so the next flush keeps both.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(FsError::share(&row.target, e)),
+                }
+                rolled += usize::from(published);
+            } else if let Some(cap) = &row.conflict {
+                // Not ready, or already in place: a captured file is settled all the same.
+                self.recover_capture(&row.target, row.ino, cap)?;
+            }
+            if !published {
                 match self.backing.remove_file(&row.temp) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -672,8 +687,28 @@ impl Engine {
                     Err(_) if matches!(self.backing.stat(&row.temp), Ok(None)) => {}
                     Err(e) => return Err(FsError::share(&row.temp, e)),
                 }
-                self.persist(|tx| journal::delete_staged(tx, &row.temp))?;
             }
+            // The file stays dirty (it may have changed since). Once ours is at the name, its
+            // base is what is there now, so writing it again is not taken for a conflict; a
+            // name someone else took keeps the old base, so that theirs is kept next time.
+            let base = match published {
+                true => self.backing.stat(&row.target).ok().flatten(),
+                false => None,
+            };
+            let mut tree = self.state.write();
+            let mut changed = None;
+            if let (Some(n), Some(st)) = (tree.get_mut(row.ino), base) {
+                n.base = Some(Base::of(&st));
+                n.in_share = true;
+                changed = Some(n.clone());
+            }
+            drop(tree);
+            self.persist(|tx| {
+                if let Some(n) = &changed {
+                    journal::put_node(tx, n)?;
+                }
+                journal::delete_staged(tx, &row.temp)
+            })?;
         }
         // Their temporaries are gone now: the staging folders an interrupted flush made can go.
         self.remove_staging_dirs(self.staging_dirs_recorded());

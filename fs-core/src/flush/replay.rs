@@ -64,7 +64,7 @@ impl Engine {
     /// Whether the share's `st` holds, as it is here, the hard-linked entry `linked` that a
     /// removed name belonged to: another of its names was flushed, and the share, which keeps
     /// the names as hard links too, changed this one with it.
-    fn entry_holds(&self, linked: Option<u64>, st: &crate::Stat) -> bool {
+    pub(super) fn entry_holds(&self, linked: Option<u64>, st: &crate::Stat) -> bool {
         let Some(ino) = linked else { return false };
         let tree = self.state.read();
         tree.get(ino)
@@ -115,46 +115,17 @@ impl Engine {
                 base,
                 linked,
             } if *kind != EntryKind::Dir => {
-                match retry
-                    .run(|| b.stat_fresh(path))
-                    .map_err(|e| fail(path, e))?
-                {
-                    None => Ok(()),
-                    Some(st) if st.kind == EntryKind::Dir => Err(PendingItem::new(
-                        path,
-                        Reason::Conflict,
-                        "a directory has this name on the share now",
-                    )),
-                    Some(st)
-                        if base.is_some_and(|b| !b.matches(&st))
-                            && !self.entry_holds(*linked, &st) =>
-                    {
-                        let dir = path.parent().unwrap_or_default();
-                        let kept = self
-                            .free_conflict_name(&dir, path.name())
-                            .map_err(|e| fail(path, e))?;
-                        retry
-                            .run(|| b.rename(path, &kept))
-                            .map_err(|e| fail(path, e))?;
-                        self.record_conflict(
-                            ctx,
-                            ConflictItem {
-                                path: path.to_string(),
-                                kept_as: kept.to_string(),
-                                detail: "deleted here but changed on the share; the share's version was kept".into(),
-                            },
-                        );
-                        Ok(())
-                    }
-                    Some(_) => match retry.run(|| b.remove_file(path)) {
-                        Ok(()) => {
-                            ctx.report.lock().removed += 1;
-                            Ok(())
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                        Err(e) => Err(fail(path, e)),
-                    },
+                let removed = self.capture_replaced(
+                    ctx,
+                    path,
+                    *base,
+                    *linked,
+                    "deleted here but changed on the share; the share's version was kept",
+                )?;
+                if removed {
+                    ctx.report.lock().removed += 1;
                 }
+                Ok(())
             }
             NsOp::Remove { path, .. } => match retry.run(|| b.remove_dir(path)) {
                 Ok(()) => {
@@ -180,24 +151,34 @@ impl Engine {
                     self.reupload_subtree(ctx, to);
                     return Ok(());
                 }
+                // A file synced at the name: captured and judged as a commit's target, so that
+                // a version someone wrote there since is kept (`capture.rs`).
                 if let Some(db) = dest_base {
-                    if let Some(st) = retry.run(|| b.stat_fresh(to)).map_err(|e| fail(to, e))? {
-                        if st.kind != EntryKind::Dir && !db.matches(&st) {
-                            let dir = to.parent().unwrap_or_default();
-                            let kept = self
-                                .free_conflict_name(&dir, to.name())
-                                .map_err(|e| fail(to, e))?;
-                            retry.run(|| b.rename(to, &kept)).map_err(|e| fail(to, e))?;
-                            self.record_conflict(
-                                ctx,
-                                ConflictItem {
-                                    path: to.to_string(),
-                                    kept_as: kept.to_string(),
-                                    detail: "replaced here but changed on the share; the share's version was kept".into(),
-                                },
-                            );
+                    self.capture_replaced(
+                        ctx,
+                        to,
+                        Some(*db),
+                        None,
+                        "replaced here but changed on the share; the share's version was kept",
+                    )?;
+                }
+                let file = src.is_some_and(|st| st.kind != EntryKind::Dir);
+                if file {
+                    // Never over a file that took the name since.
+                    return match retry.run(|| b.rename_noreplace(from, to)) {
+                        Ok(()) => {
+                            ctx.report.lock().renamed += 1;
+                            Ok(())
                         }
-                    }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            Err(PendingItem::new(
+                                to,
+                                Reason::Conflict,
+                                "something else took this name on the share; the next flush keeps both",
+                            ))
+                        }
+                        Err(e) => Err(fail(to, e)),
+                    };
                 }
                 retry.run(|| b.rename(from, to)).map_err(|e| fail(to, e))?;
                 ctx.report.lock().renamed += 1;
@@ -224,6 +205,15 @@ impl Engine {
         let retry = self.opts.retry;
         let fail = |e: io::Error| ctx.pending(path, &e);
         let entries = retry.run(|| b.list(path)).map_err(fail)?;
+        // A version a commit captured is settled first: ours goes, anyone else's is kept.
+        for (n, st) in entries.iter().filter(|(n, _)| names::is_capture_name(n)) {
+            self.settle_capture_in_removed_folder(ctx, &path.join(n), st)
+                .map_err(fail)?;
+        }
+        let entries = match entries.iter().any(|(n, _)| names::is_capture_name(n)) {
+            true => retry.run(|| b.list(path)).map_err(fail)?,
+            false => entries,
+        };
         let (temps, kept): (Vec<_>, Vec<_>) =
             entries.iter().partition(|(n, _)| names::is_temp_name(n));
         for (n, st) in &temps {

@@ -298,8 +298,6 @@ impl Engine {
             );
         }
         let _span = info_span!("stage", path = %job.local).entered();
-        let share_dir = target.parent().unwrap_or_default();
-        let name = target.name().to_owned();
         let retry = self.opts.retry;
         let current = match fresh {
             true => Ok(None),
@@ -334,19 +332,9 @@ impl Engine {
                 }
                 None
             }
-            Some(st) if job.in_share && job.base.is_some_and(|b| b.matches(&st)) => None,
-            Some(st) if job.in_share && job.linked && self.held_by_another_name(job.ino, &st) => {
-                None
-            }
-            Some(_) => match self.free_conflict_name(&share_dir, &name) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    return (
-                        StageOutcome::Pending(ctx.pending(&job.local, &e)),
-                        Some(temp),
-                    )
-                }
-            },
+            // A file is at the name: the commit captures it and judges the captured file, not
+            // this look at it, which is old by then (`capture.rs`).
+            Some(_) => Some(super::capture::capture_name(&target)),
         };
         let cache = self.cache_path(&job.local);
         let (size, mtime_ns) = match job.kind {
@@ -514,7 +502,9 @@ impl Engine {
     /// share cannot be asked to remove it now, the record stays (as not ready, when
     /// `keep_row`), so that the next flush removes it rather than renaming it.
     pub(super) fn abandon_temp(&self, s: &Staged, keep_row: bool) {
-        if self.backing.remove_file(&s.temp).is_ok() || !keep_row {
+        // A row that names a capture stays until recovery has seen to the captured file.
+        let removed = self.backing.remove_file(&s.temp).is_ok();
+        if (removed && s.conflict.is_none()) || !keep_row {
             let _ = self.persist(|tx| journal::delete_staged(tx, &s.temp));
         } else {
             let _ = self.persist(|tx| {
@@ -523,7 +513,8 @@ impl Engine {
                     &StagedRow {
                         temp: s.temp.clone(),
                         target: s.target.clone(),
-                        conflict: None,
+                        // The capture name stays: recovery settles a captured file left there.
+                        conflict: s.conflict.clone(),
                         ino: s.job.ino,
                         ready: false,
                     },
@@ -545,22 +536,27 @@ impl Engine {
             ctx.push_pending(ctx.unreachable(&s.job.local));
             return None;
         }
-        let local_dir = s.job.local.parent().unwrap_or_default();
-        if let Some(c) = &s.conflict {
-            match retry.run(|| self.backing.rename(&s.target, c)) {
-                Ok(()) => {
-                    let kept = local_dir.join(c.name());
-                    warn!(path = %s.job.local, kept_as = %kept, "conflict: both versions kept");
-                    self.record_conflict(
-                        ctx,
-                        ConflictItem {
-                            path: s.job.local.to_string(),
-                            kept_as: kept.to_string(),
-                            detail: "changed on the share and here; this version is at the name, the share's beside it".into(),
-                        },
-                    );
+        // The name was taken when this file was staged: capture what is there now, and keep
+        // it if it is not the version ours derives from (`capture.rs`).
+        // The version of ours this commit replaces, noted for removal when it is recorded.
+        let mut ours_captured = None;
+        if let (Some(cap), false) = (&s.conflict, s.in_place) {
+            match self.capture(&s.target, cap) {
+                Ok(None) => {}
+                Ok(Some(st)) => {
+                    let theirs = !self.captured_is_ours(s.job.ino, &st);
+                    match self.settle_capture(ctx, &s.job.local, &s.target, cap, &st, theirs) {
+                        Ok(row) => ours_captured = row,
+                        Err(e) => {
+                            // The captured file goes back to the name, or stays under its
+                            // private name, which the staged row records for recovery.
+                            self.put_back(cap, &s.target);
+                            abandon(true);
+                            ctx.push_pending(ctx.pending(&s.job.local, &e));
+                            return None;
+                        }
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
                     abandon(true);
                     ctx.push_pending(ctx.pending(&s.job.local, &e));
@@ -570,13 +566,20 @@ impl Engine {
         }
         let renamed = match s.in_place {
             true => Ok(()),
-            false => retry.run(|| self.backing.rename(&s.temp, &s.target)),
+            // Never over a file that took the name since the capture.
+            false => retry.run(|| self.backing.rename_noreplace(&s.temp, &s.target)),
         };
+        if let (Err(_), Some(row)) = (&renamed, &ours_captured) {
+            // A name this commit emptied gets our old version back rather than stay empty
+            // (someone else's is kept as a conflict copy already).
+            self.put_back(&row.cap, &s.target);
+        }
         if let Err(e) = renamed {
-            let taken = is_kind(
-                &e,
-                &[libc::EISDIR, libc::ENOTEMPTY, libc::EEXIST, libc::ENOTDIR],
-            );
+            let taken = e.kind() == io::ErrorKind::AlreadyExists
+                || is_kind(
+                    &e,
+                    &[libc::EISDIR, libc::ENOTEMPTY, libc::EEXIST, libc::ENOTDIR],
+                );
             // The temporary is there but the name "does not exist": the server hides the name
             // (Samba's `veto files`, for one).
             let hidden = e.kind() == io::ErrorKind::NotFound
@@ -639,6 +642,7 @@ impl Engine {
             job: s.job,
             base: Some(base),
             temp: Some(s.temp),
+            captured: ours_captured,
         });
         None
     }
@@ -648,6 +652,13 @@ impl Engine {
     pub(super) fn finish_entries(&self, done: Vec<Finished>) {
         if done.is_empty() {
             return;
+        }
+        // Old versions the commits captured are noted in the transaction that forgets their
+        // staged rows, which named them until now.
+        let mut captured = Vec::new();
+        if done.iter().any(|f| f.captured.is_some()) {
+            captured = self.captured_rows();
+            captured.extend(done.iter().filter_map(|f| f.captured.clone()));
         }
         let mut tree = self.state.write();
         let mut changed = Vec::with_capacity(done.len());
@@ -680,6 +691,10 @@ impl Engine {
             }
             for t in done.iter().filter_map(|f| f.temp.as_ref()) {
                 journal::delete_staged(tx, t)?;
+            }
+            if !captured.is_empty() {
+                let text = serde_json::to_string(&captured).expect("paths serialize");
+                journal::put_meta(tx, super::capture::CAPTURED, &text)?;
             }
             Ok(())
         });

@@ -24,7 +24,20 @@ pub enum Entry {
     Dir(i64),
 }
 
-/// Every entry below `root` (minus `.sipfs/`), with content and mtimes.
+/// Old versions a flush's commits captured (`flush/capture.rs`) below `root`: they stay, under
+/// a private name, until the next flush.
+#[allow(dead_code)]
+pub fn captures_left(root: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| fs_core::names::is_capture_name(&e.file_name().to_string_lossy()))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// Every entry below `root` (minus `.sipfs/`, and the old versions a flush captured, which the
+/// next flush removes: `captures_left` finds those), with content and mtimes.
 #[allow(dead_code)]
 pub fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
     let mut out = BTreeMap::new();
@@ -37,6 +50,9 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
             .to_string_lossy()
             .into_owned();
         if rel == ".sipfs" || rel.starts_with(".sipfs/") {
+            continue;
+        }
+        if fs_core::names::is_capture_name(&e.file_name().to_string_lossy()) {
             continue;
         }
         let md = e.path().symlink_metadata().unwrap();

@@ -1,0 +1,254 @@
+//! Putting a file at a name on the share only if nothing is there: the last step of a flush's
+//! commit (see `flush/capture.rs`). A plain rename replaces whatever took the name since we
+//! looked, and the version it replaces is lost; this one fails with
+//! [`io::ErrorKind::AlreadyExists`] instead, and the flush keeps both.
+//!
+//! Who decides matters: a check made by the client from its own cache (the Linux CIFS
+//! client's `RENAME_NOREPLACE`, or a stat before the rename) has a window in which another
+//! machine's write is replaced. So, by what the share can do:
+//! - **Exclusive rename** on a local disk: `renameat2(RENAME_NOREPLACE)`, decided by the file
+//!   system itself (Linux).
+//! - **Link, then unlink** elsewhere: `link(from, to)` fails if `to` exists, and the server
+//!   decides it (SMB2, NFS, SFTP's `hardlink@openssh.com`, NTFS). Then `from` is removed.
+//! - **Checked**, where the share has neither (no hard links: SMB through rclone, FAT): a stat,
+//!   then a rename. The window between the two is real; such a share is named "weak" in
+//!   `status` and in the flush report (`NoReplace::Checked`).
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// How a share puts a file at a name without replacing what is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoReplace {
+    /// `renameat2(RENAME_NOREPLACE)`, by the file system itself.
+    ExclusiveRename,
+    /// `link` then `unlink`, the server refusing a taken name.
+    LinkThenUnlink,
+    /// A stat, then a rename: a version written in between is replaced (weak).
+    Checked,
+}
+
+impl NoReplace {
+    /// True where a version written by someone else at the very moment of a commit can be
+    /// replaced: what `status` and the flush report call weak.
+    pub fn is_weak(self) -> bool {
+        self == NoReplace::Checked
+    }
+}
+
+// 0: not learned yet.
+const EXCLUSIVE: u8 = 1;
+const LINK: u8 = 2;
+const CHECKED: u8 = 3;
+
+/// What a share folder was found to do, learned at its first use and kept.
+#[derive(Debug, Default)]
+pub struct NoReplaceMode(AtomicU8);
+
+impl NoReplaceMode {
+    /// The way known so far, or the one first tried on a share at `root`.
+    pub fn get(&self, root: &Path) -> NoReplace {
+        match self.0.load(Ordering::SeqCst) {
+            EXCLUSIVE => NoReplace::ExclusiveRename,
+            LINK => NoReplace::LinkThenUnlink,
+            CHECKED => NoReplace::Checked,
+            _ => {
+                let first = first_way(root);
+                self.set(first);
+                first
+            }
+        }
+    }
+
+    /// The way learned so far, without asking the share anything.
+    pub fn known(&self) -> Option<NoReplace> {
+        match self.0.load(Ordering::SeqCst) {
+            EXCLUSIVE => Some(NoReplace::ExclusiveRename),
+            LINK => Some(NoReplace::LinkThenUnlink),
+            CHECKED => Some(NoReplace::Checked),
+            _ => None,
+        }
+    }
+
+    fn set(&self, way: NoReplace) {
+        let v = match way {
+            NoReplace::ExclusiveRename => EXCLUSIVE,
+            NoReplace::LinkThenUnlink => LINK,
+            NoReplace::Checked => CHECKED,
+        };
+        self.0.store(v, Ordering::SeqCst);
+    }
+
+    /// Renames `from` to `to` unless something is at `to` (`AlreadyExists`). `root` is the
+    /// share folder, for the first use.
+    pub fn rename(&self, root: &Path, from: &Path, to: &Path) -> io::Result<()> {
+        match self.get(root) {
+            NoReplace::ExclusiveRename => match rename_exclusive(from, to) {
+                // Not on this file system after all (an overlay, an old kernel).
+                Err(e) if unsupported(&e) => {
+                    self.set(NoReplace::LinkThenUnlink);
+                    self.rename(root, from, to)
+                }
+                r => r,
+            },
+            NoReplace::LinkThenUnlink => match fs::hard_link(from, to) {
+                Ok(()) => match fs::remove_file(from) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+                Err(e) if unsupported(&e) => {
+                    tracing::warn!(
+                        share = %root.display(),
+                        error = %e,
+                        "the share has no hard links: a version written on it at the very moment of a flush can be replaced (weak)"
+                    );
+                    self.set(NoReplace::Checked);
+                    self.rename(root, from, to)
+                }
+                Err(e) => Err(e),
+            },
+            NoReplace::Checked => {
+                if fs::symlink_metadata(to).is_ok() {
+                    return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+                }
+                fs::rename(from, to)
+            }
+        }
+    }
+}
+
+/// An error that says the way itself is not available here (not that the name is taken or
+/// the share is away).
+fn unsupported(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if let Some(code) = e.raw_os_error() {
+        return matches!(
+            code,
+            libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EPERM | libc::EXDEV
+        ) || code == libc::ENOTSUP;
+    }
+    e.kind() == io::ErrorKind::Unsupported
+}
+
+/// The first way to try on a share at `root`: an exclusive rename where the share is a local
+/// file system that decides it itself; otherwise link, then unlink.
+fn first_way(root: &Path) -> NoReplace {
+    if cfg!(target_os = "linux") && is_local_file_system(root) {
+        NoReplace::ExclusiveRename
+    } else {
+        NoReplace::LinkThenUnlink
+    }
+}
+
+/// Whether `root` is on a file system that is not a network client or FUSE: its
+/// `RENAME_NOREPLACE` is decided by the file system, not from a client's cache.
+#[cfg(target_os = "linux")]
+fn is_local_file_system(root: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const FUSE: i64 = 0x6573_5546;
+    const NFS: i64 = 0x6969;
+    const SMB: i64 = 0x517b;
+    const SMB2: i64 = 0xfe53_4d42;
+    const CIFS: i64 = 0xff53_4d42;
+    const CODA: i64 = 0x7375_7245;
+    const AFS: i64 = 0x5346_414f;
+    const CEPH: i64 = 0x00c3_6400;
+    let Ok(c) = std::ffi::CString::new(root.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a zeroed statfs buffer the call fills.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between libcs
+    let kind = st.f_type as i64;
+    ![FUSE, NFS, SMB, SMB2, CIFS, CODA, AFS, CEPH].contains(&kind)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn is_local_file_system(_root: &Path) -> bool {
+    false
+}
+
+#[cfg(target_os = "linux")]
+fn rename_exclusive(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let f = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let t = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: two valid C strings; AT_FDCWD resolves them as paths.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_exclusive(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn each_way(check: impl Fn(&NoReplaceMode, &Path)) {
+        for way in [
+            NoReplace::ExclusiveRename,
+            NoReplace::LinkThenUnlink,
+            NoReplace::Checked,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mode = NoReplaceMode::default();
+            mode.set(way);
+            check(&mode, dir.path());
+        }
+    }
+
+    #[test]
+    fn a_free_name_is_taken_and_the_source_is_gone() {
+        each_way(|mode, d| {
+            fs::write(d.join("tmp"), "ours").unwrap();
+            mode.rename(d, &d.join("tmp"), &d.join("name")).unwrap();
+            assert_eq!(fs::read_to_string(d.join("name")).unwrap(), "ours");
+            assert!(!d.join("tmp").exists());
+        });
+    }
+
+    #[test]
+    fn a_taken_name_is_never_replaced() {
+        each_way(|mode, d| {
+            fs::write(d.join("tmp"), "ours").unwrap();
+            fs::write(d.join("name"), "theirs").unwrap();
+            let e = mode.rename(d, &d.join("tmp"), &d.join("name")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+            assert_eq!(fs::read_to_string(d.join("name")).unwrap(), "theirs");
+            assert_eq!(fs::read_to_string(d.join("tmp")).unwrap(), "ours");
+        });
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_local_disk_decides_it_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            NoReplaceMode::default().get(dir.path()),
+            NoReplace::ExclusiveRename
+        );
+    }
+}

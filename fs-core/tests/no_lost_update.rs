@@ -1,0 +1,260 @@
+//! No version is lost when someone else writes on the share while a flush runs: whatever was
+//! at a name when the flush replaced it survives, at the name or as a conflict copy
+//! (`flush/capture.rs`).
+//!
+//! Each scenario is tried with the other writer acting between every two share calls of the
+//! flush, in turn (`FaultControl::interleave`): every interleaving, one after another, with
+//! the outcome the same on every machine.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fs_core::fault::{FaultControl, FaultyBacking};
+use fs_core::{Backing, DirBacking, Engine, EngineOptions, RelPath, RetryPolicy};
+
+mod common;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    share: PathBuf,
+    faults: Arc<FaultControl>,
+    engine: Engine,
+}
+
+fn rig(prepare: impl FnOnce(&Path)) -> Rig {
+    let dir = tempfile::tempdir_in(common::scratch_root()).unwrap();
+    let share = dir.path().join("share");
+    fs::create_dir_all(&share).unwrap();
+    prepare(&share);
+    let faults = FaultControl::new();
+    let backing: Arc<dyn Backing> = Arc::new(FaultyBacking::new(
+        Arc::new(DirBacking::new(&share)),
+        faults.clone(),
+    ));
+    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
+    opts.retry = RetryPolicy::none();
+    // One worker, in a fixed order: the calls come in the same order on every run.
+    opts.flush_order_seed = Some(1);
+    let engine = Engine::open(backing, opts).unwrap();
+    Rig {
+        _dir: dir,
+        share,
+        faults,
+        engine,
+    }
+}
+
+fn write_here(e: &Engine, path: &str, data: &[u8]) {
+    let p = RelPath::new(path).unwrap();
+    let parent = e.resolve(&p.parent().unwrap()).unwrap();
+    let fh = match e.resolve(&p) {
+        Ok(ino) => e.open_file(ino, true, true).unwrap(),
+        Err(_) => e.create(parent, p.name(), 0o644).unwrap().1,
+    };
+    e.write(&fh, 0, data).unwrap();
+    e.release(fh);
+}
+
+/// Every file's content on the share, at names and conflict copies alike (temporaries and
+/// captured versions not counted: they are not where a user looks).
+fn versions_on_share(share: &Path) -> BTreeSet<Vec<u8>> {
+    common::snapshot(share)
+        .into_iter()
+        .filter(|(p, _)| !fs_core::names::is_temp_name(p.rsplit('/').next().unwrap()))
+        .filter_map(|(_, e)| match e {
+            common::Entry::File(c, _) => Some(c),
+            common::Entry::Dir(_) => None,
+        })
+        .collect()
+}
+
+/// Runs `scenario` with the other writer acting before the share's `n`-th call of the flush,
+/// for every `n` until the flush makes fewer calls than that. After the flush (and the next
+/// one, which removes captured versions) every version written is on the share, and nothing
+/// of sipfs's is left there.
+fn at_every_call(
+    what: &str,
+    prepare: impl Fn(&Path),
+    here: impl Fn(&Engine),
+    theirs: impl Fn(&Path) + Clone + Send + 'static,
+    must_have: &[&str],
+) {
+    for n in 0.. {
+        let r = rig(&prepare);
+        // The engine knows the share as it was (a listing, and the files read).
+        for e in r.engine.readdir(fs_core::ROOT_INO).unwrap() {
+            if let Ok(ino) = r.engine.resolve(&RelPath::new(&e.name).unwrap()) {
+                if let Ok(fh) = r.engine.open_file(ino, false, false) {
+                    r.engine.release(fh);
+                }
+            }
+        }
+        here(&r.engine);
+        let share = r.share.clone();
+        let act = theirs.clone();
+        r.faults.interleave(n, move || act(&share));
+        let report = r.engine.flush(None);
+        if r.faults.interleave_pending() {
+            assert!(n > 0, "{what}: the flush made no share call");
+            return;
+        }
+        let again = r.engine.flush(None);
+        let versions = versions_on_share(&r.share);
+        for want in must_have {
+            assert!(
+                versions
+                    .iter()
+                    .any(|v| String::from_utf8_lossy(v).lines().any(|l| format!("{l}\n") == *want)),
+                "{what}: the other writer acting before call {n}: {want:?} is lost; on the share: {:?}\nfirst flush: {report:?}\nsecond: {again:?}",
+                versions
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect::<Vec<_>>()
+            );
+        }
+        let captured = common::captures_left(&r.share);
+        // The second flush may still be writing ours (kept pending by the first when the
+        // other writer took the name); a third settles everything.
+        let third = r.engine.flush(None);
+        assert!(third.is_clean(), "{what} (call {n}): {third:?}");
+        let left: Vec<_> = common::snapshot(&r.share)
+            .into_keys()
+            .filter(|p| fs_core::names::is_temp_name(p.rsplit('/').next().unwrap()))
+            .chain(common::captures_left(&r.share))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{what} (call {n}): left on the share: {left:?} (after two flushes: {captured:?})"
+        );
+    }
+}
+
+/// The other writer as programs write: it appends a line to what is at the name when it
+/// acts (creating the file if there is none), in place.
+fn append_in_place(share: &Path, name: &str, line: &str) {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(share.join(name))
+        .unwrap();
+    f.write_all(line.as_bytes()).unwrap();
+}
+
+/// As the workflow manager's StateManager writes: it reads what is at the name, writes that
+/// and its line to a temporary, and renames the temporary over the name.
+fn append_by_rename(share: &Path, name: &str, line: &str) {
+    let mut content = fs::read(share.join(name)).unwrap_or_default();
+    content.extend_from_slice(line.as_bytes());
+    let tmp = share.join(format!(".{name}.tmp"));
+    fs::write(&tmp, content).unwrap();
+    fs::rename(&tmp, share.join(name)).unwrap();
+}
+
+#[test]
+fn a_file_changed_both_here_and_in_place_on_the_share_during_the_flush() {
+    at_every_call(
+        "appended in place",
+        |s| fs::write(s.join("sheet.csv"), "base\n").unwrap(),
+        |e| write_here(e, "sheet.csv", b"base\nours\n"),
+        |s| append_in_place(s, "sheet.csv", "theirs\n"),
+        &["ours\n", "theirs\n"],
+    );
+}
+
+#[test]
+fn a_file_changed_here_and_replaced_by_rename_on_the_share_during_the_flush() {
+    at_every_call(
+        "replaced by rename",
+        |s| fs::write(s.join("workflow_state.json"), "step 1\n").unwrap(),
+        |e| write_here(e, "workflow_state.json", b"step 1\nours\n"),
+        |s| append_by_rename(s, "workflow_state.json", "theirs\n"),
+        &["ours\n", "theirs\n"],
+    );
+}
+
+/// A name new here that someone else creates on the share while the flush writes it.
+#[test]
+fn a_new_file_whose_name_someone_takes_on_the_share_during_the_flush() {
+    at_every_call(
+        "created on both sides",
+        |_| {},
+        |e| write_here(e, "results.csv", b"ours\n"),
+        |s| append_in_place(s, "results.csv", "theirs\n"),
+        &["ours\n", "theirs\n"],
+    );
+}
+
+/// A file deleted here that someone else changes on the share while the flush removes it.
+#[test]
+fn a_file_deleted_here_and_changed_on_the_share_during_the_flush() {
+    at_every_call(
+        "deleted here",
+        |s| fs::write(s.join("old.csv"), "base\n").unwrap(),
+        |e| {
+            e.unlink(fs_core::ROOT_INO, "old.csv").unwrap();
+        },
+        |s| append_in_place(s, "old.csv", "theirs\n"),
+        &["theirs\n"],
+    );
+}
+
+/// A file renamed over another here (`mv new.csv old.csv`) while someone changes the one it
+/// replaces on the share.
+#[test]
+fn a_file_renamed_over_one_changed_on_the_share_during_the_flush() {
+    at_every_call(
+        "renamed over",
+        |s| {
+            fs::write(s.join("old.csv"), "base\n").unwrap();
+            fs::write(s.join("new.csv"), "ours\n").unwrap();
+        },
+        |e| {
+            e.rename(
+                fs_core::ROOT_INO,
+                "new.csv",
+                fs_core::ROOT_INO,
+                "old.csv",
+                false,
+            )
+            .unwrap();
+        },
+        |s| append_in_place(s, "old.csv", "theirs\n"),
+        &["ours\n", "theirs\n"],
+    );
+}
+
+/// The other writer appends to the file through a handle it opened before the flush
+/// replaced it: its bytes land in the version the flush moved aside, which the next flush
+/// keeps as a conflict copy instead of removing it.
+#[test]
+fn a_writer_that_had_the_file_open_keeps_its_bytes() {
+    use std::io::Write;
+    let r = rig(|s| fs::write(s.join("log.txt"), "line 1\n").unwrap());
+    let ino = r.engine.resolve(&RelPath::new("log.txt").unwrap()).unwrap();
+    let fh = r.engine.open_file(ino, false, false).unwrap();
+    r.engine.release(fh);
+    write_here(&r.engine, "log.txt", b"line 1\nours\n");
+    let mut open = fs::OpenOptions::new()
+        .append(true)
+        .open(r.share.join("log.txt"))
+        .unwrap();
+    assert!(r.engine.flush(None).is_clean());
+    // After the flush, through the handle opened before it.
+    open.write_all(b"line 2, theirs\n").unwrap();
+    drop(open);
+    let kept = r.engine.flush(None);
+    assert_eq!(kept.conflicts.len(), 1, "{kept:?}");
+    let versions = versions_on_share(&r.share);
+    assert!(
+        versions.contains(b"line 1\nline 2, theirs\n".as_slice()),
+        "the appended line is lost: {versions:?}"
+    );
+    assert!(
+        versions.contains(b"line 1\nours\n".as_slice()),
+        "{versions:?}"
+    );
+    assert!(common::captures_left(&r.share).is_empty());
+}
