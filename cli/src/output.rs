@@ -162,6 +162,11 @@ pub fn print_refresh(r: &RefreshReport) {
 
 pub fn print_status(s: &Status) {
     outln!("share:   {}", s.backing);
+    if s.no_replace
+        .is_some_and(fs_core::noreplace::NoReplace::is_weak)
+    {
+        outln!("weak:    {}", fs_core::noreplace::WEAK_WARNING);
+    }
     let limit = s
         .cache_limit_bytes
         .map(|l| format!(" of at most {}", human_bytes(l)))

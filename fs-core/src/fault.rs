@@ -318,9 +318,19 @@ impl Backing for FaultyBacking {
     }
     fn rename_noreplace(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
         self.control.check(&[from, to], true)?;
+        if self.control.no_links.load(Ordering::SeqCst) {
+            // A share without hard links, as SMB through rclone: only a checked rename.
+            if self.inner.stat(to)?.is_some() {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            return self.inner.rename(from, to);
+        }
         self.inner.rename_noreplace(from, to)
     }
     fn no_replace(&self) -> Option<crate::noreplace::NoReplace> {
+        if self.control.no_links.load(Ordering::SeqCst) {
+            return Some(crate::noreplace::NoReplace::Checked);
+        }
         self.inner.no_replace()
     }
     fn remove_file(&self, path: &RelPath) -> io::Result<()> {

@@ -33,6 +33,9 @@ pub enum NoReplace {
     Checked,
 }
 
+/// What `status` and the flush report say about a weak share.
+pub const WEAK_WARNING: &str = "this share has no hard links, so a flush can only check a name just before it writes there: a version someone writes on the share in that instant can be replaced (weak; see USER_GUIDE.md, \"One project, several places\")";
+
 impl NoReplace {
     /// True where a version written by someone else at the very moment of a commit can be
     /// replaced: what `status` and the flush report call weak.

@@ -172,6 +172,10 @@ pub struct Status {
     /// Entries that live in the cache only, because the share cannot hold them (up to 200).
     #[serde(default)]
     pub kept_local: Vec<KeptLocalItem>,
+    /// How a flush puts a file at a name without replacing someone else's version, once a
+    /// flush has done so (`noreplace.rs`); `checked` is the weak way.
+    #[serde(default)]
+    pub no_replace: Option<crate::noreplace::NoReplace>,
 }
 
 /// An entry the share cannot hold, kept in the cache only: a FIFO, socket or device node on a

@@ -15,6 +15,7 @@ impl Engine {
         let mut s = Status {
             backing: self.backing.describe(),
             cache_dir: self.opts.cache_dir.display().to_string(),
+            no_replace: self.backing.no_replace(),
             ..Default::default()
         };
         let parts = self.part_usage();

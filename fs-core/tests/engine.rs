@@ -307,6 +307,9 @@ impl Backing for SecondsShare {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.rename_noreplace(a, b)
     }
+    fn no_replace(&self) -> Option<fs_core::noreplace::NoReplace> {
+        self.inner.no_replace()
+    }
     fn remove_file(&self, p: &RelPath) -> std::io::Result<()> {
         self.inner.remove_file(p)
     }
@@ -625,4 +628,45 @@ fn owners_a_share_cannot_keep_are_warned_about_once_and_kept_here() {
     let e = Engine::open(share, opts).unwrap();
     assert_eq!(owner_of(&e, "a"), Some((1000, 1000)));
     assert_eq!(owner_of(&e, "b"), Some((0, 33)));
+}
+
+/// On a share that keeps whole seconds (SFTP), someone else's version with the same size and
+/// second as the one a file here derives from looks the same by its stat. The flush tells them
+/// apart by content (the hash recorded when the version was fetched), and keeps theirs.
+#[test]
+fn a_version_of_the_same_size_and_second_is_told_apart_by_content() {
+    let (dir, _share, e) = seconds_share();
+    let share_dir = dir.path().join("share");
+    let at = filetime::FileTime::from_unix_time(1_700_000_000, 0);
+    fs::write(share_dir.join("f.csv"), "aaaa\n").unwrap();
+    filetime::set_file_mtime(share_dir.join("f.csv"), at).unwrap();
+    // Fetched here (its content hash recorded), then a flush teaches the share's resolution.
+    let ino = e.resolve(&RelPath::new("f.csv").unwrap()).unwrap();
+    let fh = e.open_file(ino, false, false).unwrap();
+    e.release(fh);
+    write(&e, "g.csv", b"other");
+    let g = e.resolve(&RelPath::new("g.csv").unwrap()).unwrap();
+    e.setattr(
+        g,
+        SetAttr {
+            mtime_ns: Some(1_700_000_100_123_456_789),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(e.flush(None).is_clean());
+    // Ours, and theirs on the share: one byte different, the same size and time as before.
+    write(&e, "f.csv", b"aaaa\nours\n");
+    fs::write(share_dir.join("f.csv"), "aaab\n").unwrap();
+    filetime::set_file_mtime(share_dir.join("f.csv"), at).unwrap();
+    let report = e.flush(None);
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    // The next flush, which removes captured versions of ours, keeps theirs.
+    e.flush(None);
+    let kept: Vec<String> = fs::read_dir(&share_dir)
+        .unwrap()
+        .map(|d| fs::read_to_string(d.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(kept.iter().any(|c| c == "aaab\n"), "{kept:?}");
+    assert!(kept.iter().any(|c| c == "aaaa\nours\n"), "{kept:?}");
 }

@@ -429,3 +429,23 @@ proptest! {
         run(ops)?;
     }
 }
+
+/// Cases the model found, kept as plain tests so that they run whatever the seed.
+mod found {
+    use super::*;
+
+    fn check(ops: Vec<Op>) {
+        if let Err(e) = run(ops) {
+            panic!("{e}");
+        }
+    }
+
+    /// A file removed in a folder that is then renamed: the flush captures the share's file
+    /// (to remove it with the next flush) and then renames the folder, which moves the
+    /// captured file with it. The next flush must find it at its new place and remove it
+    /// (found by the model at a fresh seed).
+    #[test]
+    fn a_captured_version_moves_with_its_renamed_folder() {
+        check(vec![Op::Remove(4), Op::Refresh, Op::Rename(3, 1)]);
+    }
+}

@@ -258,3 +258,28 @@ fn a_writer_that_had_the_file_open_keeps_its_bytes() {
     );
     assert!(common::captures_left(&r.share).is_empty());
 }
+
+/// A share without hard links (SMB through rclone) can only check a name just before the
+/// rename: the flush report and `status` say that it is weak.
+#[test]
+fn a_share_without_hard_links_is_named_weak() {
+    let r = rig(|s| fs::write(s.join("a.csv"), "base\n").unwrap());
+    r.faults.refuse_hard_links(true);
+    write_here(&r.engine, "a.csv", b"base\nours\n");
+    let report = r.engine.flush(None);
+    assert_eq!(report.files_written, 1, "{report:?}");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("(weak")),
+        "{report:?}"
+    );
+    assert_eq!(
+        r.engine.status().no_replace,
+        Some(fs_core::noreplace::NoReplace::Checked)
+    );
+    // A share that refuses a taken name by itself is not.
+    let r = rig(|s| fs::write(s.join("a.csv"), "base\n").unwrap());
+    write_here(&r.engine, "a.csv", b"base\nours\n");
+    let report = r.engine.flush(None);
+    assert!(report.warnings.is_empty(), "{report:?}");
+    assert!(!r.engine.status().no_replace.unwrap().is_weak());
+}

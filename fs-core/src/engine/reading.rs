@@ -213,7 +213,12 @@ impl Engine {
     /// Fetches a file's content into the cache on first open, finishing the ranged copy
     /// (`partial.rs`) a read-only open began, if any.
     pub(crate) fn ensure_cached(&self, ino: Ino) -> Result<(), FsError> {
-        for _attempt in 0..3 {
+        for attempt in 0..3 {
+            // A name is empty on the share for a moment while another sipfs commits a new
+            // version there (captured, then published: `flush/capture.rs`): a file that went
+            // missing is looked for again shortly before it counts as gone.
+            let briefly_gone =
+                |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound && attempt < 2;
             let (path, share) = {
                 let tree = self.state.read();
                 let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
@@ -248,6 +253,11 @@ impl Engine {
             })();
             let (before, after) = match fetched {
                 Ok(v) => v,
+                Err(e) if briefly_gone(&e) => {
+                    let _ = fs::remove_file(&tmp);
+                    std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+                    continue;
+                }
                 Err(e) => {
                     let _ = fs::remove_file(&tmp);
                     return Err(FsError::share(&path, e));
@@ -255,6 +265,10 @@ impl Engine {
             };
             let Some(st) = after else {
                 let _ = fs::remove_file(&tmp);
+                if attempt < 2 {
+                    std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+                    continue;
+                }
                 return Err(FsError::NotFound(path));
             };
             if before != after {
@@ -262,7 +276,19 @@ impl Engine {
                 let _ = fs::remove_file(&tmp);
                 continue;
             }
-            if !self.install_copy(ino, &tmp, &st, |_| Ok(()))? {
+            // Where the share may keep whole seconds only, the version is known by its content
+            // too (`flush/capture.rs`).
+            let hash = self
+                .share_times
+                .maybe_coarse()
+                .then(|| crate::mirror::stamp::hash_file(&tmp).ok())
+                .flatten();
+            let base = crate::pending::Base::of(&st);
+            let recorded = self.install_copy(ino, &tmp, &st, |tx| match hash {
+                Some(h) => crate::journal::put_base_hash(tx, ino, base, h),
+                None => Ok(()),
+            })?;
+            if !recorded {
                 let _ = fs::remove_file(&tmp);
             }
             return Ok(());

@@ -70,7 +70,7 @@ impl Engine {
 
     /// Whether a captured share version is the one entry `ino` derives from: its base (or, for
     /// a hard-linked name, another name's), so that replacing it loses nothing of anyone's.
-    pub(super) fn captured_is_ours(&self, ino: Ino, st: &backing::Stat) -> bool {
+    pub(super) fn captured_is_ours(&self, ino: Ino, cap: &RelPath, st: &backing::Stat) -> bool {
         let known = {
             let tree = self.state.read();
             tree.get(ino)
@@ -79,9 +79,40 @@ impl Engine {
         let Some((in_share, base, linked)) = known else {
             return false;
         };
-        in_share
-            && (base.is_some_and(|b| b.matches(st))
-                || (linked && self.held_by_another_name(ino, st)))
+        if !in_share {
+            return false;
+        }
+        match base {
+            Some(b) if b.matches(st) => self.same_content_if_coarse(ino, b, cap),
+            _ => linked && self.held_by_another_name(ino, st),
+        }
+    }
+
+    /// On a share that keeps whole seconds (SFTP), a captured file with our base's size and
+    /// second may still be someone else's version, written within that second: its content
+    /// decides, against the hash recorded for the base (`journal::put_base_hash`: every
+    /// version this cache fetched or wrote there). A base known from a listing alone (a file
+    /// replaced here without being read) has no hash; the size and second decide then, which
+    /// is the one case a version written within that second by someone else can be taken for
+    /// ours. Elsewhere the times tell.
+    fn same_content_if_coarse(&self, ino: Ino, base: Base, cap: &RelPath) -> bool {
+        if !self.share_times.coarse() {
+            return true;
+        }
+        let want = match self.journal.lock().base_hash(ino, base) {
+            Ok(Some(h)) => h,
+            Ok(None) => return true,
+            Err(_) => return false,
+        };
+        let tmp = self
+            .tmp_dir
+            .join(format!("judge-{ino}-{}", std::process::id()));
+        let got = self
+            .backing
+            .fetch(cap, &tmp)
+            .and_then(|()| crate::mirror::stamp::hash_file(&tmp));
+        let _ = std::fs::remove_file(&tmp);
+        got.is_ok_and(|h| h == want)
     }
 
     /// Settles a captured version: someone else's becomes the conflict copy beside `target`
@@ -164,7 +195,7 @@ impl Engine {
                 Err(_) => {}
             }
         }
-        if self.captured_is_ours(ino, &st) {
+        if self.captured_is_ours(ino, cap, &st) {
             self.note_captured(CapturedRow {
                 cap: cap.clone(),
                 target: target.clone(),
@@ -291,6 +322,26 @@ impl Engine {
         }
     }
 
+    /// A folder renamed on the share from `from` to `to`: the captured versions noted in it
+    /// moved with it.
+    pub(super) fn rebase_captured(&self, from: &RelPath, to: &RelPath) {
+        let mut list = self.captured_rows();
+        let mut moved = false;
+        for r in &mut list {
+            if let Some(cap) = r.cap.rebase(from, to) {
+                r.cap = cap;
+                r.target = r
+                    .target
+                    .rebase(from, to)
+                    .unwrap_or_else(|| r.target.clone());
+                moved = true;
+            }
+        }
+        if moved {
+            self.save_captured(&list);
+        }
+    }
+
     /// Takes a captured version off the list of those to remove.
     fn unnote_captured(&self, cap: &RelPath) {
         let mut list = self.captured_rows();
@@ -305,6 +356,12 @@ impl Engine {
         if let Err(e) = self.backing.rename_noreplace(cap, target) {
             debug!(cap = %cap, error = %e, "captured version not put back; the next flush settles it");
         }
+    }
+
+    /// Notes a captured version of ours for removal by the next flush, at once (a commit that
+    /// captures again after losing the name to another writer).
+    pub(super) fn note_captured_now(&self, row: CapturedRow) {
+        self.note_captured(row);
     }
 
     fn note_captured(&self, row: CapturedRow) {

@@ -64,6 +64,7 @@ impl Engine {
                 base,
                 temp: None,
                 captured: None,
+                hash: None,
             })
         };
         if ctx.down.load(Ordering::SeqCst) {
@@ -201,6 +202,7 @@ impl Engine {
                 base: None,
                 temp: None,
                 captured: None,
+                hash: None,
             });
         }
     }

@@ -92,6 +92,8 @@ struct Staged {
     mtime_ns: i64,
     /// Already at its target: its new folder was renamed into place (`folders.rs`).
     in_place: bool,
+    /// The content hash of what was staged, where the share may keep whole seconds only.
+    hash: Option<u64>,
 }
 
 impl Job {
@@ -162,6 +164,8 @@ struct Finished {
     /// The old version its commit captured, noted for removal in the same transaction
     /// (`capture.rs`): until then the staged row names it.
     captured: Option<capture::CapturedRow>,
+    /// The content hash of what it wrote, recorded with its base.
+    hash: Option<u64>,
 }
 
 enum StageOutcome {
@@ -521,6 +525,16 @@ impl Engine {
         self.apply_meta(&ctx, meta, touched);
 
         let mut report = ctx.report.into_inner();
+        if report.files_written > 0
+            && self
+                .backing
+                .no_replace()
+                .is_some_and(crate::noreplace::NoReplace::is_weak)
+        {
+            report
+                .warnings
+                .push(crate::noreplace::WEAK_WARNING.to_owned());
+        }
         report.duration_ms = start.elapsed().as_millis() as u64;
         info!(summary = %report.summary(), "flush done");
         self.record_flush(&report, scope.is_some());
@@ -573,6 +587,7 @@ impl Engine {
                     base: None,
                     temp: None,
                     captured: None,
+                    hash: None,
                 })
                 .collect(),
         );

@@ -181,6 +181,8 @@ impl Engine {
                     };
                 }
                 retry.run(|| b.rename(from, to)).map_err(|e| fail(to, e))?;
+                // Captured versions in a renamed folder moved with it.
+                self.rebase_captured(from, to);
                 ctx.report.lock().renamed += 1;
                 Ok(())
             }

@@ -12,6 +12,10 @@ enum Plan {
     Not(StageOutcome),
 }
 
+/// Captures and publishes one commit tries before it leaves the file for after the burst,
+/// when other writers keep taking the name between its capture and its publish.
+const COMMIT_TRIES: u32 = 4;
+
 impl Engine {
     /// Stages `jobs`, several at once, against the namespace log as it is now.
     ///
@@ -354,6 +358,13 @@ impl Engine {
                 }
             },
         };
+        // Where the share may keep whole seconds only, what is written is known by its content
+        // too, so that a later commit can tell it from someone else's version of the same size
+        // and second (`capture.rs`). Read before it is copied: a change in between leaves the
+        // file dirty, and a wrong hash only ever makes a version count as someone else's.
+        let hash = (job.kind == EntryKind::File && self.share_times.maybe_coarse())
+            .then(|| crate::mirror::stamp::hash_file(&cache).ok())
+            .flatten();
         let write = || match (&job.kind, &job.link) {
             (EntryKind::Symlink, Some(target)) => self.backing.stage_symlink(target, &temp),
             (k, _) if k.is_special() => {
@@ -400,6 +411,7 @@ impl Engine {
                     size,
                     mtime_ns,
                     in_place: false,
+                    hash,
                 }),
                 None,
             ),
@@ -525,55 +537,74 @@ impl Engine {
 
     /// Renames a staged temporary over its target. Returns the job when the name is taken by
     /// something the burst may still move away (it is tried again after the burst).
-    fn commit(&self, ctx: &Ctx<'_>, s: Staged, finished: &Mutex<Vec<Finished>>) -> Option<Job> {
+    fn commit(&self, ctx: &Ctx<'_>, mut s: Staged, finished: &Mutex<Vec<Finished>>) -> Option<Job> {
         let _span = info_span!("commit", path = %s.job.local).entered();
         let retry = self.opts.retry;
-        let abandon = |keep_row: bool| self.abandon_temp(&s, keep_row);
         // One already in place (its new folder was renamed) is recorded as written whatever
         // happens now: left dirty, it would be taken next time for a file someone else made.
         if ctx.down.load(Ordering::SeqCst) && !s.in_place {
-            abandon(true);
+            self.abandon_temp(&s, true);
             ctx.push_pending(ctx.unreachable(&s.job.local));
             return None;
         }
-        // The name was taken when this file was staged: capture what is there now, and keep
-        // it if it is not the version ours derives from (`capture.rs`).
         // The version of ours this commit replaces, noted for removal when it is recorded.
         let mut ours_captured = None;
-        if let (Some(cap), false) = (&s.conflict, s.in_place) {
-            match self.capture(&s.target, cap) {
-                Ok(None) => {}
-                Ok(Some(st)) => {
-                    let theirs = !self.captured_is_ours(s.job.ino, &st);
-                    match self.settle_capture(ctx, &s.job.local, &s.target, cap, &st, theirs) {
-                        Ok(row) => ours_captured = row,
-                        Err(e) => {
-                            // The captured file goes back to the name, or stays under its
-                            // private name, which the staged row records for recovery.
-                            self.put_back(cap, &s.target);
-                            abandon(true);
-                            ctx.push_pending(ctx.pending(&s.job.local, &e));
-                            return None;
-                        }
-                    }
+        let mut renamed = Ok(());
+        for attempt in 0..COMMIT_TRIES {
+            if attempt > 0 {
+                // Someone took the name between our capture and our publish (other writers
+                // at work on the same file): capture again, under a new name recorded first.
+                if let Some(row) = ours_captured.take() {
+                    self.note_captured_now(row);
                 }
-                Err(e) => {
-                    abandon(true);
-                    ctx.push_pending(ctx.pending(&s.job.local, &e));
-                    return None;
+                s.conflict = Some(super::capture::capture_name(&s.target));
+                if let Err(e) = self.persist(|tx| journal::put_staged(tx, &s.row(true))) {
+                    warn!(error = %e, "could not record a capture; the file stays pending");
+                    break;
                 }
             }
+            // The name was taken when this file was staged: capture what is there now, and
+            // keep it if it is not the version ours derives from (`capture.rs`).
+            if let (Some(cap), false) = (&s.conflict, s.in_place) {
+                match self.capture(&s.target, cap) {
+                    Ok(None) => {}
+                    Ok(Some(st)) => {
+                        let theirs = !self.captured_is_ours(s.job.ino, cap, &st);
+                        match self.settle_capture(ctx, &s.job.local, &s.target, cap, &st, theirs) {
+                            Ok(row) => ours_captured = row,
+                            Err(e) => {
+                                // The captured file goes back to the name, or stays under its
+                                // private name, which the staged row records for recovery.
+                                self.put_back(cap, &s.target);
+                                self.abandon_temp(&s, true);
+                                ctx.push_pending(ctx.pending(&s.job.local, &e));
+                                return None;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.abandon_temp(&s, true);
+                        ctx.push_pending(ctx.pending(&s.job.local, &e));
+                        return None;
+                    }
+                }
+            }
+            renamed = match s.in_place {
+                true => Ok(()),
+                // Never over a file that took the name since the capture.
+                false => retry.run(|| self.backing.rename_noreplace(&s.temp, &s.target)),
+            };
+            match &renamed {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                _ => break,
+            }
         }
-        let renamed = match s.in_place {
-            true => Ok(()),
-            // Never over a file that took the name since the capture.
-            false => retry.run(|| self.backing.rename_noreplace(&s.temp, &s.target)),
-        };
         if let (Err(_), Some(row)) = (&renamed, &ours_captured) {
             // A name this commit emptied gets our old version back rather than stay empty
             // (someone else's is kept as a conflict copy already).
             self.put_back(&row.cap, &s.target);
         }
+        let abandon = |keep_row: bool| self.abandon_temp(&s, keep_row);
         if let Err(e) = renamed {
             let taken = e.kind() == io::ErrorKind::AlreadyExists
                 || is_kind(
@@ -643,6 +674,7 @@ impl Engine {
             base: Some(base),
             temp: Some(s.temp),
             captured: ours_captured,
+            hash: s.hash,
         });
         None
     }
@@ -695,6 +727,11 @@ impl Engine {
             if !captured.is_empty() {
                 let text = serde_json::to_string(&captured).expect("paths serialize");
                 journal::put_meta(tx, super::capture::CAPTURED, &text)?;
+            }
+            for f in &done {
+                if let (Some(b), Some(h)) = (f.base, f.hash) {
+                    journal::put_base_hash(tx, f.job.ino, b, h)?;
+                }
             }
             Ok(())
         });

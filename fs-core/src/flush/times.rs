@@ -48,6 +48,18 @@ impl ShareTimes {
         self.0.store(seen, Ordering::SeqCst);
     }
 
+    /// Whether the share keeps whole seconds (SFTP): two versions of one size written within a
+    /// second then look the same, and only their content tells them apart.
+    pub(crate) fn coarse(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == SECONDS
+    }
+
+    /// Whether it is not known yet that the share keeps times finely enough to tell versions
+    /// apart: content hashes are recorded meanwhile.
+    pub(crate) fn maybe_coarse(&self) -> bool {
+        matches!(self.0.load(Ordering::SeqCst), UNKNOWN | SECONDS)
+    }
+
     /// Whether a file written has taught it what the share keeps.
     pub(crate) fn known(&self) -> bool {
         self.0.load(Ordering::SeqCst) != UNKNOWN

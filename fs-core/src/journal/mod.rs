@@ -63,6 +63,12 @@ CREATE TABLE IF NOT EXISTS partial(
     mode INTEGER NOT NULL,
     ranges BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS base_hash(
+    ino INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime INTEGER NOT NULL,
+    hash INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS stamp(
     ino INTEGER PRIMARY KEY,
     kind INTEGER NOT NULL,
@@ -455,6 +461,35 @@ impl Journal {
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
+
+    /// The content hash of entry `ino`'s base version, if it was recorded for that version.
+    pub fn base_hash(&self, ino: Ino, base: Base) -> Result<Option<u64>, JournalError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT hash FROM base_hash WHERE ino = ?1 AND size = ?2 AND mtime = ?3",
+                params![ino as i64, base.size as i64, base.mtime_ns],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|h| h as u64))
+    }
+}
+
+/// Records the content hash of entry `ino`'s version `base` on the share (what a flush wrote,
+/// or a fetch read): on a share that keeps whole seconds, two versions of one size written
+/// within a second are told apart by it (`flush/capture.rs`).
+pub fn put_base_hash(c: &Connection, ino: Ino, base: Base, hash: u64) -> Result<(), JournalError> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO base_hash(ino, size, mtime, hash) VALUES(?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        ino as i64,
+        base.size as i64,
+        base.mtime_ns,
+        hash as i64
+    ])?;
+    Ok(())
 }
 
 pub fn put_meta(c: &Connection, key: &str, value: &str) -> Result<(), JournalError> {

@@ -12,7 +12,7 @@
 //! taken less than [`RACY_NS`] after the file last changed is "racy": it carries a hash of the
 //! content, and the next comparison hashes the file again.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -123,8 +123,10 @@ impl Stamp {
     }
 }
 
-fn hash_file(path: &Path) -> io::Result<u64> {
-    let mut f = File::open(path)?;
+/// The content hash of a local file (xxh3), as stamps and flushes compare versions by. Read
+/// as a flush reads cache copies, without moving their access time.
+pub(crate) fn hash_file(path: &Path) -> io::Result<u64> {
+    let mut f = crate::backing::open_cache_copy(path)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {

@@ -1,0 +1,317 @@
+//! One project, several places: two sipfs mounts and a mirror folder of one share, and a
+//! colleague writing on the share directly, all appending lines to the same few files and
+//! refreshing and flushing at random moments, at once. After everything is flushed, every
+//! line ever written is on the share, in the file or in a conflict copy; nothing of sipfs's
+//! is left there; and every flush exited 0 or 4.
+//!
+//! Once on a local folder, once over sshfs. `SIPFS_WRITERS_ROUNDS` sets the rounds per writer
+//! (30 by default; issue 27 asks for 200, run by hand). The direct writer appends in place;
+//! `SIPFS_WRITERS_DIRECT_RENAME=1` makes it write half its lines by read, write a temporary,
+//! rename over (see `direct_writer`).
+#![cfg(unix)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sipfs_tests::ssh_share::SshShare;
+use sipfs_tests::*;
+
+const FILES: usize = 4;
+
+fn rounds() -> u32 {
+    std::env::var("SIPFS_WRITERS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+}
+
+/// A small generator, so that each writer's choices come from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn file(i: u64) -> String {
+    format!("sheet{i}.csv")
+}
+
+/// Appends `line` to `path` in place, as a logger or a spreadsheet export does.
+fn append(path: &Path, line: &str) {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("appending to {}: {e}", path.display()));
+    f.write_all(line.as_bytes())
+        .unwrap_or_else(|e| panic!("appending to {}: {e}", path.display()));
+}
+
+/// Reads the file, adds `line`, writes a temporary and renames it over the file, as the
+/// workflow manager's StateManager writes `workflow_state.json`.
+fn append_by_rename(path: &Path, line: &str) {
+    let mut content = fs::read(path).unwrap_or_default();
+    content.extend_from_slice(line.as_bytes());
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
+    fs::write(&tmp, content).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+/// A `sipfs mirror` serving a folder, stopped at the end.
+struct MirrorProc(Option<Child>);
+
+impl MirrorProc {
+    fn start(share: &Path, folder: &Path, cache: &Path) -> MirrorProc {
+        let child = Command::new(sipfs_bin())
+            .arg("mirror")
+            .arg(share)
+            .arg(folder)
+            .arg("--cache")
+            .arg(cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let m = MirrorProc(Some(child));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !folder.join(".sipfs/status").exists() {
+            assert!(Instant::now() < deadline, "the mirror never filled");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        m
+    }
+}
+
+impl Drop for MirrorProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What the writers saw: every line written, and every flush's exit code that was not 0 or 4.
+#[derive(Default)]
+struct Seen {
+    lines: Vec<String>,
+    bad_exits: Vec<String>,
+}
+
+/// A sipfs command on a served project; its exit code.
+fn ask(cmd: &str, at: &Path) -> (Option<i32>, String) {
+    let out = Command::new(sipfs_bin())
+        .arg(cmd)
+        .arg(at)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// One writer through sipfs (a mount or a mirror folder at `at`).
+fn sipfs_writer(name: &str, at: PathBuf, seed: u64, seen: Arc<Mutex<Seen>>) {
+    let mut rng = Rng(seed);
+    for round in 0..rounds() {
+        let line = format!("{name} {round}\n");
+        append(&at.join(file(rng.below(FILES as u64))), &line);
+        seen.lock().unwrap().lines.push(line);
+        match rng.below(6) {
+            0 | 1 => {
+                let (code, out) = ask("flush", &at);
+                if !matches!(code, Some(0) | Some(4)) {
+                    seen.lock()
+                        .unwrap()
+                        .bad_exits
+                        .push(format!("{name} flush: {code:?}: {out}"));
+                }
+            }
+            2 => {
+                ask("refresh", &at);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The colleague without sipfs, on the share itself: half the time in place, half by rename.
+fn direct_writer(share: PathBuf, seed: u64, seen: Arc<Mutex<Seen>>) {
+    let mut rng = Rng(seed);
+    for round in 0..rounds() {
+        let line = format!("direct {round}\n");
+        let path = share.join(file(rng.below(FILES as u64)));
+        // By rename only where asked: such a writer reads the file, then renames its new
+        // version over the name, replacing whatever a flush put there in between (it read
+        // the version before). No protocol of sipfs's can stop a writer that replaces without
+        // looking; keeping each published version until the next flush is what would catch
+        // it (not built yet, see docs/USER_GUIDE.md).
+        let by_rename = std::env::var_os("SIPFS_WRITERS_DIRECT_RENAME").is_some();
+        match rng.below(2) {
+            1 if by_rename => append_by_rename(&path, &line),
+            _ => append(&path, &line),
+        }
+        seen.lock().unwrap().lines.push(line);
+        std::thread::sleep(Duration::from_millis(rng.below(20)));
+    }
+}
+
+/// Every line in every file on the share (names and conflict copies).
+fn lines_on_share(share: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for entry in fs::read_dir(share).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            out.extend(text.lines().map(|l| format!("{l}\n")));
+        }
+    }
+    out
+}
+
+fn sipfs_names_on(share: &Path) -> Vec<String> {
+    fs::read_dir(share)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".sipfs-tmp-"))
+        .collect()
+}
+
+/// The scenario on a share reached at `share` (what the writers through sipfs mount), whose
+/// files a colleague writes at `direct`.
+fn several_writers(dir: &Path, share: &Path, direct: &Path) {
+    for i in 0..FILES as u64 {
+        fs::write(direct.join(file(i)), "start\n").unwrap();
+    }
+    let (mnt_a, mnt_b, mirror) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    for d in [&mnt_a, &mnt_b] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let a = MountProc::start(share, &mnt_a, &dir.join("cache-a"), &["--retry-after", "0"]);
+    let b = MountProc::start(share, &mnt_b, &dir.join("cache-b"), &["--retry-after", "0"]);
+    let c = MirrorProc::start(share, &mirror, &dir.join("cache-c"));
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut threads = Vec::new();
+    for (name, at, seed) in [
+        ("mount-a", mnt_a.clone(), 0x1234_5678_u64),
+        ("mount-b", mnt_b.clone(), 0x2345_6789),
+        ("mirror-c", mirror.clone(), 0x3456_789a),
+    ] {
+        let seen = seen.clone();
+        threads.push(std::thread::spawn(move || {
+            sipfs_writer(name, at, seed, seen)
+        }));
+    }
+    {
+        let (seen, direct) = (seen.clone(), direct.to_path_buf());
+        threads.push(std::thread::spawn(move || {
+            direct_writer(direct, 0x4567_89ab, seen)
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+
+    // Everything flushed: each place until its flush is clean; then once more each, which
+    // also removes the old versions the commits captured.
+    for _ in 0..2 {
+        for at in [&mnt_a, &mnt_b, &mirror] {
+            let (code, out) = ask("flush", at);
+            assert!(matches!(code, Some(0) | Some(4)), "{}: {out}", at.display());
+        }
+    }
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.bad_exits.is_empty(),
+        "flushes that did not exit 0 or 4:\n{}",
+        seen.bad_exits.join("\n")
+    );
+    let on_share = lines_on_share(direct);
+    let lost: Vec<&String> = seen
+        .lines
+        .iter()
+        .filter(|l| !on_share.contains(*l))
+        .collect();
+    if !lost.is_empty() {
+        if let Some(dump) = std::env::var_os("SIPFS_WRITERS_DUMP") {
+            let mut out = String::new();
+            for entry in fs::read_dir(direct).unwrap() {
+                let entry = entry.unwrap();
+                out += &format!(
+                    "== {}\n{}",
+                    entry.file_name().to_string_lossy(),
+                    fs::read_to_string(entry.path()).unwrap_or_default()
+                );
+            }
+            for at in [&mnt_a, &mnt_b, &mirror] {
+                for i in 0..FILES as u64 {
+                    out += &format!(
+                        "== {} {}\n{}",
+                        at.display(),
+                        file(i),
+                        fs::read_to_string(at.join(file(i))).unwrap_or_default()
+                    );
+                }
+            }
+            out += &a.log_text();
+            out += &b.log_text();
+            fs::write(dump, out).unwrap();
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} lines lost: {lost:?}",
+        lost.len(),
+        seen.lines.len()
+    );
+    let left = sipfs_names_on(direct);
+    assert!(left.is_empty(), "left on the share: {left:?}");
+    eprintln!(
+        "{} lines written by 4 writers, none lost; {} files on the share",
+        seen.lines.len(),
+        fs::read_dir(direct).unwrap().count()
+    );
+    drop(c);
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn several_writers_on_a_local_folder_lose_no_line() {
+    let s = Scratch::new();
+    several_writers(s.dir.path(), &s.share, &s.share);
+}
+
+/// Run by hand (`cargo test -p sipfs-tests --test several_writers -- --ignored`): under this
+/// load sshfs itself sometimes drops its connection ("Software caused connection abort",
+/// then EIO through the mounts; about 1 run in 8 at 30 rounds here), which fails the run for
+/// a reason that is not sipfs's. Not lost lines: every run that kept its connection lost none.
+#[test]
+#[ignore = "sshfs drops its connection under this load about 1 run in 8; run by hand"]
+fn several_writers_over_sshfs_lose_no_line() {
+    let s = Scratch::new();
+    // A client that does not drop the connection when a loaded machine answers slowly.
+    let share = SshShare::start_patient(s.dir.path());
+    several_writers(s.dir.path(), &share.mnt, &share.mnt);
+}
