@@ -113,16 +113,42 @@ impl NoReplaceMode {
                     self.set(NoReplace::Checked);
                     self.rename(root, from, to)
                 }
+                // Some clients answer a link they cannot make with EIO (rclone's SMB client,
+                // for a name the server refuses): a checked rename says what is wrong. If it
+                // works where the link did not, the share has no usable hard links.
+                Err(e) if is_io_error(&e) => {
+                    let checked = checked_rename(from, to);
+                    if checked.is_ok() {
+                        tracing::warn!(
+                            share = %root.display(),
+                            error = %e,
+                            "the share's hard links fail: a version written on it at the very moment of a flush can be replaced (weak)"
+                        );
+                        self.set(NoReplace::Checked);
+                    }
+                    checked
+                }
                 Err(e) => Err(e),
             },
-            NoReplace::Checked => {
-                if fs::symlink_metadata(to).is_ok() {
-                    return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-                }
-                fs::rename(from, to)
-            }
+            NoReplace::Checked => checked_rename(from, to),
         }
     }
+}
+
+/// The weak way: a look, then a rename.
+fn checked_rename(from: &Path, to: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+    }
+    fs::rename(from, to)
+}
+
+fn is_io_error(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::EIO) {
+        return true;
+    }
+    false
 }
 
 /// An error that says the way itself is not available here (not that the name is taken or

@@ -314,6 +314,12 @@ fn share_calls_per_flushed_file() {
     // create in it, which changed the folder here). Before captures, with one rename over
     // the name, these were 5, 4 and 0.
     assert_eq!(new_file, 5, "look, copy, publish, folder time and mode");
-    assert_eq!(changed, 6, "look, copy, capture, its stat, publish, folder time");
-    assert_eq!(next, 3, "the captured old version: stat, removal; folder time");
+    assert_eq!(
+        changed, 6,
+        "look, copy, capture, its stat, publish, folder time"
+    );
+    assert_eq!(
+        next, 3,
+        "the captured old version: stat, removal; folder time"
+    );
 }

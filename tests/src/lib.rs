@@ -333,13 +333,16 @@ pub fn snapshot(root: &Path, skip: &dyn Fn(&str) -> bool) -> BTreeMap<String, En
     out
 }
 
-/// Paths sipfs never writes back by default.
+/// Paths sipfs never writes back by default, and the old versions a flush's commits
+/// captured, which stay on the share under a private name until the next flush
+/// (fs-core's `flush/capture.rs`).
 pub fn default_ignored(p: &str) -> bool {
     p.split('/').any(|c| {
-        matches!(
-            c,
-            "__pycache__" | ".DS_Store" | "Thumbs.db" | ".sync_log.json"
-        )
+        fs_core::names::is_capture_name(c)
+            || matches!(
+                c,
+                "__pycache__" | ".DS_Store" | "Thumbs.db" | ".sync_log.json"
+            )
     })
 }
 

@@ -722,8 +722,12 @@ fn an_smb_share_with_windows_rules() {
         time(&s.mnt.join("results/Data.csv")),
         time(&share.export.join("results/Data.csv"))
     );
+    // The one warning: rclone's SMB client makes no hard links, so this share can only be
+    // checked just before a commit (weak; see docs/USER_GUIDE.md, "One project, several
+    // places"). A Windows client to the same Samba server makes them.
+    let warnings = report["warnings"].as_array().unwrap();
     assert!(
-        report["warnings"].as_array().unwrap().is_empty(),
+        warnings.len() == 1 && warnings[0].as_str().unwrap().contains("(weak"),
         "{report:#}"
     );
     assert_eq!(
