@@ -145,10 +145,12 @@ fn checked_rename(from: &Path, to: &Path) -> io::Result<()> {
 
 fn is_io_error(e: &io::Error) -> bool {
     #[cfg(unix)]
-    if e.raw_os_error() == Some(libc::EIO) {
-        return true;
+    return e.raw_os_error() == Some(libc::EIO);
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
     }
-    false
 }
 
 /// An error that says the way itself is not available here (not that the name is taken or
@@ -160,6 +162,12 @@ fn unsupported(e: &io::Error) -> bool {
             code,
             libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EPERM | libc::EXDEV
         ) || code == libc::ENOTSUP;
+    }
+    // Windows: ERROR_INVALID_FUNCTION, ERROR_NOT_SAME_DEVICE, ERROR_NOT_SUPPORTED (a volume
+    // or share without hard links).
+    #[cfg(windows)]
+    if matches!(e.raw_os_error(), Some(1 | 17 | 50)) {
+        return true;
     }
     e.kind() == io::ErrorKind::Unsupported
 }

@@ -37,9 +37,12 @@ fn assert_same_content(share: &Path, mnt: &Path) {
     }
 }
 
-/// After a flush that finished: the share holds what the mount shows, and no temporary.
+/// After a flush that finished: the share holds what the mount shows; and after one more,
+/// which removes the old versions the commits captured, no temporary of any kind.
 fn assert_all_landed(share: &SshShare, mnt: &Path) {
     assert_same_content(&share.export, mnt);
+    let (code, out) = flush(mnt);
+    assert_eq!(code, Some(0), "{out}");
     let left = temporaries(&share.export);
     assert!(left.is_empty(), "{left:?}");
 }
