@@ -59,7 +59,9 @@ pub fn container_sees(path: &Path, image: &str) -> Result<Seen, String> {
 }
 
 /// Whether the user a container of the image runs as may write in the project's top folder.
+/// (Asked of FUSE mounts, whose permission checks the container's user meets.)
 #[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(not(unix), allow(dead_code))]
 pub enum MayWrite {
     Yes,
     No,
@@ -70,6 +72,7 @@ pub enum MayWrite {
 /// Asks a container of `image`, as the user it runs as, whether it may write in the project
 /// served at `path` (`test -w`: the kernel answers from the mount's modes and owners, exactly
 /// as for the workflow's own writes). Nothing is written.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub fn container_may_write(path: &Path, image: &str) -> MayWrite {
     let mount = format!("{}:/sipfs-probe", path.display());
     let out = Command::new("docker")
@@ -96,6 +99,7 @@ pub fn container_may_write(path: &Path, image: &str) -> MayWrite {
 
 /// The verdict from `docker run ... test -w`: `test` says 0 or 1; anything else is Docker's
 /// own failure (125: the container did not start; 126, 127: no `test` in the image).
+#[cfg_attr(not(unix), allow(dead_code))]
 fn judge_write(code: Option<i32>, stderr: &str) -> MayWrite {
     match code {
         Some(0) => MayWrite::Yes,
