@@ -36,8 +36,10 @@ fn view(root: &Path) -> BTreeMap<String, Entry> {
     snapshot(root, &|p| p == ".sipfs" || default_ignored(p))
 }
 
+/// The share, minus the old versions a step's flush captured: they stay, under a private
+/// name, until the next flush (fs-core's `flush/capture.rs`).
 fn share_view(root: &Path) -> BTreeMap<String, Entry> {
-    snapshot(root, &|_| false)
+    snapshot(root, &|p| p.split('/').any(fs_core::names::is_capture_name))
 }
 
 /// Kills the launcher if the test fails half-way (and the containers it started, which would
