@@ -39,6 +39,17 @@ pub fn is_capture_name(name: &str) -> bool {
     is_temp_name(name) && name.contains(&format!("{TEMP_MARK}{CAPTURE_MARK}"))
 }
 
+/// True for a name [`capture_name`] made for `name` (ours or another machine's): a commit of
+/// `name` is under way, or was interrupted, somewhere.
+pub fn is_capture_of(candidate: &str, name: &str) -> bool {
+    let short: String = name.chars().take(150).collect();
+    is_capture_name(candidate)
+        && candidate
+            .strip_prefix('.')
+            .and_then(|rest| rest.strip_prefix(short.as_str()))
+            .is_some_and(|rest| rest.starts_with(&format!("{TEMP_MARK}{CAPTURE_MARK}")))
+}
+
 const CAPTURE_MARK: &str = "cap-";
 
 /// True for a temporary written by a flush (ours or another machine's). Such names are
@@ -99,6 +110,19 @@ mod tests {
 
     fn when() -> DateTime<Local> {
         Local.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap()
+    }
+
+    #[test]
+    fn captures_are_temporaries_told_apart_by_the_name_they_hold() {
+        let cap = capture_name("sheet.csv");
+        assert!(is_temp_name(&cap) && is_capture_name(&cap), "{cap}");
+        assert!(is_capture_of(&cap, "sheet.csv"));
+        assert!(!is_capture_of(&cap, "sheet.cs"));
+        assert!(!is_capture_of(&capture_name("sheet.csv.bak"), "sheet.csv"));
+        // Two captures of one name never share a name, on one machine or two.
+        assert_ne!(cap, capture_name("sheet.csv"));
+        let temp = temp_name("sheet.csv");
+        assert!(is_temp_name(&temp) && !is_capture_name(&temp));
     }
 
     #[test]

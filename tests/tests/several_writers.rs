@@ -229,9 +229,17 @@ fn several_writers(dir: &Path, share: &Path, direct: &Path) {
             direct_writer(direct, 0x4567_89ab, seen)
         }));
     }
-    for t in threads {
-        t.join().unwrap();
-    }
+    let failed = threads
+        .into_iter()
+        .map(|t| t.join())
+        .filter(Result::is_err)
+        .count();
+    assert!(
+        failed == 0,
+        "{failed} writer(s) failed; mount a:\n{}\nmount b:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
 
     // Everything flushed: each place until its flush is clean; then once more each, which
     // also removes the old versions the commits captured.

@@ -216,9 +216,16 @@ impl Engine {
         for attempt in 0..3 {
             // A name is empty on the share for a moment while another sipfs commits a new
             // version there (captured, then published: `flush/capture.rs`): a file that went
-            // missing is looked for again shortly before it counts as gone.
-            let briefly_gone =
-                |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound && attempt < 2;
+            // missing while a capture of it sits beside it is looked for again shortly,
+            // before it counts as gone.
+            let briefly_gone = |share: &RelPath| {
+                attempt < 2 && {
+                    // A look again a moment later: the capture may have become a conflict
+                    // copy already, with ours on the way.
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    self.capture_under_way(share) || matches!(self.backing.stat(share), Ok(Some(_)))
+                }
+            };
             let (path, share) = {
                 let tree = self.state.read();
                 let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
@@ -253,7 +260,7 @@ impl Engine {
             })();
             let (before, after) = match fetched {
                 Ok(v) => v,
-                Err(e) if briefly_gone(&e) => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && briefly_gone(&share) => {
                     let _ = fs::remove_file(&tmp);
                     std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
                     continue;
@@ -265,7 +272,7 @@ impl Engine {
             };
             let Some(st) = after else {
                 let _ = fs::remove_file(&tmp);
-                if attempt < 2 {
+                if briefly_gone(&share) {
                     std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
                     continue;
                 }
@@ -300,6 +307,17 @@ impl Engine {
                 "the file kept changing on the share while it was copied",
             ),
         ))
+    }
+
+    /// Whether the share's folder of `share` holds a captured version of it: a commit of that
+    /// name is under way (or was interrupted) on some machine (one listing of the folder).
+    fn capture_under_way(&self, share: &RelPath) -> bool {
+        let dir = share.parent().unwrap_or_default();
+        self.backing.list(&dir).is_ok_and(|entries| {
+            entries
+                .iter()
+                .any(|(n, _)| crate::names::is_capture_of(n, share.name()))
+        })
     }
 
     /// Puts a fetched copy of the share's version `st` (the local file `from`) into the cache

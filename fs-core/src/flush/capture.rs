@@ -39,6 +39,11 @@ pub(super) struct CapturedRow {
     /// What it held when captured.
     size: u64,
     mtime_ns: i64,
+    /// For one name of a hard-linked entry: the entry (a node's number). Where the share keeps
+    /// hard links the captured file is still a name of it, and a flush that gives the entry's
+    /// other names their times changes it too: holding the entry as it is here, it is ours.
+    #[serde(default)]
+    linked: Option<u64>,
 }
 
 /// A private name beside `target` for its captured version ([`names::capture_name`]).
@@ -116,12 +121,12 @@ impl Engine {
     }
 
     /// Settles a captured version: someone else's becomes the conflict copy beside `target`
-    /// (reported for `local`); ours is returned, to be noted for removal by the next flush
+    /// (reported for `job`'s path); ours is returned, to be noted for removal by the next flush
     /// when the commit is recorded.
     pub(super) fn settle_capture(
         &self,
         ctx: &Ctx<'_>,
-        local: &RelPath,
+        job: &Job,
         target: &RelPath,
         cap: &RelPath,
         st: &backing::Stat,
@@ -133,8 +138,10 @@ impl Engine {
                 target: target.clone(),
                 size: st.size,
                 mtime_ns: st.mtime_ns,
+                linked: job.linked.then_some(job.ino),
             }));
         }
+        let local = &job.local;
         let kept = self.keep_as_conflict(cap, target)?;
         let kept_local = local.parent().unwrap_or_default().join(kept.name());
         warn!(path = %local, kept_as = %kept_local, "conflict: both versions kept");
@@ -196,11 +203,18 @@ impl Engine {
             }
         }
         if self.captured_is_ours(ino, cap, &st) {
+            let linked = self
+                .state
+                .read()
+                .get(ino)
+                .and_then(|n| n.shown())
+                .map(|_| ino);
             self.note_captured(CapturedRow {
                 cap: cap.clone(),
                 target: target.clone(),
                 size: st.size,
                 mtime_ns: st.mtime_ns,
+                linked,
             });
         } else {
             let kept = self.keep_as_conflict(cap, target).map_err(share_err(cap))?;
@@ -241,6 +255,7 @@ impl Engine {
             target: path.clone(),
             size: ours.size,
             mtime_ns: ours.mtime_ns,
+            linked,
         });
         let captured = self.capture(path, &cap);
         let st = match captured {
@@ -270,6 +285,7 @@ impl Engine {
                 target: path.clone(),
                 size: st.size,
                 mtime_ns: st.mtime_ns,
+                linked,
             });
             return Ok(true);
         }
@@ -401,7 +417,10 @@ impl Engine {
             }
             let done = match self.backing.stat(&row.cap) {
                 Ok(None) => Ok(()),
-                Ok(Some(st)) if st.size == row.size && st.mtime_ns == row.mtime_ns => {
+                Ok(Some(st))
+                    if (st.size == row.size && st.mtime_ns == row.mtime_ns)
+                        || self.entry_holds(row.linked, &st) =>
+                {
                     match self.backing.remove_file(&row.cap) {
                         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                         _ => Ok(()),

@@ -570,7 +570,7 @@ impl Engine {
                     Ok(None) => {}
                     Ok(Some(st)) => {
                         let theirs = !self.captured_is_ours(s.job.ino, cap, &st);
-                        match self.settle_capture(ctx, &s.job.local, &s.target, cap, &st, theirs) {
+                        match self.settle_capture(ctx, &s.job, &s.target, cap, &st, theirs) {
                             Ok(row) => ours_captured = row,
                             Err(e) => {
                                 // The captured file goes back to the name, or stays under its
