@@ -1435,6 +1435,27 @@ mod found {
         ]);
     }
 
+    /// A file renamed over one name of a hard link, whose entry got a new time through the
+    /// other name: the commit captures the old name's file (still a link of the entry on the
+    /// share) as ours, the same flush then gives the entry its time through the other name,
+    /// and the next flush finds the captured file changed and keeps it as a conflict copy.
+    /// Nothing is lost, but the copy is spurious: the rename's log entry does not record the
+    /// entry the replaced name belonged to (removals do, `NsOp::Remove::linked`). Found by the
+    /// model at a fresh seed (18 301 cases in) at the end of the stop that built captures; not
+    /// fixed yet, so it does not run by default.
+    #[test]
+    #[ignore = "known spurious conflict copy (nothing lost); the rename log does not record the replaced entry"]
+    fn rename_over_a_hard_link_name_whose_entry_got_its_time_through_the_other() {
+        check(vec![
+            Op::Create(0, vec![]),
+            Op::Link(0, 1),
+            Op::Flush,
+            Op::Create(8, vec![]),
+            Op::SetMtime(0, 0),
+            Op::Rename(8, 0),
+        ]);
+    }
+
     /// An unread file renamed to an ignored name keeps its content (found by the model).
     #[test]
     fn unread_file_renamed_to_an_ignored_name() {
