@@ -31,22 +31,7 @@ pub fn container_sees(path: &Path, image: &str) -> Result<Seen, String> {
         let why = String::from_utf8_lossy(&inspect.stderr);
         return Err(format!("docker has no image {image} ({})", why.trim()));
     }
-    let mount = format!("{}:/sipfs-probe:ro", path.display());
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-v",
-            &mount,
-            "--entrypoint",
-            "cat",
-            image,
-        ])
-        .arg("/sipfs-probe/.sipfs/status")
-        .stdin(Stdio::null())
-        .output()
+    let out = probe_run(path, ":ro", image, "cat", &["/sipfs-probe/.sipfs/status"])
         .map_err(|e| format!("docker could not be started ({e})"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -74,24 +59,7 @@ pub enum MayWrite {
 /// as for the workflow's own writes). Nothing is written.
 #[cfg_attr(not(unix), allow(dead_code))]
 pub fn container_may_write(path: &Path, image: &str) -> MayWrite {
-    let mount = format!("{}:/sipfs-probe", path.display());
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-v",
-            &mount,
-            "--entrypoint",
-            "test",
-            image,
-            "-w",
-            "/sipfs-probe",
-        ])
-        .stdin(Stdio::null())
-        .output();
-    match out {
+    match probe_run(path, "", image, "test", &["-w", "/sipfs-probe"]) {
         Ok(out) => judge_write(out.status.code(), &String::from_utf8_lossy(&out.stderr)),
         Err(e) => MayWrite::Unknown(format!("docker could not be started ({e})")),
     }
@@ -112,6 +80,24 @@ fn judge_write(code: Option<i32>, stderr: &str) -> MayWrite {
                 .to_owned(),
         ),
     }
+}
+
+/// Runs `entrypoint args` in a throw-away container of `image`, without network, with the
+/// project at `path` bind-mounted at `/sipfs-probe` (`mode`: "" or ":ro").
+fn probe_run(
+    path: &Path,
+    mode: &str,
+    image: &str,
+    entrypoint: &str,
+    args: &[&str],
+) -> std::io::Result<std::process::Output> {
+    let mount = format!("{}:/sipfs-probe{mode}", path.display());
+    Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v", &mount])
+        .args(["--entrypoint", entrypoint, image])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
 }
 
 /// The verdict from what `docker run ... cat .sipfs/status` printed.
