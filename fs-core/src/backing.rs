@@ -212,6 +212,12 @@ pub trait Backing: Send + Sync {
     fn stat_fresh(&self, path: &RelPath) -> io::Result<Option<Stat>> {
         self.stat(path)
     }
+    /// Whether the file at `path` has other names on the share (hard links): removing this
+    /// name then loses no version, since the others still hold it. `false` where the share
+    /// cannot tell, which only ever keeps a copy too many.
+    fn has_other_names(&self, _path: &RelPath) -> io::Result<bool> {
+        Ok(false)
+    }
     /// Copies the content of the file at `path` into the local file `dest` (created or truncated).
     fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()>;
     /// Opens the file at `path` for reading ranges of it: a big file is fetched in ranges, the
@@ -260,6 +266,32 @@ pub trait Backing: Send + Sync {
     fn remove_dir(&self, path: &RelPath) -> io::Result<()>;
     fn create_dir(&self, path: &RelPath) -> io::Result<()>;
     fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()>;
+    /// Sets the modification time of the regular file at `path`, but only if it is the
+    /// version `expect` names: `Ok(None)`, with nothing changed, when someone else's version
+    /// is there. `Ok(Some(st))`: set; `st` is the share's stat, with the size the file had
+    /// when it was checked (a write into it since then is a change someone else made).
+    ///
+    /// A stat and then a `set_mtime` would give our time to a file someone put at the name
+    /// between the two calls, and the share would then look like our version: a later flush
+    /// would replace theirs. So the check and the change go through one open file where the
+    /// share allows it (`DirBacking`); this default is that weak way.
+    fn set_mtime_if(
+        &self,
+        path: &RelPath,
+        expect: Expect,
+        mtime_ns: i64,
+    ) -> io::Result<Option<Stat>> {
+        let before = self.stat(path)?.ok_or(io::ErrorKind::NotFound)?;
+        if !expect.matches(&before) {
+            return Ok(None);
+        }
+        self.set_mtime(path, mtime_ns)?;
+        let after = self.stat(path)?.unwrap_or(before);
+        Ok(Some(Stat {
+            size: before.size,
+            ..after
+        }))
+    }
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()>;
     /// Gives the entry at `path` (not following a link) an owner and group. Shares without
     /// Unix owners (SMB, an sshfs whose user may not chown) refuse it.
@@ -271,6 +303,22 @@ pub trait Backing: Send + Sync {
     /// most SMB clients) refuse with `Unsupported`.
     fn set_xattr(&self, _path: &RelPath, _name: &[u8], _value: Option<&[u8]>) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// The versions of a file on the share a change is meant for ([`Backing::set_mtime_if`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect {
+    /// The version last synced; `None`: any version (the file is not known on the share).
+    pub base: Option<crate::pending::Base>,
+    /// A second version that is ours too: for a name of a hard-linked entry, the entry as it
+    /// is after another of its names was given its time a moment ago.
+    pub also: Option<crate::pending::Base>,
+}
+
+impl Expect {
+    pub fn matches(&self, st: &Stat) -> bool {
+        self.base.is_none_or(|b| b.matches(st)) || self.also.is_some_and(|b| b.matches(st))
     }
 }
 
@@ -340,6 +388,11 @@ impl Backing for DirBacking {
         self.root.display().to_string()
     }
 
+    #[cfg(unix)]
+    fn has_other_names(&self, path: &RelPath) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(fs::symlink_metadata(self.path(path))?.nlink() > 1)
+    }
     fn stat(&self, path: &RelPath) -> io::Result<Option<Stat>> {
         match fs::symlink_metadata(self.path(path)) {
             Ok(md) => Ok(Some(Stat::from_metadata(&md))),
@@ -493,6 +546,40 @@ impl Backing for DirBacking {
         filetime::set_symlink_file_times(self.path(path), t, t)
     }
 
+    fn set_mtime_if(
+        &self,
+        path: &RelPath,
+        expect: Expect,
+        mtime_ns: i64,
+    ) -> io::Result<Option<Stat>> {
+        let file = match open_for_times(&self.path(path)) {
+            Ok(f) => f,
+            // Not readable (mode 0), say: the owner may still set its time by name. The weak
+            // way then, as on shares without open files.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let before = self.stat(path)?.ok_or(io::ErrorKind::NotFound)?;
+                if !expect.matches(&before) {
+                    return Ok(None);
+                }
+                self.set_mtime(path, mtime_ns)?;
+                return Ok(Some(self.stat(path)?.unwrap_or(before)));
+            }
+            Err(e) => return Err(e),
+        };
+        let before = Stat::from_metadata(&file.metadata()?);
+        if before.kind != EntryKind::File || !expect.matches(&before) {
+            return Ok(None);
+        }
+        // Through the open file: the version checked is the one changed, whatever takes the
+        // name meanwhile.
+        file.set_modified(filetime_to_system(filetime_from_ns(mtime_ns)))?;
+        let after = Stat::from_metadata(&file.metadata()?);
+        Ok(Some(Stat {
+            size: before.size,
+            ..after
+        }))
+    }
+
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {
         set_permissions_checked(&self.path(path), mode)
     }
@@ -505,6 +592,37 @@ impl Backing for DirBacking {
     #[cfg(target_os = "linux")]
     fn set_xattr(&self, path: &RelPath, name: &[u8], value: Option<&[u8]>) -> io::Result<()> {
         set_xattr_at(&self.path(path), name, value)
+    }
+}
+
+/// A file opened to check and set its times, never blocking (a FIFO put at the name) and
+/// needing no write permission where the platform allows.
+fn open_for_times(path: &Path) -> io::Result<File> {
+    let mut o = fs::OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        // FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES, shared with everyone: a file open
+        // in another program keeps its time settable, as by name.
+        o.access_mode(0x80 | 0x100).share_mode(0x7);
+    }
+    o.open(path)
+}
+
+fn filetime_to_system(t: FileTime) -> std::time::SystemTime {
+    let since = std::time::Duration::new(t.unix_seconds().unsigned_abs(), t.nanoseconds());
+    if t.unix_seconds() >= 0 {
+        std::time::UNIX_EPOCH + since
+    } else {
+        // Before 1970: whole seconds back, then the nanoseconds forward.
+        std::time::UNIX_EPOCH - std::time::Duration::from_secs(t.unix_seconds().unsigned_abs())
+            + std::time::Duration::from_nanos(t.nanoseconds() as u64)
     }
 }
 

@@ -411,6 +411,10 @@ impl Backing for DeadlineBacking {
         let p = path.clone();
         self.call(move |b| b.stat_fresh(&p))
     }
+    fn has_other_names(&self, path: &RelPath) -> io::Result<bool> {
+        let p = path.clone();
+        self.call(move |b| b.has_other_names(&p))
+    }
     fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
         let p = dir.clone();
         self.call(move |b| b.list(&p))
@@ -483,6 +487,15 @@ impl Backing for DeadlineBacking {
     fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
         let p = path.clone();
         self.call(move |b| b.set_mtime(&p, mtime_ns))
+    }
+    fn set_mtime_if(
+        &self,
+        path: &RelPath,
+        expect: crate::backing::Expect,
+        mtime_ns: i64,
+    ) -> io::Result<Option<Stat>> {
+        let p = path.clone();
+        self.call(move |b| b.set_mtime_if(&p, expect, mtime_ns))
     }
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {
         let p = path.clone();

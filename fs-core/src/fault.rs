@@ -140,6 +140,11 @@ impl FaultControl {
         self.interleaved.lock().is_some()
     }
 
+    /// Drops an interleaved action that has not run; whether there was one.
+    pub fn cancel_interleave(&self) -> bool {
+        self.interleaved.lock().take().is_some()
+    }
+
     /// Every call fails with `errno` after `after` (`None`: calls work again), as calls to a
     /// client that lost its server and tried to reconnect do.
     pub fn fail_slowly(&self, how: Option<(std::time::Duration, i32)>) {
@@ -248,6 +253,10 @@ impl Backing for FaultyBacking {
         self.control.check(&[path], false)?;
         self.inner.stat_fresh(path)
     }
+    fn has_other_names(&self, path: &RelPath) -> io::Result<bool> {
+        self.control.check(&[path], false)?;
+        self.inner.has_other_names(path)
+    }
     fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
         self.control.check(&[dir], false)?;
         let mut entries = self.inner.list(dir)?;
@@ -352,6 +361,19 @@ impl Backing for FaultyBacking {
             return Err(io::Error::from_raw_os_error(errno));
         }
         self.inner.set_mtime(path, mtime_ns)
+    }
+    fn set_mtime_if(
+        &self,
+        path: &RelPath,
+        expect: crate::backing::Expect,
+        mtime_ns: i64,
+    ) -> io::Result<Option<Stat>> {
+        self.control.check(&[path], true)?;
+        let errno = self.control.times_errno.load(Ordering::SeqCst);
+        if errno != 0 {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        self.inner.set_mtime_if(path, expect, mtime_ns)
     }
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {
         self.control.check(&[path], true)?;

@@ -426,6 +426,15 @@ impl Engine {
                         _ => Ok(()),
                     }
                 }
+                // Still another name of a file on the share (a hard link, such as another
+                // name of an entry flushed since): that name holds whatever was written into
+                // it, so this one can go.
+                Ok(Some(_)) if self.backing.has_other_names(&row.cap).unwrap_or(false) => {
+                    match self.backing.remove_file(&row.cap) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    }
+                }
                 Ok(Some(_)) => self.keep_as_conflict(&row.cap, &row.target).map(|kept| {
                     self.record_conflict(
                         ctx,

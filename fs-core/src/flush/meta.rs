@@ -77,26 +77,33 @@ impl Engine {
         let Ok(attr) = self.getattr(j.ino) else {
             return;
         };
-        if j.in_share {
+        // Our versions of the file: the one last synced, and for a name of a hard-linked
+        // entry the entry as it is now (another of its names, a hard link on the share too,
+        // was given this time a moment ago).
+        let expect = Expect {
+            base: j.base,
+            also: j.base.filter(|_| j.linked).map(|b| Base {
+                size: b.size,
+                mtime_ns: attr.mtime_ns,
+            }),
+        };
+        let dropped = |j: Job| {
+            // Changed on the share since: its content wins (a refresh brings it); our new
+            // time belongs to the old content and is dropped.
+            let msg = format!(
+                "{}: changed on the share; the local change of its time was dropped",
+                j.local
+            );
+            warn!("{msg}");
+            ctx.report.lock().warnings.push(msg);
+            settle(j, None);
+        };
+        // A regular file known on the share is checked and changed in one call, so that our
+        // time never lands on a version someone put there meanwhile (`set_mtime_if`).
+        let checked = j.in_share && j.kind == EntryKind::File;
+        if j.in_share && !checked {
             match self.backing.stat(&target) {
-                // Already the time this flush sets: another name of the same file on the
-                // share (a hard link there) was given it a moment ago. Not someone's change.
-                Ok(Some(st))
-                    if j.linked
-                        && st.mtime_ns == attr.mtime_ns
-                        && j.base.is_some_and(|b| b.size == st.size) => {}
-                Ok(Some(st)) if j.base.is_some_and(|b| !b.matches(&st)) => {
-                    // Changed on the share since: its content wins (a refresh brings it);
-                    // our new time belongs to the old content and is dropped.
-                    let msg = format!(
-                        "{}: changed on the share; the local change of its time was dropped",
-                        j.local
-                    );
-                    warn!("{msg}");
-                    ctx.report.lock().warnings.push(msg);
-                    settle(j, None);
-                    return;
-                }
+                Ok(Some(st)) if !expect.matches(&st) => return dropped(j),
                 Ok(_) => {}
                 Err(e) => {
                     ctx.push_pending(ctx.pending(&j.local, &e));
@@ -108,29 +115,40 @@ impl Engine {
             settle(j, None);
             return;
         }
-        let r = self
-            .opts
-            .retry
-            .run(|| self.backing.set_mtime(&target, attr.mtime_ns))
+        let retry = self.opts.retry;
+        let set = if checked {
+            retry.run(|| self.backing.set_mtime_if(&target, expect, attr.mtime_ns))
+        } else {
+            retry
+                .run(|| self.backing.set_mtime(&target, attr.mtime_ns))
+                .map(|()| {
+                    // If the share cannot be asked again, it holds what we just set.
+                    let st = self.backing.stat(&target).ok().flatten();
+                    Some(st.unwrap_or(crate::Stat {
+                        kind: j.kind,
+                        size: j.base.map_or(attr.size, |b| b.size),
+                        mtime_ns: attr.mtime_ns,
+                        mode: attr.mode,
+                        rdev: 0,
+                    }))
+                })
+        };
+        let r = match set {
+            Ok(None) => return dropped(j),
             // A mode the share does not take is not worth keeping a change pending. The owner
             // first: a chown clears the set-user-ID bit the mode may carry.
-            .map(|_| {
+            Ok(Some(st)) => {
                 ctx.write_owner(&*self.backing, &target, attr.owner);
                 ctx.write_xattrs(&*self.backing, &target, &j.xattrs);
                 let _ = self.backing.set_mode(&target, attr.mode);
-            });
+                Ok(st)
+            }
+            Err(e) => Err(e),
+        };
         match r {
-            Ok(()) => {
-                // If the share cannot be asked again, it holds what we just set.
-                let base = match self.backing.stat(&target) {
-                    Ok(Some(st)) => Some(Base::of(&st)),
-                    _ => Some(Base {
-                        size: j.base.map_or(attr.size, |b| b.size),
-                        mtime_ns: attr.mtime_ns,
-                    }),
-                };
+            Ok(st) => {
                 let in_share = j.in_share;
-                settle(j, base.filter(|_| in_share));
+                settle(j, Some(Base::of(&st)).filter(|_| in_share));
                 ctx.report.lock().attrs_updated += 1;
             }
             // Shares that cannot keep times at all: say so once and keep going.

@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use tracing::{debug, info, info_span, warn};
 
-use crate::backing::{self, EntryKind};
+use crate::backing::{self, EntryKind, Expect};
 use crate::engine::Engine;
 use crate::error::{FsError, Reason};
 use crate::journal::{self, StagedRow};

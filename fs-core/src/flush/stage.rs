@@ -547,6 +547,15 @@ impl Engine {
             ctx.push_pending(ctx.unreachable(&s.job.local));
             return None;
         }
+        // Until the share's way with times is known, our temporary teaches it: after the
+        // publish, the name may hold someone else's version already (`times.rs`).
+        if !s.in_place && s.job.kind == EntryKind::File && !self.share_times.known() {
+            if let Ok(Some(st)) = self.backing.stat(&s.temp) {
+                if st.size == s.size {
+                    self.share_times.learn_from_own(s.mtime_ns, st.mtime_ns);
+                }
+            }
+        }
         // The version of ours this commit replaces, noted for removal when it is recorded.
         let mut ours_captured = None;
         let mut renamed = Ok(());
@@ -655,10 +664,17 @@ impl Engine {
                         }
                     }
                 }
-                after.map(|st| Base::of(&st)).unwrap_or(Base {
-                    size: s.size,
-                    mtime_ns: s.mtime_ns,
-                })
+                // A file of another size is someone else's, put at the name since our
+                // publish: the base is then what we wrote, so that a refresh sees theirs as
+                // the change it is. (On a share that keeps no times, one of the same size
+                // cannot be told from ours here; see USER_GUIDE.md.)
+                after
+                    .filter(|st| s.job.kind != EntryKind::File || st.size == s.size)
+                    .map(|st| Base::of(&st))
+                    .unwrap_or(Base {
+                        size: s.size,
+                        mtime_ns: s.mtime_ns,
+                    })
             }
         };
         ctx.touched(&s.job.local);

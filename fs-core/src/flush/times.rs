@@ -12,6 +12,8 @@ const EXACT: u8 = 1;
 const SECONDS: u8 = 2;
 /// SMB keeps 100 ns.
 const HUNDRED_NS: u8 = 3;
+/// The share keeps none of the times it is given (it stamps its own: some SMB clients).
+const NONE: u8 = 4;
 
 const SECOND: i64 = 1_000_000_000;
 
@@ -48,6 +50,17 @@ impl ShareTimes {
         self.0.store(seen, Ordering::SeqCst);
     }
 
+    /// Learns from our own temporary, which nobody else writes: a time that tells but
+    /// matches none of the three means the share keeps no times at all. (The file at the name
+    /// after a publish may already be someone else's: it teaches only through `learn`, which
+    /// never concludes that.)
+    pub(crate) fn learn_from_own(&self, ours: i64, share: i64) {
+        self.learn(ours, share);
+        if !self.known() && ours.rem_euclid(100) != 0 {
+            self.0.store(NONE, Ordering::SeqCst);
+        }
+    }
+
     /// Whether the share keeps whole seconds (SFTP): two versions of one size written within a
     /// second then look the same, and only their content tells them apart.
     pub(crate) fn coarse(&self) -> bool {
@@ -57,10 +70,11 @@ impl ShareTimes {
     /// Whether it is not known yet that the share keeps times finely enough to tell versions
     /// apart: content hashes are recorded meanwhile.
     pub(crate) fn maybe_coarse(&self) -> bool {
-        matches!(self.0.load(Ordering::SeqCst), UNKNOWN | SECONDS)
+        matches!(self.0.load(Ordering::SeqCst), UNKNOWN | SECONDS | NONE)
     }
 
-    /// Whether a file written has taught it what the share keeps.
+    /// Whether a file written has taught it what the share keeps (`kept` answers unless the
+    /// share keeps no times).
     pub(crate) fn known(&self) -> bool {
         self.0.load(Ordering::SeqCst) != UNKNOWN
     }
@@ -69,6 +83,24 @@ impl ShareTimes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_own_temporary_can_teach_that_the_share_keeps_no_times() {
+        let ours = 1_700_000_000_123_456_789;
+        let stamped = 1_800_000_000_987_654_321;
+        let t = ShareTimes::default();
+        // The name after a publish may hold someone else's version: nothing learned.
+        t.learn(ours, stamped);
+        assert!(!t.known());
+        t.learn_from_own(ours, stamped);
+        assert!(t.known());
+        assert_eq!(t.kept(ours), None);
+        assert!(t.maybe_coarse());
+        // A time that tells nothing (whole 100 ns) teaches nothing either way.
+        let t = ShareTimes::default();
+        t.learn_from_own(1_700_000_000_000_000_000, stamped);
+        assert!(!t.known());
+    }
 
     #[test]
     fn learns_each_resolution_from_a_time_that_tells() {
