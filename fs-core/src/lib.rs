@@ -12,6 +12,7 @@ pub mod auto_retry;
 pub mod backing;
 mod cache_tree;
 pub mod control;
+pub mod crash;
 pub mod deadline;
 mod engine;
 pub mod error;

@@ -176,6 +176,17 @@ pub struct MountProc {
 
 impl MountProc {
     pub fn start(share: &Path, mnt: &Path, cache: &Path, extra: &[&str]) -> MountProc {
+        MountProc::start_env(share, mnt, cache, extra, &[])
+    }
+
+    /// As [`MountProc::start`], with environment variables for the sipfs process.
+    pub fn start_env(
+        share: &Path,
+        mnt: &Path,
+        cache: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> MountProc {
         let log = cache.with_extension(format!("log-{}", std::process::id()));
         let logf = fs::File::create(&log).unwrap();
         let child = Command::new(sipfs_bin())
@@ -189,6 +200,7 @@ impl MountProc {
                 "SIPFS_LOG",
                 std::env::var("SIPFS_TEST_LOG").unwrap_or_else(|_| "info,fuser=error".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
@@ -240,6 +252,22 @@ impl MountProc {
         let st = wait_timeout(&mut child, d);
         eprintln!("mount log:\n{}", self.log_text());
         st
+    }
+
+    /// Waits for the process to die by itself, killed by SIGKILL (a crash point,
+    /// `fs_core::crash`); the mount point is left stale, as after a crash. Panics if it lives
+    /// on past `d` or ends otherwise.
+    pub fn wait_killed(mut self, d: Duration) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = self.child.take().unwrap();
+        let st = wait_timeout(&mut child, d);
+        self.leave_stale = true;
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGKILL),
+            "sipfs ended with {st}, not killed at its crash point: {}",
+            self.log_text()
+        );
     }
 
     /// `kill -9`: no flush, no unmount; the mount point is left stale, as after a crash.

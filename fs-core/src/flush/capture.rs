@@ -257,9 +257,13 @@ impl Engine {
             mtime_ns: ours.mtime_ns,
             linked,
         });
+        crate::crash::point("remove.noted");
         let captured = self.capture(path, &cap);
         let st = match captured {
-            Ok(Some(st)) => st,
+            Ok(Some(st)) => {
+                crate::crash::point("remove.captured");
+                st
+            }
             Ok(None) => {
                 self.unnote_captured(&cap);
                 return Ok(false);
@@ -287,10 +291,12 @@ impl Engine {
                 mtime_ns: st.mtime_ns,
                 linked,
             });
+            crate::crash::point("remove.judged");
             return Ok(true);
         }
         let kept = self.keep_as_conflict(&cap, path).map_err(fail)?;
         self.unnote_captured(&cap);
+        crate::crash::point("remove.judged");
         self.record_conflict(
             ctx,
             ConflictItem {
@@ -415,6 +421,7 @@ impl Engine {
                 left.push(row);
                 continue;
             }
+            crate::crash::point("captured.dropping");
             let done = match self.backing.stat(&row.cap) {
                 Ok(None) => Ok(()),
                 Ok(Some(st))
@@ -457,6 +464,8 @@ impl Engine {
                 ctx.note_failure(&e);
                 debug!(cap = %row.cap, error = %e, "captured version left for the next flush");
                 left.push(row);
+            } else {
+                crate::crash::point("captured.removed");
             }
         }
         self.save_captured(&left);

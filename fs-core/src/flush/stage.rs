@@ -169,6 +169,7 @@ impl Engine {
                 .collect::<Vec<_>>()
         }));
         self.finish_entries(finished.into_inner());
+        crate::crash::point("commit.recorded");
         waiting.extend(left.into_iter().flatten());
         waiting
     }
@@ -559,6 +560,7 @@ impl Engine {
         // The version of ours this commit replaces, noted for removal when it is recorded.
         let mut ours_captured = None;
         let mut renamed = Ok(());
+        crate::crash::point("commit.staged");
         for attempt in 0..COMMIT_TRIES {
             if attempt > 0 {
                 // Someone took the name between our capture and our publish (other writers
@@ -578,9 +580,13 @@ impl Engine {
                 match self.capture(&s.target, cap) {
                     Ok(None) => {}
                     Ok(Some(st)) => {
+                        crate::crash::point("commit.captured");
                         let theirs = !self.captured_is_ours(s.job.ino, cap, &st);
                         match self.settle_capture(ctx, &s.job, &s.target, cap, &st, theirs) {
-                            Ok(row) => ours_captured = row,
+                            Ok(row) => {
+                                ours_captured = row;
+                                crate::crash::point("commit.judged");
+                            }
                             Err(e) => {
                                 // The captured file goes back to the name, or stays under its
                                 // private name, which the staged row records for recovery.
@@ -640,6 +646,7 @@ impl Engine {
             ctx.push_pending(item);
             return None;
         }
+        crate::crash::point("commit.published");
         ctx.write_owner(&*self.backing, &s.target, s.job.owner);
         ctx.write_xattrs(&*self.backing, &s.target, &s.job.xattrs);
         let known = match s.job.kind {
