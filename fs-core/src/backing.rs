@@ -248,6 +248,17 @@ pub trait Backing: Send + Sync {
     }
     /// Renames `from` to `to`, replacing a file at `to`.
     fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()>;
+    /// Moves whatever is at `target` to the new name `cap` (a commit's capture,
+    /// `flush/capture.rs`) and returns its stat; `None`: nothing was there. This default is a
+    /// rename, then a stat of `cap`; on Windows a `DirBacking` holds the file through one
+    /// handle from the check to the rename (`win_share::capture`).
+    fn capture(&self, target: &RelPath, cap: &RelPath) -> io::Result<Option<Stat>> {
+        match self.rename(target, cap) {
+            Ok(()) => self.stat(cap),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     /// Renames `from` to `to` only if nothing is at `to`: [`io::ErrorKind::AlreadyExists`]
     /// otherwise, and nothing changes. Decided by the share where it can
     /// ([`crate::noreplace`]); this default is the weak way, a stat and then a rename.
@@ -523,6 +534,11 @@ impl Backing for DirBacking {
     fn rename_noreplace(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
         self.no_replace
             .rename(&self.root, &self.path(from), &self.path(to))
+    }
+
+    #[cfg(windows)]
+    fn capture(&self, target: &RelPath, cap: &RelPath) -> io::Result<Option<Stat>> {
+        crate::win_share::capture(&self.path(target), &self.path(cap))
     }
 
     fn no_replace(&self) -> Option<crate::noreplace::NoReplace> {

@@ -415,6 +415,10 @@ impl Backing for DeadlineBacking {
         let p = path.clone();
         self.call(move |b| b.has_other_names(&p))
     }
+    fn capture(&self, target: &RelPath, cap: &RelPath) -> io::Result<Option<Stat>> {
+        let (t, c) = (target.clone(), cap.clone());
+        self.call(move |b| b.capture(&t, &c))
+    }
     fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
         let p = dir.clone();
         self.call(move |b| b.list(&p))

@@ -36,6 +36,8 @@ pub mod report;
 pub mod retry;
 mod status;
 pub mod tree;
+#[cfg(windows)]
+mod win_share;
 
 pub use adopt::KnownEntry;
 pub use backing::{Backing, DirBacking, EntryKind, Stat};

@@ -7,7 +7,9 @@
 //! client's `RENAME_NOREPLACE`, or a stat before the rename) has a window in which another
 //! machine's write is replaced. So, by what the share can do:
 //! - **Exclusive rename** on a local disk: `renameat2(RENAME_NOREPLACE)`, decided by the file
-//!   system itself (Linux).
+//!   system itself (Linux); on Windows, on any share, `MoveFileExW` without
+//!   `MOVEFILE_REPLACE_EXISTING`, which the server decides (SMB2's rename with ReplaceIfExists
+//!   false).
 //! - **Link, then unlink** elsewhere: `link(from, to)` fails if `to` exists, and the server
 //!   decides it (SMB2, NFS, SFTP's `hardlink@openssh.com`, NTFS). Then `from` is removed.
 //! - **Checked**, where the share has neither (no hard links: SMB through rclone, FAT): a stat,
@@ -25,7 +27,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoReplace {
-    /// `renameat2(RENAME_NOREPLACE)`, by the file system itself.
+    /// `renameat2(RENAME_NOREPLACE)` by the file system itself; on Windows, `MoveFileExW`
+    /// without replacing, by the server.
     ExclusiveRename,
     /// `link` then `unlink`, the server refusing a taken name.
     LinkThenUnlink,
@@ -175,7 +178,9 @@ fn unsupported(e: &io::Error) -> bool {
 /// The first way to try on a share at `root`: an exclusive rename where the share is a local
 /// file system that decides it itself; otherwise link, then unlink.
 fn first_way(root: &Path) -> NoReplace {
-    if cfg!(target_os = "linux") && is_local_file_system(root) {
+    // Windows: `MoveFileExW` without replacing, which the server decides over SMB2 (a rename
+    // with ReplaceIfExists false), on any volume, with or without hard links.
+    if cfg!(windows) || (cfg!(target_os = "linux") && is_local_file_system(root)) {
         NoReplace::ExclusiveRename
     } else {
         NoReplace::LinkThenUnlink
@@ -235,7 +240,12 @@ fn rename_exclusive(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+fn rename_exclusive(from: &Path, to: &Path) -> io::Result<()> {
+    crate::win_share::rename_exclusive(from, to)
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 fn rename_exclusive(_from: &Path, _to: &Path) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }

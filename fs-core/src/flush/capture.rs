@@ -61,16 +61,18 @@ impl Engine {
         target: &RelPath,
         cap: &RelPath,
     ) -> io::Result<Option<backing::Stat>> {
-        match self.opts.retry.run(|| self.backing.rename(target, cap)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        match self.backing.stat(cap)? {
-            Some(st) => Ok(Some(st)),
-            // Renamed, then gone at once: nothing to keep.
-            None => Ok(None),
-        }
+        let mut tries = 0;
+        self.opts.retry.run(|| {
+            tries += 1;
+            match self.backing.capture(target, cap) {
+                // A try after one that failed may find the name empty because that one moved
+                // the file before it failed: what is at the capture name is the capture.
+                Ok(None) if tries > 1 => self.backing.stat(cap),
+                // (`None` from a first try: nothing was there, or it was renamed and then
+                // gone at once: nothing to keep either way.)
+                r => r,
+            }
+        })
     }
 
     /// Whether a captured share version is the one entry `ino` derives from: its base (or, for
