@@ -220,6 +220,18 @@ pub trait Backing: Send + Sync {
     }
     /// Copies the content of the file at `path` into the local file `dest` (created or truncated).
     fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()>;
+    /// As [`Backing::fetch`], and says which version was copied: its stat, or `None` if it was
+    /// written into during the copy (copy again). Where the share allows, both stats are taken
+    /// through the file being read (`DirBacking`), so a new version renamed over the name
+    /// meanwhile does not spoil the copy of the one opened: under a writer that saves every
+    /// few milliseconds, stats of the name before and after would rarely agree. This default
+    /// stats the name before and after.
+    fn fetch_version(&self, path: &RelPath, dest: &Path) -> io::Result<Option<Stat>> {
+        let before = self.stat(path)?.ok_or(io::ErrorKind::NotFound)?;
+        self.fetch(path, dest)?;
+        let after = self.stat(path)?.ok_or(io::ErrorKind::NotFound)?;
+        Ok((before == after).then_some(after))
+    }
     /// Opens the file at `path` for reading ranges of it: a big file is fetched in ranges, the
     /// first ones while a program waits for them (`engine/partial.rs`). One open serves every
     /// range, so each costs one round trip, not an open and a close as well.
@@ -451,6 +463,15 @@ impl Backing for DirBacking {
         let mut src = File::open(self.path(path))?;
         let mut dst = File::create(dest)?;
         copy_reporting(&mut src, &mut dst)
+    }
+
+    fn fetch_version(&self, path: &RelPath, dest: &Path) -> io::Result<Option<Stat>> {
+        let mut src = File::open(self.path(path))?;
+        let before = Stat::from_metadata(&src.metadata()?);
+        let mut dst = File::create(dest)?;
+        copy_reporting(&mut src, &mut dst)?;
+        let after = Stat::from_metadata(&src.metadata()?);
+        Ok((before == after).then_some(after))
     }
 
     fn open_read(&self, path: &RelPath) -> io::Result<Arc<dyn ShareReader>> {

@@ -415,6 +415,10 @@ impl Backing for DeadlineBacking {
         let p = path.clone();
         self.call(move |b| b.has_other_names(&p))
     }
+    fn fetch_version(&self, path: &RelPath, dest: &Path) -> io::Result<Option<Stat>> {
+        let (p, d) = (path.clone(), dest.to_owned());
+        self.call(move |b| b.fetch_version(&p, &d))
+    }
     fn capture(&self, target: &RelPath, cap: &RelPath) -> io::Result<Option<Stat>> {
         let (t, c) = (target.clone(), cap.clone());
         self.call(move |b| b.capture(&t, &c))

@@ -213,20 +213,34 @@ impl Engine {
     /// Fetches a file's content into the cache on first open, finishing the ranged copy
     /// (`partial.rs`) a read-only open began, if any.
     pub(crate) fn ensure_cached(&self, ino: Ino) -> Result<(), FsError> {
-        for attempt in 0..3 {
+        // Where the version is read from: its name, or the captured file that holds it while
+        // another sipfs commits a new version at the name.
+        let mut from_capture: Option<RelPath> = None;
+        const TRIES: u32 = 6;
+        for attempt in 0..TRIES {
             // A name is empty on the share for a moment while another sipfs commits a new
-            // version there (captured, then published: `flush/capture.rs`): a file that went
-            // missing while a capture of it sits beside it is looked for again shortly,
-            // before it counts as gone.
-            let briefly_gone = |share: &RelPath| {
-                attempt < 2 && {
-                    // A look again a moment later: the capture may have become a conflict
-                    // copy already, with ours on the way.
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                    self.capture_under_way(share) || matches!(self.backing.stat(share), Ok(Some(_)))
+            // version there (captured, then published: `flush/capture.rs`). A file that went
+            // missing while a capture of it sits beside it is read from that capture if it
+            // holds the version this cache knows (`base`), else looked for again, for up to
+            // about 1.5 s, before it counts as gone.
+            let briefly_gone = |share: &RelPath, base: Option<Base>| -> Option<Option<RelPath>> {
+                if attempt + 1 >= TRIES {
+                    return None;
+                }
+                // A look again a moment later: the capture may have become a conflict copy
+                // already, with ours on the way.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                match self.captures_of(share) {
+                    Some(caps) => {
+                        let ours = caps
+                            .into_iter()
+                            .find(|(_, st)| base.is_some_and(|b| b.matches(st)));
+                        Some(ours.map(|(cap, _)| cap))
+                    }
+                    None => matches!(self.backing.stat(share), Ok(Some(_))).then_some(None),
                 }
             };
-            let (path, share) = {
+            let (path, share, base) = {
                 let tree = self.state.read();
                 let node = tree.get(ino).ok_or(FsError::StaleInode(ino))?;
                 let path = tree.path_of(ino).ok_or(FsError::StaleInode(ino))?;
@@ -240,8 +254,9 @@ impl Engine {
                 }
                 let share =
                     share_path_of(&path, &tree.ops).ok_or(FsError::NotFound(path.clone()))?;
-                (path, share)
+                (path, share, node.base)
             };
+            let src = from_capture.clone().unwrap_or_else(|| share.clone());
             // A ranged copy a read-only open began is finished rather than fetched again. None
             // is begun here: who needs the whole file now is served best by one whole fetch.
             let partial = self.partials.lock().get(&ino).cloned();
@@ -252,35 +267,55 @@ impl Engine {
             }
             let _span = info_span!("fetch", path = %path).entered();
             let tmp = self.tmp_dir.join(format!("fetch-{ino}-{}", now_ns()));
-            let fetched = (|| {
-                let before = self.opts.retry.run(|| self.backing.stat(&share))?;
-                self.opts.retry.run(|| self.backing.fetch(&share, &tmp))?;
-                let after = self.opts.retry.run(|| self.backing.stat(&share))?;
-                Ok::<_, std::io::Error>((before, after))
-            })();
-            let (before, after) = match fetched {
-                Ok(v) => v,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && briefly_gone(&share) => {
+            let fetched = self
+                .opts
+                .retry
+                .run(|| self.backing.fetch_version(&src, &tmp));
+            // Missing: read from a capture holding our version, or look again shortly.
+            let look_again = |from_capture: &mut Option<RelPath>| {
+                let _ = fs::remove_file(&tmp);
+                match briefly_gone(&share, base) {
+                    Some(Some(cap)) if from_capture.as_ref() != Some(&cap) => {
+                        debug!(capture = %cap, "the name is being committed to: read from its capture");
+                        *from_capture = Some(cap);
+                        true
+                    }
+                    Some(_) => {
+                        *from_capture = None;
+                        std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+                        true
+                    }
+                    None => false,
+                }
+            };
+            let st = match fetched {
+                Ok(Some(st)) => st,
+                Ok(None) => {
+                    // Someone wrote into the file while we copied it: copy again.
                     let _ = fs::remove_file(&tmp);
-                    std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
                     continue;
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && look_again(&mut from_capture) =>
+                {
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = fs::remove_file(&tmp);
+                    warn!(path = %path, share = %share, tries = attempt + 1, "not on the share any more: the open fails (a refresh shows it gone)");
+                    return Err(FsError::NotFound(path));
                 }
                 Err(e) => {
                     let _ = fs::remove_file(&tmp);
                     return Err(FsError::share(&path, e));
                 }
             };
-            let Some(st) = after else {
+            if from_capture.is_some() && !base.is_some_and(|b| b.matches(&st)) {
+                // The capture changed while it was read (a writer that had it open): that
+                // version is for its commit to keep, not ours to read. Look at the name again.
                 let _ = fs::remove_file(&tmp);
-                if briefly_gone(&share) {
-                    std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
-                    continue;
-                }
-                return Err(FsError::NotFound(path));
-            };
-            if before != after {
-                // Someone wrote the file while we copied it: copy again.
-                let _ = fs::remove_file(&tmp);
+                from_capture = None;
                 continue;
             }
             // Where the share may keep whole seconds only, the version is known by its content
@@ -309,15 +344,16 @@ impl Engine {
         ))
     }
 
-    /// Whether the share's folder of `share` holds a captured version of it: a commit of that
-    /// name is under way (or was interrupted) on some machine (one listing of the folder).
-    fn capture_under_way(&self, share: &RelPath) -> bool {
+    /// The captured versions of `share` in its folder, with their stats: a commit of that
+    /// name is under way (or was interrupted) on some machine. `None` when there are none
+    /// (one listing of the folder).
+    fn captures_of(&self, share: &RelPath) -> Option<Vec<(RelPath, Stat)>> {
         let dir = share.parent().unwrap_or_default();
-        self.backing.list(&dir).is_ok_and(|entries| {
-            entries
-                .iter()
-                .any(|(n, _)| crate::names::is_capture_of(n, share.name()))
-        })
+        let caps: Vec<(RelPath, Stat)> = (self.backing.list(&dir).ok()?.into_iter())
+            .filter(|(n, _)| crate::names::is_capture_of(n, share.name()))
+            .map(|(n, st)| (dir.join(&n), st))
+            .collect();
+        (!caps.is_empty()).then_some(caps)
     }
 
     /// Puts a fetched copy of the share's version `st` (the local file `from`) into the cache

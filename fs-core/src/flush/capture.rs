@@ -382,6 +382,19 @@ impl Engine {
         }
     }
 
+    /// Notes someone else's captured version at `cap` that could not be made the conflict copy
+    /// yet: the next flush finds it does not hold what the row says (nothing could) and keeps
+    /// it beside `target` (`drop_captured`).
+    pub(super) fn keep_later(&self, cap: &RelPath, target: &RelPath) {
+        self.note_captured(CapturedRow {
+            cap: cap.clone(),
+            target: target.clone(),
+            size: u64::MAX,
+            mtime_ns: i64::MIN,
+            linked: None,
+        });
+    }
+
     /// Notes a captured version of ours for removal by the next flush, at once (a commit that
     /// captures again after losing the name to another writer).
     pub(super) fn note_captured_now(&self, row: CapturedRow) {

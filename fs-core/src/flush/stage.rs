@@ -14,7 +14,19 @@ enum Plan {
 
 /// Captures and publishes one commit tries before it leaves the file for after the burst,
 /// when other writers keep taking the name between its capture and its publish.
-const COMMIT_TRIES: u32 = 4;
+const COMMIT_TRIES: u32 = 6;
+
+/// A pause before capturing again, random up to 4 ms doubled at each try (at most about
+/// 130 ms in all): a writer that keeps renaming new versions over the name at a steady pace
+/// (a program saving every few milliseconds) then leaves a gap our capture and publish fit
+/// in, where trying again at once meets it at the same moment each time.
+fn commit_backoff(attempt: u32, ino: Ino) {
+    let seed = xxhash_rust::xxh3::xxh3_64(
+        &[ino.to_le_bytes(), crate::engine::now_ns().to_le_bytes()].concat(),
+    );
+    let cap_us = 4_000u64 << attempt.min(5);
+    std::thread::sleep(std::time::Duration::from_micros(seed % cap_us));
+}
 
 impl Engine {
     /// Stages `jobs`, several at once, against the namespace log as it is now.
@@ -563,6 +575,7 @@ impl Engine {
         crate::crash::point("commit.staged");
         for attempt in 0..COMMIT_TRIES {
             if attempt > 0 {
+                commit_backoff(attempt - 1, s.job.ino);
                 // Someone took the name between our capture and our publish (other writers
                 // at work on the same file): capture again, under a new name recorded first.
                 if let Some(row) = ours_captured.take() {
@@ -575,27 +588,25 @@ impl Engine {
                 }
             }
             // The name was taken when this file was staged: capture what is there now, and
-            // keep it if it is not the version ours derives from (`capture.rs`).
+            // keep it if it is not the version ours derives from (`capture.rs`). Someone
+            // else's stays under the capture's name until ours is published, then becomes the
+            // conflict copy: a sipfs fetching the name meanwhile sees a capture beside the
+            // empty name, and knows to look again (`engine/reading.rs`).
+            let mut theirs_captured = None;
             if let (Some(cap), false) = (&s.conflict, s.in_place) {
                 match self.capture(&s.target, cap) {
                     Ok(None) => {}
                     Ok(Some(st)) => {
                         crate::crash::point("commit.captured");
-                        let theirs = !self.captured_is_ours(s.job.ino, cap, &st);
-                        match self.settle_capture(ctx, &s.job, &s.target, cap, &st, theirs) {
-                            Ok(row) => {
-                                ours_captured = row;
-                                crate::crash::point("commit.judged");
-                            }
-                            Err(e) => {
-                                // The captured file goes back to the name, or stays under its
-                                // private name, which the staged row records for recovery.
-                                self.put_back(cap, &s.target);
-                                self.abandon_temp(&s, true);
-                                ctx.push_pending(ctx.pending(&s.job.local, &e));
-                                return None;
-                            }
+                        if self.captured_is_ours(s.job.ino, cap, &st) {
+                            ours_captured = self
+                                .settle_capture(ctx, &s.job, &s.target, cap, &st, false)
+                                .ok()
+                                .flatten();
+                        } else {
+                            theirs_captured = Some((cap.clone(), st));
                         }
+                        crate::crash::point("commit.judged");
                     }
                     Err(e) => {
                         self.abandon_temp(&s, true);
@@ -609,14 +620,27 @@ impl Engine {
                 // Never over a file that took the name since the capture.
                 false => retry.run(|| self.backing.rename_noreplace(&s.temp, &s.target)),
             };
-            match &renamed {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                _ => break,
+            let taken = matches!(&renamed, Err(e) if e.kind() == io::ErrorKind::AlreadyExists);
+            if let Some((cap, st)) = theirs_captured {
+                if renamed.is_err() && !taken {
+                    // Ours could not be put there (the share dropped): theirs goes back to the
+                    // name, or stays under its private name, which the staged row records.
+                    self.put_back(&cap, &s.target);
+                } else if let Err(e) = self.settle_capture(ctx, &s.job, &s.target, &cap, &st, true)
+                {
+                    // It stays under its private name, noted so that the next flush keeps it
+                    // as the conflict copy (the staged row may name another capture next).
+                    warn!(cap = %cap, error = %e, "someone else's version stays under a private name; the next flush keeps it beside");
+                    ctx.note_failure(&e);
+                    self.keep_later(&cap, &s.target);
+                }
+            }
+            if !taken {
+                break;
             }
         }
         if let (Err(_), Some(row)) = (&renamed, &ours_captured) {
-            // A name this commit emptied gets our old version back rather than stay empty
-            // (someone else's is kept as a conflict copy already).
+            // A name this commit emptied gets our old version back rather than stay empty.
             self.put_back(&row.cap, &s.target);
         }
         let abandon = |keep_row: bool| self.abandon_temp(&s, keep_row);

@@ -88,11 +88,21 @@ pub fn write_status(mirror: &Mirror, progress: Option<&FlushProgress>) -> io::Re
     replace_file(&control_dir(mirror.folder()).join(STATUS_FILE), &text)
 }
 
-/// Writes a file whole, so a reader never sees half of it.
+/// Writes a file whole, so a reader never sees half of it: a temporary of its own, then a
+/// rename. (One shared temporary name let two threads writing the status at once write into
+/// the same file, and a reader then found two statuses run together.)
 fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, data)?;
-    fs::rename(&tmp, path)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut b = tempfile::Builder::new();
+    b.prefix(".write-");
+    // Readable by all, as a plain write leaves it: a step in a container, under another user,
+    // reads the status and the answers.
+    #[cfg(unix)]
+    b.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = b.tempfile_in(dir)?;
+    io::Write::write_all(&mut tmp, data)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Runs one request if one is waiting. Returns what was done, for logs and tests.
