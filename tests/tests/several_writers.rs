@@ -5,7 +5,7 @@
 //! is left there; and every flush exited 0 or 4.
 //!
 //! Once on a local folder, once over sshfs. `SIPFS_WRITERS_ROUNDS` sets the rounds per writer
-//! (30 by default; issue 27 asks for 200, run by hand). The direct writer writes half its lines
+//! (30 by default, as CI runs it; issue 27 asks for 200: `SIPFS_WRITERS_ROUNDS=200`). The direct writer writes half its lines
 //! in place and half by read, write a temporary, rename over (as the workflow manager's
 //! StateManager does); `SIPFS_WRITERS_DIRECT_RENAME=0` keeps it to appends in place.
 //!
@@ -392,12 +392,11 @@ fn several_writers_on_a_local_folder_lose_no_line() {
     several_writers(s.dir.path(), &s.share, &s.share);
 }
 
-/// Run by hand (`cargo test -p sipfs-tests --test several_writers -- --ignored`): under this
-/// load sshfs itself sometimes drops its connection ("Software caused connection abort",
-/// then EIO through the mounts; about 1 run in 8 at 30 rounds here), which fails the run for
-/// a reason that is not sipfs's. Not lost lines: every run that kept its connection lost none.
+/// Over sshfs, with a client that does not drop its connection when a loaded machine answers
+/// slowly. (It was left out of the suite while sshfs dropped its connection under this load
+/// about 1 run in 8; with the commits' backoff and fetches that read a version whole, 10 runs
+/// of 10 at 30 rounds and 6 of 6 at 200 rounds passed.)
 #[test]
-#[ignore = "sshfs drops its connection under this load about 1 run in 8; run by hand"]
 fn several_writers_over_sshfs_lose_no_line() {
     let s = Scratch::new();
     // A client that does not drop the connection when a loaded machine answers slowly.
