@@ -34,7 +34,9 @@ pub mod relpath;
 pub mod report;
 pub mod retry;
 mod status;
+pub mod sys;
 pub mod tree;
+pub mod volume;
 
 pub use adopt::KnownEntry;
 pub use backing::{Backing, DirBacking, EntryKind, Stat};
