@@ -87,6 +87,14 @@ impl Filesystem for SipFs {
         };
         let attr = match ino {
             Some(i) => self.attr_of(i),
+            // fuser declares the macOS volume case-insensitive: `Data.CSV` finds `data.csv`.
+            #[cfg(target_os = "macos")]
+            None => self
+                .engine
+                .lookup_ignoring_case(parent.0, name)
+                .map(|a| file_attr(&a, self.owner))
+                .map_err(|e| errno(&e)),
+            #[cfg(not(target_os = "macos"))]
             None => self
                 .engine
                 .lookup(parent.0, name)
@@ -96,8 +104,10 @@ impl Filesystem for SipFs {
         match attr {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             // A negative entry: the kernel remembers that the name is free, so a create after
-            // a failed open asks once, not twice. A refresh that adds the name tells it.
-            Err(e) if e == Errno::ENOENT && ino.is_none() => {
+            // a failed open asks once, not twice. A refresh that adds the name tells it. Not on
+            // macOS: there a name free now may be taken by another's case (`DATA.csv` made
+            // after `data.csv` was asked for), which a remembered miss would hide.
+            Err(e) if e == Errno::ENOENT && ino.is_none() && cfg!(not(target_os = "macos")) => {
                 reply.entry(&TTL, &crate::attr::negative_entry(), Generation(0))
             }
             Err(e) => reply.error(e),
