@@ -75,8 +75,8 @@ impl Filesystem for SipFs {
             return reply.error(Errno::ENOENT);
         };
         let name: &str = &name;
-        let ino = if parent.0 == ROOT_INO && name == CONTROL_DIR {
-            Some(control_dir::DIR_INO)
+        let ino = if parent.0 == ROOT_INO && control_dir::lookup_at_root(name).is_some() {
+            control_dir::lookup_at_root(name)
         } else if parent.0 == control_dir::DIR_INO {
             match control_dir::lookup(name) {
                 Some(i) => Some(i),
@@ -366,6 +366,10 @@ impl Filesystem for SipFs {
             }
             control_dir::STATUS_INO => {
                 let fh = self.add_handle(Handle::Status(self.status_json()));
+                return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            control_dir::NEVER_INDEX_INO => {
+                let fh = self.add_handle(Handle::Status(Vec::new()));
                 return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
             }
             control_dir::DIR_INO => return reply.error(Errno::EISDIR),

@@ -132,10 +132,12 @@ fn mount_options(
     use fuser::MountOption;
     let mut options = vec![
         MountOption::FSName(format!("sipfs:{}", engine.backing().describe())),
-        MountOption::Subtype("sipfs".into()),
         MountOption::NoAtime,
         MountOption::Exec,
     ];
+    // The type Linux shows (`fuse.sipfs`); macFUSE's mount tool knows no such option.
+    #[cfg(not(target_os = "macos"))]
+    options.push(MountOption::Subtype("sipfs".into()));
     if !(opts.allow_other && opts.no_permission_checks) {
         // The kernel checks modes and owners for us (owners as the engine records them). A
         // file system that keeps a lab's data is as safe as the disk it stands in for: a user
@@ -157,8 +159,9 @@ fn mount_options(
 /// Finder's `._NAME` AppleDouble files and `com.apple.*` attributes are kept off it
 /// (`noappledouble`, `noapplexattr`), so they neither reach the share nor count as changes.
 /// Spotlight does not index it: without `allow_other` macFUSE keeps every other user out,
-/// Spotlight's root-run indexer included, and sipfs never passes `local`, which would make
-/// the volume look like a local disk to index.
+/// Spotlight's root-run indexer included; with it, the root's `.metadata_never_index`
+/// (`control_dir`) says no; and sipfs never passes `local`, which would make the volume look
+/// like a local disk to index.
 #[cfg(all(target_os = "macos", sipfs_fuse))]
 fn macos_mount_options(mountpoint: &Path) -> Vec<String> {
     let name = mountpoint
