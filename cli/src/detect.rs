@@ -222,7 +222,7 @@ fn mount_support() -> MountSupport {
 #[cfg(target_os = "macos")]
 fn mount_support() -> MountSupport {
     MountSupport::MirrorFirst(
-        "on macOS sipfs keeps a mirror folder, which needs no kernel extension (`--mode mount` needs macFUSE and a build with the macfuse feature)",
+        "on macOS sipfs keeps a local mirror folder, which needs no kernel extension (`--mode mount` needs macFUSE and a build with the macfuse feature)",
     )
 }
 
@@ -249,7 +249,7 @@ pub fn recommend(fs_type: &str, network: bool, support: MountSupport) -> (Mode, 
         ),
         (true, MountSupport::MirrorFirst(why)) => (
             Mode::Mirror,
-            format!("on a network file system ({fs_type}): {why}; `sipfs run` keeps it there"),
+            format!("on a network file system ({fs_type}): {why}"),
         ),
     }
 }
@@ -356,7 +356,7 @@ mod tests {
     #[test]
     fn a_mac_mirrors_network_projects_by_default() {
         // `sipfs run /Volumes/fileserver/proj -- ./run.command` needs no --mode on a Mac.
-        let mac = MountSupport::MirrorFirst("on macOS sipfs keeps a mirror folder");
+        let mac = MountSupport::MirrorFirst("on macOS sipfs keeps a local mirror folder");
         let (mode, why) = recommend("smbfs", true, mac);
         assert_eq!(mode, Mode::Mirror);
         assert!(
