@@ -104,21 +104,39 @@ fn unescape(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
+/// macOS and the BSDs: statfs names the volume's type and source.
 #[cfg(all(unix, not(target_os = "linux")))]
 fn mount_of(path: &Path) -> Result<(String, Option<String>)> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    // SAFETY: c is a valid C string and st a valid out-pointer.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("statfs");
+    let v = fs_core::volume::statfs(path).context("statfs")?;
+    Ok((v.fs_type, Some(v.mounted_from)))
+}
+
+/// Whether a volume statfs describes is on another machine: a network type, or a volume
+/// macOS does not flag local (`MNT_LOCAL`). A FUSE volume (macFUSE) is taken for a network
+/// one (sshfs, a cloud drive), unless it is a sipfs mount, whose source names sipfs: it is
+/// the local cache already. Pure, so it is tested on every platform.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+pub fn is_network_volume(fs_type: &str, local_flag: bool, source: &str) -> bool {
+    use fs_core::volume::{classify, VolumeKind};
+    match classify(fs_type, local_flag) {
+        VolumeKind::Local => false,
+        VolumeKind::Network => true,
+        VolumeKind::Fuse => !source.starts_with("sipfs:"),
     }
-    // SAFETY: f_fstypename and f_mntfromname are NUL-terminated.
-    let name = unsafe { std::ffi::CStr::from_ptr(st.f_fstypename.as_ptr()) };
-    let from = unsafe { std::ffi::CStr::from_ptr(st.f_mntfromname.as_ptr()) };
-    Ok((
-        name.to_string_lossy().into_owned(),
-        Some(from.to_string_lossy().into_owned()),
-    ))
+}
+
+/// Whether the path is on another machine: statfs's flags on macOS, the type name elsewhere.
+#[cfg(target_os = "macos")]
+fn is_network_path(path: &Path, fs_type: &str) -> bool {
+    match fs_core::volume::statfs(path) {
+        Ok(v) => is_network_volume(&v.fs_type, v.local_flag, &v.mounted_from),
+        Err(_) => is_network_fs(fs_type),
+    }
+}
+
+#[cfg(not(target_os = "macos"))]
+fn is_network_path(_path: &Path, fs_type: &str) -> bool {
+    is_network_fs(fs_type)
 }
 
 #[cfg(windows)]
@@ -178,6 +196,64 @@ extern "system" {
     fn windows_sys_get_drive_type(root: *const u16) -> u32;
 }
 
+/// Whether this machine and build can serve a project as a mount. Each platform builds some
+/// of these; the tests build them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
+pub enum MountSupport {
+    /// A mount is what `run` uses for a network project.
+    Available,
+    /// No mount here (why): a mirror folder.
+    Missing(&'static str),
+    /// A mount may be had, but a mirror folder is the default (macOS: the mount needs macFUSE's
+    /// kernel extension, which Apple Silicon Macs load only with Reduced Security).
+    MirrorFirst(&'static str),
+}
+
+/// What this machine and build can do.
+#[cfg(windows)]
+fn mount_support() -> MountSupport {
+    match fs_windows::winfsp_dir() {
+        Some(_) => MountSupport::Available,
+        None => MountSupport::Missing("WinFsp is not installed"),
+    }
+}
+
+#[cfg(target_os = "macos")]
+fn mount_support() -> MountSupport {
+    MountSupport::MirrorFirst(
+        "on macOS sipfs keeps a local mirror folder, which needs no kernel extension (`--mode mount` needs macFUSE and a build with the macfuse feature)",
+    )
+}
+
+#[cfg(not(any(windows, target_os = "macos")))]
+fn mount_support() -> MountSupport {
+    if cfg!(unix) && Path::new("/dev/fuse").exists() {
+        MountSupport::Available
+    } else {
+        MountSupport::Missing("FUSE is not available here")
+    }
+}
+
+/// The mode `run` uses by default, and why. Pure, so that every platform's answer is tested.
+pub fn recommend(fs_type: &str, network: bool, support: MountSupport) -> (Mode, String) {
+    match (network, support) {
+        (false, _) => (Mode::None, "a local folder: programs can use it as it is".to_owned()),
+        (true, MountSupport::Available) => (
+            Mode::Mount,
+            format!("on a network file system ({fs_type}): mount it through a local cache with `sipfs mount` or `sipfs run`"),
+        ),
+        (true, MountSupport::Missing(why)) => (
+            Mode::Mirror,
+            format!("on a network file system ({fs_type}), and {why}: keep a local mirror folder"),
+        ),
+        (true, MountSupport::MirrorFirst(why)) => (
+            Mode::Mirror,
+            format!("on a network file system ({fs_type}): {why}"),
+        ),
+    }
+}
+
 pub fn detect(path: &Path) -> Result<Detection> {
     // The plain form (`Z:\proj`, `\\server\share`), which people and other programs
     // (Docker among them) take; `\\?\` only where a path needs it (over 260 characters).
@@ -196,31 +272,9 @@ pub fn detect(path: &Path) -> Result<Detection> {
         Some(t) => t,
         None => mount_of(&canon)?,
     };
-    let network = is_network_fs(&fs_type);
+    let network = is_network_path(&canon, &fs_type);
     let windows_share = is_windows_share_fs(&fs_type);
-    // A mount needs FUSE (Linux, macOS) or, on Windows, WinFsp and the build that has the
-    // drive; where there is neither, the mirror folder is what works.
-    #[cfg(windows)]
-    let (mount_ok, missing) = (
-        fs_windows::winfsp_dir().is_some(),
-        "WinFsp is not installed",
-    );
-    #[cfg(not(windows))]
-    let (mount_ok, missing) = (
-        (cfg!(unix) && Path::new("/dev/fuse").exists()) || cfg!(target_os = "macos"),
-        "FUSE is not available here",
-    );
-    let (recommended, explanation) = match (network, mount_ok) {
-        (false, _) => (Mode::None, "a local folder: programs can use it as it is".to_owned()),
-        (true, true) => (
-            Mode::Mount,
-            format!("on a network file system ({fs_type}): mount it through a local cache with `sipfs mount` or `sipfs run`"),
-        ),
-        (true, false) => (
-            Mode::Mirror,
-            format!("on a network file system ({fs_type}), and {missing}: keep a local mirror folder"),
-        ),
-    };
+    let (recommended, explanation) = recommend(&fs_type, network, mount_support());
     Ok(Detection {
         path: canon,
         fs_type,
@@ -266,6 +320,58 @@ mod tests {
             assert!(!is_network_fs(t), "{t}");
         }
         assert!(is_windows_share_fs("cifs") && !is_windows_share_fs("nfs"));
+    }
+
+    #[test]
+    fn mac_network_volumes_by_statfs() {
+        // What statfs gives for /Volumes/SERVER on a lab Mac, and for its own disks.
+        for (fs_type, local, source) in [
+            ("smbfs", false, "//alice@fileserver/lab"),
+            ("afpfs", false, "afp://fileserver/lab"),
+            ("nfs", false, "fileserver:/export/lab"),
+            ("webdav", false, "https://dav.example/lab"),
+            ("nfs", true, "fileserver:/export/lab"),
+            ("vendorfs", false, "vendor://lab"),
+            ("macfuse", false, "alice@host:/lab"),
+        ] {
+            assert!(
+                is_network_volume(fs_type, local, source),
+                "{fs_type} {local}"
+            );
+        }
+        for (fs_type, local, source) in [
+            ("apfs", true, "/dev/disk3s5"),
+            ("hfs", true, "/dev/disk4s2"),
+            ("exfat", true, "/dev/disk5s1"),
+            ("macfuse", false, "sipfs:/Volumes/fileserver/lab"),
+        ] {
+            assert!(!is_network_volume(fs_type, local, source), "{fs_type}");
+        }
+        assert!(
+            is_windows_share_fs("smbfs"),
+            "Finder's SMB volumes hold Windows names"
+        );
+    }
+
+    #[test]
+    fn a_mac_mirrors_network_projects_by_default() {
+        // `sipfs run /Volumes/fileserver/proj -- ./run.command` needs no --mode on a Mac.
+        let mac = MountSupport::MirrorFirst("on macOS sipfs keeps a local mirror folder");
+        let (mode, why) = recommend("smbfs", true, mac);
+        assert_eq!(mode, Mode::Mirror);
+        assert!(
+            why.contains("smbfs") && why.contains("mirror folder"),
+            "{why}"
+        );
+        assert_eq!(recommend("apfs", false, mac).0, Mode::None);
+        assert_eq!(
+            recommend("cifs", true, MountSupport::Available).0,
+            Mode::Mount
+        );
+        assert_eq!(
+            recommend("cifs", true, MountSupport::Missing("no FUSE")).0,
+            Mode::Mirror
+        );
     }
 
     #[cfg(target_os = "linux")]

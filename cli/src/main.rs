@@ -301,8 +301,9 @@ struct RunArgs {
     #[arg(long, value_enum)]
     mode: Option<RunMode>,
     /// Where the local project appears. Mount mode: an empty folder (default: a new one under
-    /// the temp dir). Mirror mode: the mirror folder (default: TEMP/sip_workflow/NAME-HASH,
-    /// kept between runs so the next run only pulls in what changed)
+    /// the temp dir). Mirror mode: the mirror folder (default: TEMP/sip_workflow/NAME-HASH;
+    /// on macOS ~/Library/Application Support/sipfs/sip_workflow/NAME-HASH; kept between runs
+    /// so the next run only pulls in what changed)
     #[arg(long, value_name = "PATH")]
     at: Option<PathBuf>,
     /// Local folder for the cache (default: per-user cache dir, one per share path)

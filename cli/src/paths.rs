@@ -13,7 +13,8 @@ fn stable_hash(bytes: &[u8]) -> u64 {
 }
 
 /// The per-user cache folder for a share path: `~/.cache/sipfs/NAME-HASH` on Linux,
-/// `%LOCALAPPDATA%\sipfs\cache\NAME-HASH` on Windows.
+/// `~/Library/Caches/sipfs/NAME-HASH` on macOS, `%LOCALAPPDATA%\sipfs\cache\NAME-HASH` on
+/// Windows.
 pub fn default_cache_dir(backing: &Path) -> PathBuf {
     let base = directories::ProjectDirs::from("", "", "sipfs")
         .map(|d| d.cache_dir().to_path_buf())
@@ -59,7 +60,24 @@ pub fn default_mirror_folder(backing: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "project".into());
-    std::env::temp_dir().join("sip_workflow").join(name)
+    mirror_base().join(name)
+}
+
+/// Where the mirror folders are, each kept between runs.
+#[cfg(not(target_os = "macos"))]
+fn mirror_base() -> PathBuf {
+    std::env::temp_dir().join("sip_workflow")
+}
+
+/// macOS: `~/Library/Application Support/sipfs/sip_workflow`, on the Mac's own APFS disk. Not
+/// the temp dir: macOS deletes what lies unused in `$TMPDIR` (`/var/folders/...`) for three
+/// days, and a mirror folder holds the user's changes until they are flushed.
+#[cfg(target_os = "macos")]
+fn mirror_base() -> PathBuf {
+    directories::ProjectDirs::from("", "", "sipfs")
+        .map(|d| d.data_local_dir().to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("sipfs"))
+        .join("sip_workflow")
 }
 
 #[cfg(test)]

@@ -461,6 +461,11 @@ impl Backing for DirBacking {
 
     fn fetch(&self, path: &RelPath, dest: &Path) -> io::Result<()> {
         let mut src = File::open(self.path(path))?;
+        if cloned(&src, dest)? {
+            // As a created file would be: the clone has the share file's mode, which may
+            // leave sipfs's own cache copy read-only to it.
+            return set_permissions_checked(dest, 0o644);
+        }
         let mut dst = File::create(dest)?;
         copy_reporting(&mut src, &mut dst)
     }
@@ -468,8 +473,13 @@ impl Backing for DirBacking {
     fn fetch_version(&self, path: &RelPath, dest: &Path) -> io::Result<Option<Stat>> {
         let mut src = File::open(self.path(path))?;
         let before = Stat::from_metadata(&src.metadata()?);
-        let mut dst = File::create(dest)?;
-        copy_reporting(&mut src, &mut dst)?;
+        if cloned(&src, dest)? {
+            // As in `fetch`: the clone has the share file's mode.
+            set_permissions_checked(dest, 0o644)?;
+        } else {
+            let mut dst = File::create(dest)?;
+            copy_reporting(&mut src, &mut dst)?;
+        }
         let after = Stat::from_metadata(&src.metadata()?);
         Ok((before == after).then_some(after))
     }
@@ -486,15 +496,26 @@ impl Backing for DirBacking {
     fn stage(&self, src: &Path, temp: &RelPath, mtime_ns: i64, mode: u32) -> io::Result<()> {
         let dest = self.path(temp);
         let mut input = open_cache_copy(src)?;
+        // A share on the cache's own APFS volume (a local project folder) gets a clone, which
+        // has the cache file's mode: set below like any mode the create could not give.
+        let was_cloned = cloned(&input, &dest)?;
         let mut create = OpenOptions::new();
-        create.write(true).create_new(true);
+        if was_cloned {
+            // Only synced and timed from here, which a read-only handle may do whatever the
+            // clone's mode.
+            create.read(true);
+        } else {
+            create.write(true).create_new(true);
+        }
         // Created with its mode (SFTP and NFS send it with the create), so that the usual
         // modes need no chmod of their own, which would be one more round trip per file.
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut create, mode & 0o7777);
         let mut out = create.open(&dest)?;
         let result = (|| {
-            copy_reporting(&mut input, &mut out)?;
+            if !was_cloned {
+                copy_reporting(&mut input, &mut out)?;
+            }
             // Durable before the rename makes it visible: a crash of either side never
             // leaves a half-written file under the real name.
             out.sync_all()?;
@@ -504,7 +525,7 @@ impl Backing for DirBacking {
             if let Err(e) = filetime::set_file_handle_times(&out, Some(t), Some(t)) {
                 tracing::debug!(path = %dest.display(), error = %e, "share did not take the time");
             }
-            if !created_with(mode) {
+            if was_cloned || !created_with(mode) {
                 set_permissions(&dest, mode);
             }
             Ok(())
@@ -668,6 +689,24 @@ fn filetime_to_system(t: FileTime) -> std::time::SystemTime {
 /// none of those (0644, 0755, 0600...) arrive whole. Elsewhere (Windows) the mode is set apart.
 fn created_with(mode: u32) -> bool {
     cfg!(unix) && mode & 0o7022 == 0
+}
+
+/// Makes `dest` a clone of `src` where the OS and volume can (macOS, both on one APFS
+/// volume: the copy costs no time and no space). False: copy it.
+fn cloned(src: &File, dest: &Path) -> io::Result<bool> {
+    match crate::sys::clone_to(src, dest) {
+        Ok(()) => Ok(true),
+        // Not here, or the name is taken (a fetch's leftover): the copy path handles both.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported | io::ErrorKind::AlreadyExists
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Copies a whole file in chunks, telling the call's deadline after each that bytes moved

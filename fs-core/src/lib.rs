@@ -35,7 +35,9 @@ pub mod relpath;
 pub mod report;
 pub mod retry;
 mod status;
+pub mod sys;
 pub mod tree;
+pub mod volume;
 #[cfg(windows)]
 mod win_share;
 

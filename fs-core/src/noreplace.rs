@@ -6,10 +6,10 @@
 //! Who decides matters: a check made by the client from its own cache (the Linux CIFS
 //! client's `RENAME_NOREPLACE`, or a stat before the rename) has a window in which another
 //! machine's write is replaced. So, by what the share can do:
-//! - **Exclusive rename** on a local disk: `renameat2(RENAME_NOREPLACE)`, decided by the file
-//!   system itself (Linux); on Windows, on any share, `MoveFileExW` without
-//!   `MOVEFILE_REPLACE_EXISTING`, which the server decides (SMB2's rename with ReplaceIfExists
-//!   false).
+//! - **Exclusive rename** on a local disk: `renameat2(RENAME_NOREPLACE)` on Linux,
+//!   `renamex_np(RENAME_EXCL)` on macOS's APFS and HFS+, decided by the file system itself;
+//!   on Windows, on any share, `MoveFileExW` without `MOVEFILE_REPLACE_EXISTING`, which the
+//!   server decides (SMB2's rename with ReplaceIfExists false).
 //! - **Link, then unlink** elsewhere: `link(from, to)` fails if `to` exists, and the server
 //!   decides it (SMB2, NFS, SFTP's `hardlink@openssh.com`, NTFS). Then `from` is removed.
 //! - **Checked**, where the share has neither (no hard links: SMB through rclone, FAT): a stat,
@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoReplace {
-    /// `renameat2(RENAME_NOREPLACE)` by the file system itself; on Windows, `MoveFileExW`
-    /// without replacing, by the server.
+    /// `renameat2(RENAME_NOREPLACE)` (`renamex_np(RENAME_EXCL)` on macOS) by the file system
+    /// itself; on Windows, `MoveFileExW` without replacing, by the server.
     ExclusiveRename,
     /// `link` then `unlink`, the server refusing a taken name.
     LinkThenUnlink,
@@ -180,7 +180,9 @@ fn unsupported(e: &io::Error) -> bool {
 fn first_way(root: &Path) -> NoReplace {
     // Windows: `MoveFileExW` without replacing, which the server decides over SMB2 (a rename
     // with ReplaceIfExists false), on any volume, with or without hard links.
-    if cfg!(windows) || (cfg!(target_os = "linux") && is_local_file_system(root)) {
+    if cfg!(windows)
+        || (cfg!(any(target_os = "linux", target_os = "macos")) && is_local_file_system(root))
+    {
         NoReplace::ExclusiveRename
     } else {
         NoReplace::LinkThenUnlink
@@ -213,7 +215,15 @@ fn is_local_file_system(root: &Path) -> bool {
     ![FUSE, NFS, SMB, SMB2, CIFS, CODA, AFS, CEPH].contains(&kind)
 }
 
-#[cfg(not(target_os = "linux"))]
+/// On macOS: a volume of this machine by statfs (APFS, HFS+), not a network client or FUSE.
+/// APFS and HFS+ decide `RENAME_EXCL` themselves; a local volume that cannot (exFAT) says
+/// `ENOTSUP`, and the next way is taken.
+#[cfg(target_os = "macos")]
+fn is_local_file_system(root: &Path) -> bool {
+    crate::volume::statfs(root).is_ok_and(|v| v.kind() == crate::volume::VolumeKind::Local)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn is_local_file_system(_root: &Path) -> bool {
     false
 }
@@ -245,7 +255,21 @@ fn rename_exclusive(from: &Path, to: &Path) -> io::Result<()> {
     crate::win_share::rename_exclusive(from, to)
 }
 
-#[cfg(not(any(target_os = "linux", windows)))]
+/// `renamex_np(RENAME_EXCL)`: macOS's rename that fails with `EEXIST` rather than replace.
+#[cfg(target_os = "macos")]
+fn rename_exclusive(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let f = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let t = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: two valid C strings.
+    if unsafe { libc::renamex_np(f.as_ptr(), t.as_ptr(), libc::RENAME_EXCL) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 fn rename_exclusive(_from: &Path, _to: &Path) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
@@ -289,7 +313,7 @@ mod tests {
         });
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
     #[test]
     fn a_local_disk_decides_it_itself() {
         let dir = tempfile::tempdir().unwrap();

@@ -216,6 +216,38 @@ fn background_retry_writes_only_what_a_flush_left_pending() {
 /// Removing a folder of the share nobody has looked into: it is listed first (empty or not is
 /// known only then). This once deadlocked on the engine's own lock.
 #[test]
+fn a_case_insensitive_lookup_prefers_the_exact_name_then_any_case() {
+    // The macFUSE mount's lookups (a volume declared case-insensitive), over a share that is
+    // case-sensitive and holds two names differing only in case.
+    let r = rig(|share| {
+        fs::write(share.join("DATA.csv"), "upper").unwrap();
+        fs::write(share.join("data.csv"), "lower").unwrap();
+        fs::write(share.join("Notes.txt"), "n").unwrap();
+    });
+    let e = &r.engine;
+    let root = e.resolve(&RelPath::root()).unwrap();
+    let ino = |p: &str| e.resolve(&RelPath::new(p).unwrap()).unwrap();
+    assert_eq!(
+        e.lookup_ignoring_case(root, "data.csv").unwrap().ino,
+        ino("data.csv")
+    );
+    assert_eq!(
+        e.lookup_ignoring_case(root, "DATA.csv").unwrap().ino,
+        ino("DATA.csv")
+    );
+    assert_eq!(
+        e.lookup_ignoring_case(root, "notes.TXT").unwrap().ino,
+        ino("Notes.txt")
+    );
+    assert!(matches!(
+        e.lookup_ignoring_case(root, "missing.txt"),
+        Err(fs_core::FsError::NotFound(_))
+    ));
+    // A plain lookup stays exact.
+    assert!(e.lookup(root, "notes.TXT").is_err());
+}
+
+#[test]
 fn a_folder_never_listed_can_be_removed() {
     let r = rig(|share| {
         fs::create_dir_all(share.join("empty")).unwrap();

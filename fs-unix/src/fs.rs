@@ -2,7 +2,6 @@
 //! and what requests share are in `state.rs`).
 
 use std::ffi::OsStr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,23 +26,33 @@ use crate::state::{errno, name_str, reply_empty, reply_xattr, Handle, SipFs, TTL
 impl Filesystem for SipFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let caps = config.capabilities();
-        // Direct-I/O opens (files still fetched in ranges) may be mapped shared: the kernel
-        // then reads the mapping's pages through us, as any other read of them.
         let mut want = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
-        if self.xattrs {
-            // Set-ID bits are taken away here (`owners::killed_mode`); otherwise the kernel
-            // asks for `security.capability` before every write to see whether to.
-            want |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
-        }
-        if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
-            // The cache lives on a local disk file system: one level of stacking.
-            if config.set_max_stack_depth(1).is_ok() {
-                want |= InitFlags::FUSE_PASSTHROUGH;
-                self.passthrough.store(true, Ordering::Relaxed);
+            | InitFlags::FUSE_DO_READDIRPLUS;
+        // Flags that exist in Linux's FUSE only. macFUSE gives bits 27 to 31 other meanings
+        // (bit 28, KILLPRIV_V2's, is FUSE_EXCHANGE_DATA there) and has no passthrough.
+        #[cfg(target_os = "linux")]
+        {
+            // Direct-I/O opens (files still fetched in ranges) may be mapped shared: the kernel
+            // then reads the mapping's pages through us, as any other read of them.
+            want |= InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
+            if self.xattrs {
+                // Set-ID bits are taken away here (`owners::killed_mode`); otherwise the kernel
+                // asks for `security.capability` before every write to see whether to.
+                want |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
             }
+            if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
+                // The cache lives on a local disk file system: one level of stacking.
+                if config.set_max_stack_depth(1).is_ok() {
+                    want |= InitFlags::FUSE_PASSTHROUGH;
+                    self.passthrough.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        // macFUSE forwards a program's F_PREALLOCATE only when asked to (`fallocate` below).
+        #[cfg(target_os = "macos")]
+        {
+            want |= InitFlags::FUSE_ALLOCATE;
         }
         if !self.passthrough.load(Ordering::Relaxed) {
             // Without passthrough, let the kernel gather small writes (they cannot be combined).
@@ -66,8 +75,8 @@ impl Filesystem for SipFs {
             return reply.error(Errno::ENOENT);
         };
         let name: &str = &name;
-        let ino = if parent.0 == ROOT_INO && name == CONTROL_DIR {
-            Some(control_dir::DIR_INO)
+        let ino = if parent.0 == ROOT_INO && control_dir::lookup_at_root(name).is_some() {
+            control_dir::lookup_at_root(name)
         } else if parent.0 == control_dir::DIR_INO {
             match control_dir::lookup(name) {
                 Some(i) => Some(i),
@@ -78,6 +87,14 @@ impl Filesystem for SipFs {
         };
         let attr = match ino {
             Some(i) => self.attr_of(i),
+            // fuser declares the macOS volume case-insensitive: `Data.CSV` finds `data.csv`.
+            #[cfg(target_os = "macos")]
+            None => self
+                .engine
+                .lookup_ignoring_case(parent.0, name)
+                .map(|a| file_attr(&a, self.owner))
+                .map_err(|e| errno(&e)),
+            #[cfg(not(target_os = "macos"))]
             None => self
                 .engine
                 .lookup(parent.0, name)
@@ -87,8 +104,10 @@ impl Filesystem for SipFs {
         match attr {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             // A negative entry: the kernel remembers that the name is free, so a create after
-            // a failed open asks once, not twice. A refresh that adds the name tells it.
-            Err(e) if e == Errno::ENOENT && ino.is_none() => {
+            // a failed open asks once, not twice. A refresh that adds the name tells it. Not on
+            // macOS: there a name free now may be taken by another's case (`DATA.csv` made
+            // after `data.csv` was asked for), which a remembered miss would hide.
+            Err(e) if e == Errno::ENOENT && ino.is_none() && cfg!(not(target_os = "macos")) => {
                 reply.entry(&TTL, &crate::attr::negative_entry(), Generation(0))
             }
             Err(e) => reply.error(e),
@@ -302,14 +321,13 @@ impl Filesystem for SipFs {
         reply: ReplyEmpty,
     ) {
         self.requests.count(Req::Rename);
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+        let Some(noreplace) = no_replace(flags) else {
             return reply.error(Errno::EINVAL);
-        }
+        };
         let (Ok(name), Ok(newname)) = (name_str(name), name_str(newname)) else {
             return reply.error(Errno::EINVAL);
         };
         let (name, newname): (&str, &str) = (&name, &newname);
-        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         reply_empty(
             reply,
             self.engine
@@ -348,6 +366,10 @@ impl Filesystem for SipFs {
             }
             control_dir::STATUS_INO => {
                 let fh = self.add_handle(Handle::Status(self.status_json()));
+                return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            control_dir::NEVER_INDEX_INO => {
+                let fh = self.add_handle(Handle::Status(Vec::new()));
                 return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
             }
             control_dir::DIR_INO => return reply.error(Errno::EISDIR),
@@ -794,40 +816,76 @@ impl Filesystem for SipFs {
         reply: ReplyEmpty,
     ) {
         self.requests.count(Req::Other);
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = (ino, fh, offset, length, mode);
-            return reply.error(Errno::from_i32(libc::ENOTSUP));
-        }
-        #[cfg(target_os = "linux")]
         let Some(h) = self.handles.get(&fh.0) else {
             return reply.error(Errno::EBADF);
         };
-        #[cfg(target_os = "linux")]
-        let Handle::File { fh, .. } = &*h
-        else {
+        let Handle::File { fh, .. } = &*h else {
             return reply.error(Errno::EBADF);
         };
-        #[cfg(target_os = "linux")]
-        // SAFETY: the descriptor is open for as long as the handle is.
-        let r = unsafe {
-            libc::fallocate(
-                fh.file().as_raw_fd(),
-                mode,
-                offset as libc::off_t,
-                length as libc::off_t,
-            )
-        };
-        #[cfg(target_os = "linux")]
-        if r != 0 {
-            return reply.error(Errno::from(std::io::Error::last_os_error()));
+        if let Err(e) = allocate(fh.file(), offset, length, mode) {
+            return reply.error(Errno::from(e));
         }
-        #[cfg(target_os = "linux")]
         self.engine.note_attr_change(ino.0);
-        #[cfg(target_os = "linux")]
         match self.engine.note_external_write(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
+}
+
+/// Whether a rename's flags ask that it not replace; `None` for what sipfs does not do
+/// (exchanging two names, whiteouts).
+#[cfg(target_os = "linux")]
+fn no_replace(flags: RenameFlags) -> Option<bool> {
+    if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+        return None;
+    }
+    Some(flags.contains(RenameFlags::RENAME_NOREPLACE))
+}
+
+/// macOS's `renamex_np` flags, which fuser passes on as they come: `RENAME_EXCL` is the
+/// rename that does not replace; `RENAME_SWAP` and the rest are not done.
+#[cfg(not(target_os = "linux"))]
+fn no_replace(flags: RenameFlags) -> Option<bool> {
+    #[cfg(target_os = "macos")]
+    const EXCL: u32 = libc::RENAME_EXCL;
+    #[cfg(not(target_os = "macos"))]
+    const EXCL: u32 = 0;
+    match flags.bits() {
+        0 => Some(false),
+        b if EXCL != 0 && b == EXCL => Some(true),
+        _ => None,
+    }
+}
+
+/// `fallocate(2)` on the cache copy, as the program asked.
+#[cfg(target_os = "linux")]
+fn allocate(file: &std::fs::File, offset: u64, length: u64, mode: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for as long as the handle is.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            mode,
+            offset as libc::off_t,
+            length as libc::off_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// macFUSE forwards a program's `F_PREALLOCATE` (asked for with `FUSE_ALLOCATE`): space is
+/// reserved on the cache copy the same way, and the size stays, as `F_PREALLOCATE` leaves it.
+#[cfg(target_os = "macos")]
+fn allocate(file: &std::fs::File, offset: u64, length: u64, _mode: i32) -> std::io::Result<()> {
+    fs_core::sys::preallocate(file, offset, length)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn allocate(_file: &std::fs::File, _offset: u64, _length: u64, _mode: i32) -> std::io::Result<()> {
+    Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }

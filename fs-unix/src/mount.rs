@@ -10,12 +10,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fs_core::Engine;
-use fuser::{Config, MountOption, SessionACL};
-use tracing::{info, warn};
-
-use crate::state::SipFs;
 use fs_core::control::FlushProgress;
+use fs_core::Engine;
+use tracing::warn;
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -57,11 +54,15 @@ pub struct MountHandle {
 }
 
 /// Mounts `engine` at `mountpoint` and serves it from background threads.
+#[cfg(sipfs_fuse)]
 pub fn mount(
     engine: Arc<Engine>,
     mountpoint: &Path,
     opts: &MountOptions,
 ) -> io::Result<MountHandle> {
+    use crate::state::SipFs;
+    use fuser::{Config, SessionACL};
+
     let mut fs = SipFs::new(
         engine.clone(),
         mountpoint.display().to_string(),
@@ -70,28 +71,18 @@ pub fn mount(
     fs.xattrs = opts.xattrs;
     let progress = fs.progress.clone();
     let notifier = fs.notifier.clone();
-    let mut options = vec![
-        MountOption::FSName(format!("sipfs:{}", engine.backing().describe())),
-        MountOption::Subtype("sipfs".into()),
-        MountOption::NoAtime,
-        MountOption::Exec,
-    ];
-    if !(opts.allow_other && opts.no_permission_checks) {
-        // The kernel checks modes and owners for us (owners as the engine records them). A
-        // file system that keeps a lab's data is as safe as the disk it stands in for: a user
-        // let in by `allow_other` may not delete or chmod someone else's files.
-        options.push(MountOption::DefaultPermissions);
-    }
     let mut config = Config::default();
-    config.mount_options = options;
+    config.mount_options = mount_options(&engine, mountpoint, opts);
     config.acl = if opts.allow_other {
         SessionACL::All
     } else {
         SessionACL::Owner
     };
     // Several threads, so that a flush asked through the control file does not stall the mount;
-    // fuser runs more than one only on Linux.
-    if cfg!(target_os = "linux") {
+    // fuser runs more than one only on Linux. On macOS the one session thread serves every
+    // request, a flush through the control file included (docs/MACOS.md).
+    #[cfg(target_os = "linux")]
+    {
         config.n_threads = Some(opts.threads.max(2));
         config.clone_fd = true;
     }
@@ -105,7 +96,7 @@ pub fn mount(
             let _ = tx.send(());
             r
         })?;
-    info!(mountpoint = %mountpoint.display(), "serving");
+    tracing::info!(mountpoint = %mountpoint.display(), "serving");
     Ok(MountHandle {
         mountpoint: mountpoint.to_path_buf(),
         session: Some(thread),
@@ -113,6 +104,75 @@ pub fn mount(
         engine,
         progress,
     })
+}
+
+/// This build has no FUSE mount (macOS without the `macfuse` feature): it says so, and what
+/// serves the project instead.
+#[cfg(not(sipfs_fuse))]
+pub fn mount(
+    _engine: Arc<Engine>,
+    _mountpoint: &Path,
+    _opts: &MountOptions,
+) -> io::Result<MountHandle> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this sipfs was built without the FUSE mount: on macOS sipfs keeps a mirror folder \
+         (`sipfs run` does so by default, or `sipfs mirror SHARE FOLDER`); the mount needs \
+         macFUSE and a build with `--features macfuse` (docs/MACOS.md)",
+    ))
+}
+
+/// The mount options: the source names sipfs and the share, as `is_sipfs_mount` looks for.
+#[cfg(sipfs_fuse)]
+fn mount_options(
+    engine: &Engine,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Vec<fuser::MountOption> {
+    use fuser::MountOption;
+    let mut options = vec![
+        MountOption::FSName(format!("sipfs:{}", engine.backing().describe())),
+        MountOption::NoAtime,
+        MountOption::Exec,
+    ];
+    // The type Linux shows (`fuse.sipfs`); macFUSE's mount tool knows no such option.
+    #[cfg(not(target_os = "macos"))]
+    options.push(MountOption::Subtype("sipfs".into()));
+    if !(opts.allow_other && opts.no_permission_checks) {
+        // The kernel checks modes and owners for us (owners as the engine records them). A
+        // file system that keeps a lab's data is as safe as the disk it stands in for: a user
+        // let in by `allow_other` may not delete or chmod someone else's files.
+        options.push(MountOption::DefaultPermissions);
+    }
+    #[cfg(target_os = "macos")]
+    options.extend(
+        macos_mount_options(mountpoint)
+            .into_iter()
+            .map(MountOption::CUSTOM),
+    );
+    #[cfg(not(target_os = "macos"))]
+    let _ = mountpoint;
+    options
+}
+
+/// macFUSE's own options: Finder shows the volume under the project's name (`volname`), and
+/// Finder's `._NAME` AppleDouble files and `com.apple.*` attributes are kept off it
+/// (`noappledouble`, `noapplexattr`), so they neither reach the share nor count as changes.
+/// Spotlight does not index it: without `allow_other` macFUSE keeps every other user out,
+/// Spotlight's root-run indexer included; with it, the root's `.metadata_never_index`
+/// (`control_dir`) says no; and sipfs never passes `local`, which would make the volume look
+/// like a local disk to index.
+#[cfg(all(target_os = "macos", sipfs_fuse))]
+fn macos_mount_options(mountpoint: &Path) -> Vec<String> {
+    let name = mountpoint
+        .file_name()
+        .map(|n| n.to_string_lossy().replace(',', "_"))
+        .unwrap_or_else(|| "sipfs".into());
+    vec![
+        format!("volname={name}"),
+        "noappledouble".into(),
+        "noapplexattr".into(),
+    ]
 }
 
 impl MountHandle {
@@ -170,6 +230,7 @@ impl MountHandle {
 }
 
 /// Unmounts a FUSE mount: directly as root, else through fusermount3.
+#[cfg(not(target_os = "macos"))]
 pub fn unmount_path(path: &Path, lazy: bool) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())?;
     let flags = if lazy { libc::MNT_DETACH } else { 0 };
@@ -193,6 +254,33 @@ pub fn unmount_path(path: &Path, lazy: bool) -> io::Result<()> {
     Err(err)
 }
 
+/// Unmounts a macFUSE mount. macOS lets the user who mounted a volume unmount it
+/// (`unmount(2)`); it has no lazy detach, so `lazy` forces it (`MNT_FORCE`: files still open
+/// in it fail from then on). `diskutil` is asked when the call is refused.
+#[cfg(target_os = "macos")]
+pub fn unmount_path(path: &Path, lazy: bool) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    let flags = if lazy { libc::MNT_FORCE } else { 0 };
+    // SAFETY: c is a valid C string.
+    if unsafe { libc::unmount(c.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    let mut cmd = Command::new("/usr/sbin/diskutil");
+    cmd.arg("unmount");
+    if lazy {
+        cmd.arg("force");
+    }
+    match cmd.arg(path).status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(_) => Err(io::Error::from_raw_os_error(libc::EBUSY)),
+        Err(_) => Err(err),
+    }
+}
+
 /// True when `path` is a FUSE mount whose process is gone. Asked with statfs, which the
 /// kernel never answers from its caches (a stat may be answered from them for a while).
 pub fn is_stale_mount(path: &Path) -> bool {
@@ -202,10 +290,16 @@ pub fn is_stale_mount(path: &Path) -> bool {
     // SAFETY: c is a valid C string, st a valid out-pointer.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+    // macFUSE answers ENXIO for a volume whose process is gone, Linux ENOTCONN.
+    r != 0
+        && matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTCONN | libc::ENXIO)
+        )
 }
 
 /// True when `path` is currently a mount point of a sipfs file system.
+#[cfg(not(target_os = "macos"))]
 pub fn is_sipfs_mount(path: &Path) -> bool {
     let Ok(canon) = path.canonicalize() else {
         return false;
@@ -223,6 +317,18 @@ pub fn is_sipfs_mount(path: &Path) -> bool {
     })
 }
 
+/// True when `path` is currently a mount point of a sipfs file system: statfs names the
+/// volume's own mount point and its source, which sipfs sets to `sipfs:SHARE`.
+#[cfg(target_os = "macos")]
+pub fn is_sipfs_mount(path: &Path) -> bool {
+    let Ok(canon) = path.canonicalize() else {
+        return false;
+    };
+    fs_core::volume::statfs(&canon)
+        .is_ok_and(|v| Path::new(&v.mounted_on) == canon && v.mounted_from.starts_with("sipfs:"))
+}
+
+#[cfg(not(target_os = "macos"))]
 fn unescape_mount_path(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")

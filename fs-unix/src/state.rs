@@ -42,6 +42,8 @@ pub struct SipFs {
     pub(crate) owner: Owner,
     pub(crate) handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
+    /// Asked for by the mount options; only Linux's FUSE has passthrough.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) want_passthrough: bool,
     pub(crate) passthrough: AtomicBool,
     /// One passthrough registration per inode, shared by its open handles (the kernel wants

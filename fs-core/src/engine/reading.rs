@@ -107,6 +107,23 @@ impl Engine {
         self.attr_of(&tree, tree.get(ino).expect("child exists"))
     }
 
+    /// A lookup on a case-insensitive volume (the macFUSE mount: fuser declares it so on
+    /// macOS, as Finder and Mac programs expect): the exact name if there is one, else the first
+    /// entry, in listing order, whose name differs only in case (the rule the Windows drive
+    /// follows, `nt::names::pick`). A miss costs a listing of the folder.
+    pub fn lookup_ignoring_case(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
+        match self.lookup(parent, name) {
+            Err(FsError::NotFound(path)) => {
+                let entries = self.readdir(parent)?;
+                match crate::nt::names::pick(entries.iter().map(|e| e.name.as_str()), name) {
+                    Some(found) if found != name => self.lookup(parent, found),
+                    _ => Err(FsError::NotFound(path)),
+                }
+            }
+            other => other,
+        }
+    }
+
     pub(super) fn child_path(&self, tree: &Tree, parent: Ino, name: &str) -> RelPath {
         tree.path_of(parent).unwrap_or_default().join(name)
     }

@@ -9,6 +9,7 @@
 //! belongs to), `control` (requests from programs that cannot run sipfs, see `requests.rs`)
 //! and `status`. It is never synced.
 
+mod events;
 pub mod requests;
 mod scan;
 pub mod stamp;

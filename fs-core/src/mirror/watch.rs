@@ -1,13 +1,19 @@
 //! Learning of the mirror folder's changes from the OS as they happen (inotify on Linux,
-//! ReadDirectoryChangesW on Windows, through the `notify` crate), so that a flush walks only
-//! the folders something happened in instead of the whole tree.
+//! ReadDirectoryChangesW on Windows, FSEvents on macOS, through the `notify` crate), so that a
+//! flush walks only the folders something happened in instead of the whole tree. What each
+//! notification means, per backend, is `events.rs`.
 //!
 //! Notifications are trusted only when each flush proves they are flowing: [`Watch::take`]
 //! writes a **barrier** file in `.sipfs/watch/` and waits for its event. The OS delivers one
 //! watch's events in order, so once the barrier's arrived, so had every event of a change made
 //! before the flush began. If it does not arrive in time (subtree notifications that never come,
-//! as under Wine; a watcher that died), or the OS said it dropped events (an overflowed queue),
-//! the caller scans the whole folder, which is always right. A barrier that never came once
+//! as under Wine; a watcher that died), or the OS said it dropped events and not where (an
+//! overflowed queue), the caller scans the whole folder, which is always right. FSEvents says
+//! where: that subtree is scanned.
+//!
+//! sipfs's own writes into the folder (a sync's fetches) are notified like anyone's. They are
+//! not taken for the user's: the scan compares each notified entry with the stamp sipfs
+//! recorded when it wrote it (`settle_after_sync`), and an entry as sipfs left it is no change. A barrier that never came once
 //! turns notifications off for the rest of the run: waiting for it at every flush would only
 //! add its timeout.
 
@@ -18,7 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use parking_lot::{Condvar, Mutex};
 use tracing::{debug, info, warn};
@@ -27,6 +32,7 @@ use crate::control::CONTROL_FILE;
 use crate::ignore_rules::CONTROL_DIR;
 use crate::relpath::RelPath;
 
+use super::events::{notices, Backend, Notice};
 use super::scan::relative;
 
 /// How long a flush waits for its barrier before it scans the whole folder.
@@ -134,6 +140,7 @@ pub struct Watch {
     /// Off for the rest of the run once a barrier did not come.
     disabled: std::sync::atomic::AtomicBool,
     watcher: Mutex<Option<RecommendedWatcher>>,
+    backend: Backend,
 }
 
 impl Watch {
@@ -149,6 +156,7 @@ impl Watch {
             next_barrier: AtomicU64::new(0),
             disabled: false.into(),
             watcher: Mutex::new(None),
+            backend: Backend::this_os(),
         };
         let _ = fs::create_dir_all(&w.barrier_dir);
         *w.watcher.lock() = Some(w.open_watcher()?);
@@ -162,32 +170,26 @@ impl Watch {
         let control = self.root.join(CONTROL_DIR);
         let barrier_dir = self.barrier_dir.clone();
         let control_file = control.join(CONTROL_FILE);
+        let backend = self.backend;
+        let root = self.root.clone();
         let on_event = move |res: notify::Result<notify::Event>| {
             let mut seen = shared.seen.lock();
             match res {
                 Ok(ev) => {
-                    if ev.need_rescan() {
-                        seen.lost = true;
-                    }
-                    // Opens and reads change nothing (and the scan's and flush's own reads
-                    // would bring their folders into every next scope).
-                    if matches!(
-                        ev.kind,
-                        EventKind::Access(AccessKind::Open(_))
-                            | EventKind::Access(AccessKind::Read)
-                            | EventKind::Access(AccessKind::Close(AccessMode::Read))
-                            | EventKind::Access(AccessKind::Close(AccessMode::Execute))
-                            | EventKind::Access(AccessKind::Any)
-                    ) {
-                        return;
-                    }
-                    let deep = !matches!(
-                        ev.kind,
-                        EventKind::Access(_)
-                            | EventKind::Modify(ModifyKind::Data(_))
-                            | EventKind::Modify(ModifyKind::Metadata(_))
-                    );
-                    for p in ev.paths {
+                    for notice in notices(&ev, backend) {
+                        let (p, deep) = match notice {
+                            Notice::Lost => {
+                                seen.lost = true;
+                                continue;
+                            }
+                            // Events lost below the folder itself or above it: everything.
+                            Notice::Subtree(p) if root.starts_with(&p) => {
+                                seen.lost = true;
+                                continue;
+                            }
+                            Notice::Entry(p) => (p, false),
+                            Notice::Tree(p) | Notice::Subtree(p) => (p, true),
+                        };
                         if p.parent() == Some(barrier_dir.as_path()) {
                             seen.barriers.insert(p);
                         } else if p == control_file {
@@ -255,6 +257,10 @@ impl Watch {
             *self.watcher.lock() = None;
             return None;
         }
+        if lost && !self.backend.reopens_after_loss() {
+            info!("the OS dropped folder notifications; scanning all");
+            return None;
+        }
         if lost {
             // Events were dropped, so some folders' watches may never have been added: a new
             // watch of everything, then one walk of everything.
@@ -270,18 +276,7 @@ impl Watch {
             }
             return None;
         }
-        let mut scope = Scope::default();
-        for (p, deep) in paths {
-            match relative(&self.root, &p) {
-                Some(rel) if rel.is_root() => {
-                    scope.shallow.insert(rel);
-                }
-                Some(rel) => scope.add(rel, deep),
-                // A name the scan cannot record: the full scan reports it.
-                None => return None,
-            }
-        }
-        scope.settle();
+        let scope = scope_of(&self.root, paths)?;
         debug!(
             folders = scope.shallow.len(),
             trees = scope.deep.len(),
@@ -334,6 +329,9 @@ impl Watch {
     /// from then on is notified, and what it held before is found by the scan that follows,
     /// which walks it whole.
     fn watch_new_folders(&self, paths: &[(PathBuf, bool)]) {
+        if !self.backend.watches_new_folders() {
+            return;
+        }
         let mut folders: Vec<&PathBuf> = paths
             .iter()
             .filter(|(p, deep)| *deep && p.as_path() != self.root && p.is_dir())
@@ -349,6 +347,24 @@ impl Watch {
             }
         }
     }
+}
+
+/// The scope of the notified paths (each with whether its tree is looked at); `None` when a
+/// path is not one the scan can record (a name that is not UTF-8): only a full scan is right
+/// then.
+fn scope_of(root: &Path, paths: Vec<(PathBuf, bool)>) -> Option<Scope> {
+    let mut scope = Scope::default();
+    for (p, deep) in paths {
+        match relative(root, &p) {
+            Some(rel) if rel.is_root() => {
+                scope.shallow.insert(rel);
+            }
+            Some(rel) => scope.add(rel, deep),
+            None => return None,
+        }
+    }
+    scope.settle();
+    Some(scope)
 }
 
 #[cfg(test)]
@@ -382,5 +398,69 @@ mod tests {
         assert!(s.covers(&rel("c/new/x/y/z")), "what a created entry holds");
         assert!(s.covers(&rel("c/other")), "what is beside a created entry");
         assert!(!s.covers(&rel("c/other/below")));
+    }
+
+    /// The scope a batch of notifications gives, as `take` builds it from what `on_event`
+    /// recorded, without a watcher.
+    fn scope_from(events: &[notify::Event], backend: Backend) -> Option<Scope> {
+        let mut paths = Vec::new();
+        for ev in events {
+            for n in notices(ev, backend) {
+                match n {
+                    Notice::Lost => return None,
+                    Notice::Subtree(p) if Path::new("/m").starts_with(&p) => return None,
+                    Notice::Entry(p) => paths.push((p, false)),
+                    Notice::Tree(p) | Notice::Subtree(p) => paths.push((p, true)),
+                }
+            }
+        }
+        scope_of(Path::new("/m"), paths)
+    }
+
+    fn ev(kind: notify::EventKind, path: &str) -> notify::Event {
+        notify::Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn a_merged_fsevents_record_looks_at_the_entrys_folder_and_tree() {
+        use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode};
+        use notify::EventKind;
+        // One record of a file made, written and renamed away within a moment, as notify 8
+        // splits it: the data flag last. Nothing in it says what is there now.
+        let record = [
+            ev(EventKind::Create(CreateKind::File), "/m/d/f"),
+            ev(EventKind::Remove(RemoveKind::File), "/m/d/f"),
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Any)),
+                "/m/d/f",
+            ),
+            ev(
+                EventKind::Modify(ModifyKind::Data(DataChange::Content)),
+                "/m/d/f",
+            ),
+            ev(
+                EventKind::Modify(ModifyKind::Data(DataChange::Content)),
+                "/m/e/g",
+            ),
+        ];
+        let s = scope_from(&record, Backend::FsEvents).unwrap();
+        assert_eq!(s.deep, vec![rel("d/f")]);
+        assert!(s.covers(&rel("d/other")), "the folder is listed: {s:?}");
+        assert_eq!(s.entries, [rel("e/g")].into_iter().collect());
+    }
+
+    #[test]
+    fn an_fsevents_rescan_scans_its_subtree_or_everything() {
+        use notify::event::Flag;
+        use notify::EventKind;
+        let rescan = |p: &str| ev(EventKind::Other, p).set_flag(Flag::Rescan);
+        let s = scope_from(&[rescan("/m/big")], Backend::FsEvents).unwrap();
+        assert_eq!(s.deep, vec![rel("big")]);
+        assert!(s.covers(&rel("big/a/b/c")) && !s.covers(&rel("small/x")));
+        // Dropped at the folder itself or above it: a full scan.
+        assert_eq!(scope_from(&[rescan("/m")], Backend::FsEvents), None);
+        assert_eq!(scope_from(&[rescan("/")], Backend::FsEvents), None);
+        // inotify's overflow: a full scan, whatever path it came with.
+        assert_eq!(scope_from(&[rescan("/m/big")], Backend::PerFolder), None);
     }
 }
