@@ -628,12 +628,36 @@ impl NtFs {
         Ok(out)
     }
 
+    /// A listing resumed after `marker`, the last name the driver was given (none: from the
+    /// start): `.` and `..` first, then by name as NTFS orders them (case-insensitively; names
+    /// that differ only in case, which the share can hold, by their exact case). The driver
+    /// asks again from the last name that fitted its buffer, so an entry added or removed in
+    /// between is listed or left out, never repeated.
+    pub fn list_after(&self, h: &NtHandle, marker: Option<&str>) -> Res<Vec<(String, NtInfo)>> {
+        let mut all = self.list(h)?;
+        all.sort_by(|a, b| listing_order(&a.0).cmp(&listing_order(&b.0)));
+        if let Some(m) = marker {
+            let m = listing_order(m);
+            all.retain(|(n, _)| listing_order(n) > m);
+        }
+        Ok(all)
+    }
+
     /// `FlushFileBuffers`: the file's data and the journal are durable (as `fsync`).
     pub fn flush(&self, h: &NtHandle) -> Res<NtInfo> {
         if let Some(fh) = h.file.lock().as_ref() {
             self.engine.fsync(fh, false).map_err(err)?;
         }
         self.info(h)
+    }
+}
+
+/// Where a name comes in a listing: `.`, `..`, then upper-cased names, then exact case.
+fn listing_order(name: &str) -> (u8, String, &str) {
+    match name {
+        "." => (0, String::new(), name),
+        ".." => (1, String::new(), name),
+        _ => (2, name.to_uppercase(), name),
     }
 }
 

@@ -241,3 +241,43 @@ fn listings_and_the_control_files() {
     r.nt.close(d);
     r.nt.close(root);
 }
+
+#[test]
+fn a_listing_resumes_after_its_marker_in_ntfs_order() {
+    let r = rig();
+    for n in ["b.txt", "B2.txt", "a.txt", "_x"] {
+        let (h, _, _) = r.nt.create(&format!("\\Docs\\{n}"), 0, 0).unwrap();
+        r.nt.close(h);
+    }
+    // The share holds names Windows would take as one: both are listed, in a fixed order.
+    fs::write(r.share.join("Docs/A.TXT"), "").unwrap();
+    r.nt.engine().refresh();
+    let (d, _, _) = r.nt.open("\\Docs", 0).unwrap();
+    let names = |m: Option<&str>| -> Vec<String> {
+        r.nt.list_after(&d, m)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
+    };
+    let all = names(None);
+    assert_eq!(
+        all,
+        [
+            ".",
+            "..",
+            "A.TXT",
+            "a.txt",
+            "b.txt",
+            "B2.txt",
+            "Report.TXT",
+            "_x"
+        ]
+    );
+    for (i, m) in all.iter().enumerate() {
+        assert_eq!(names(Some(m)), all[i + 1..], "after {m}");
+    }
+    // A marker that is gone since (deleted between two calls) still resumes in order.
+    assert_eq!(names(Some("a.tz")), ["b.txt", "B2.txt", "Report.TXT", "_x"]);
+    r.nt.close(d);
+}

@@ -1,0 +1,10 @@
+//! The drive's callbacks, run under Wine (or on Windows) through WinFsp's own DLL, driven as
+//! WinFsp's dispatcher drives them (`dispatcher`), over a real engine, cache and share folder.
+//! Each module ports WinFsp's own tests (tst/winfsp-tests) that concern a file system like
+//! this one; each case also checks the share after a flush.
+//!
+//! Built for x86_64-pc-windows-gnu and run by `scripts/test-wine-drive` (scripts/test runs it).
+#![cfg(windows)]
+
+mod dispatcher;
+mod harness;
