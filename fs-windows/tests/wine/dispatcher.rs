@@ -43,6 +43,11 @@ pub const FILE_DELETE_ON_CLOSE: u32 = 0x1000;
 pub const READ: u32 = 0x0012_0089; // FILE_GENERIC_READ
 pub const WRITE: u32 = 0x0012_0116; // FILE_GENERIC_WRITE
 pub const DELETE: u32 = 0x0001_0000;
+pub const FILE_READ_ATTRIBUTES: u32 = 0x80;
+pub const FILE_WRITE_ATTRIBUTES: u32 = 0x100;
+pub const FILE_APPEND_DATA_ONLY: u32 = 0x4;
+pub const FILE_FLAG_DELETE_ON_CLOSE: u32 = 0x0400_0000;
+pub const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
 const FILE_WRITE_DATA: u32 = 0x2;
 const FILE_APPEND_DATA: u32 = 0x4;
 const FILE_ADD_SUBDIRECTORY: u32 = 0x4;
@@ -74,6 +79,8 @@ fn init_winfsp() {
 struct Node {
     opens: usize,
     delete_pending: bool,
+    /// Its name now (the FSD's FileNode name), for the rename checks.
+    name: String,
 }
 
 /// An open handle: the callbacks' context and what the FSD keeps per file object.
@@ -187,7 +194,8 @@ impl Drive {
             .exists()
     }
 
-    /// The names in a share folder, sorted.
+    /// The names in a share folder, sorted, without the old versions a flush moved aside and
+    /// removes at the next flush (issue 27's captures: sipfs's own, never shown).
     pub fn share_names(&self, rel: &str) -> Vec<String> {
         let dir: &Path = &self
             .share
@@ -195,6 +203,7 @@ impl Drive {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !fs_core::names::is_capture_name(n))
             .collect();
         v.sort();
         v
@@ -316,7 +325,12 @@ impl Drive {
             self.fs.close(ctx);
             return Err(STATUS_DELETE_PENDING);
         }
-        self.nodes.borrow_mut().entry(node).or_default().opens += 1;
+        {
+            let mut nodes = self.nodes.borrow_mut();
+            let n = nodes.entry(node).or_default();
+            n.opens += 1;
+            n.name = info.normalized();
+        }
         let mut h = Handle {
             ctx: Some(ctx),
             name: info.normalized(),
@@ -394,11 +408,11 @@ impl Drive {
         flags_attrs: u32,
     ) -> Result<Handle, Status> {
         let mut options = 0;
-        if flags_attrs & 0x0400_0000 != 0 {
+        if flags_attrs & FILE_FLAG_DELETE_ON_CLOSE != 0 {
             options |= FILE_DELETE_ON_CLOSE;
         }
         // Without FILE_FLAG_BACKUP_SEMANTICS (0x02000000) only files open.
-        if flags_attrs & 0x0200_0000 == 0 {
+        if flags_attrs & FILE_FLAG_BACKUP_SEMANTICS == 0 {
             options |= FILE_NON_DIRECTORY_FILE;
         }
         let access = access
@@ -437,7 +451,15 @@ impl Drive {
     /// SetFileInformationByHandle(FileDispositionInfo): fsop.c refuses a read-only file,
     /// the callback says whether the entry may go, and the FSD marks the file.
     pub fn set_delete(&self, h: &Handle, delete: bool) -> Result<(), Status> {
-        if delete {
+        self.set_disposition_ex(h, u32::from(delete))
+    }
+
+    /// NtSetInformationFile(FileDispositionInformationEx) with FILE_DISPOSITION_* flags:
+    /// DELETE (1), POSIX_SEMANTICS (2), IGNORE_READONLY_ATTRIBUTE (0x10). This volume does
+    /// not offer POSIX semantics (SupportsPosixUnlinkRename), so the FSD takes 2 as 0.
+    pub fn set_disposition_ex(&self, h: &Handle, flags: u32) -> Result<(), Status> {
+        let delete = flags & 1 != 0;
+        if flags & 0x11 == 1 {
             let mut fi = FileInfo::default();
             status(self.fs.get_file_info(h.ctx(), &mut fi))?;
             if fi.file_attributes & READONLY != 0 {
@@ -460,13 +482,41 @@ impl Drive {
             .is_some_and(|n| n.delete_pending)
     }
 
-    /// SetFileInformationByHandle(FileRenameInfo), after the FSD's check that no other handle
-    /// is open below a folder being renamed (STATUS_ACCESS_DENIED), which it does itself.
+    /// SetFileInformationByHandle(FileRenameInfo), after the FSD's own checks: no handle may
+    /// be open below a folder being renamed, nor on a file being replaced
+    /// (STATUS_ACCESS_DENIED both).
     pub fn rename(&self, h: &Handle, new_path: &str, replace: bool) -> Result<(), Status> {
+        let upper = |s: &str| s.to_uppercase();
+        let from = upper(&self.node_name(h));
+        let below = format!("{from}\\");
+        let target = upper(new_path);
+        for (id, n) in self.nodes.borrow().iter() {
+            if *id == h.node {
+                continue;
+            }
+            let name = upper(&n.name);
+            if (h.ctx().is_dir() && name.starts_with(&below)) || (replace && name == target) {
+                return Err(STATUS_ACCESS_DENIED);
+            }
+        }
         status(
             self.fs
                 .rename(h.ctx(), &wide(&h.name), &wide(new_path), replace),
-        )
+        )?;
+        // The FSD renames its nodes: the file's and those below it.
+        let old = self.node_name(h);
+        for n in self.nodes.borrow_mut().values_mut() {
+            if upper(&n.name) == upper(&old) {
+                n.name = new_path.to_owned();
+            } else if let Some(rest) = upper(&n.name).strip_prefix(&below) {
+                n.name = format!("{new_path}\\{}", &n.name[n.name.len() - rest.len()..]);
+            }
+        }
+        Ok(())
+    }
+
+    fn node_name(&self, h: &Handle) -> String {
+        self.nodes.borrow()[&h.node].name.clone()
     }
 
     pub fn write(&self, h: &mut Handle, data: &[u8], offset: u64) -> Result<u32, Status> {
@@ -505,12 +555,19 @@ impl Drive {
         Ok(fi)
     }
 
+    /// SetFileInformationByHandle(FileBasicInfo): times are creation, last access, last
+    /// write, change (0: unchanged). The FSD passes attributes 0 as "unchanged", and drops
+    /// FILE_ATTRIBUTE_NORMAL from others (so NORMAL alone clears them).
     pub fn set_basic_info(
         &self,
         h: &Handle,
         attributes: u32,
         times: [u64; 4],
     ) -> Result<FileInfo, Status> {
+        let attributes = match attributes {
+            0 => u32::MAX,
+            a => a & !NORMAL,
+        };
         let mut fi = FileInfo::default();
         status(self.fs.set_basic_info(
             h.ctx(),
@@ -563,10 +620,21 @@ impl Drive {
         Ok(parse_dir_infos(&buf[..n]))
     }
 
+    /// FindFirstFileW/FindNextFileW over `dir` with a pattern `prefix*` (the FSD matches
+    /// patterns itself: this volume does not ask for them).
+    pub fn find(&self, dir: &str, prefix: &str) -> Result<Vec<(String, FileInfo)>, Status> {
+        let p = prefix.to_uppercase();
+        Ok(self
+            .list(dir, 4096)?
+            .into_iter()
+            .filter(|(n, _)| n.to_uppercase().starts_with(&p))
+            .collect())
+    }
+
     /// A whole listing, as the FSD gathers it: requests of `len` bytes, each from the last
     /// name the one before gave, until the end mark (or an empty answer).
     pub fn list(&self, dir: &str, len: usize) -> Result<Vec<(String, FileInfo)>, Status> {
-        let h = self.create_file(dir, READ, FILE_OPEN, 0x0200_0000)?;
+        let h = self.create_file(dir, READ, FILE_OPEN, FILE_FLAG_BACKUP_SEMANTICS)?;
         let mut all: Vec<(String, FileInfo)> = Vec::new();
         loop {
             let marker = all.last().map(|e| e.0.clone());
@@ -591,6 +659,22 @@ impl Drive {
             .collect();
         v.sort();
         v
+    }
+
+    /// GetFileAttributesW.
+    pub fn get_file_attributes(&self, path: &str) -> Result<u32, Status> {
+        let h = self.nt_create(path, FILE_READ_ATTRIBUTES, FILE_OPEN, 0, 0)?;
+        let a = h.info.file_attributes;
+        self.close(h);
+        Ok(a)
+    }
+
+    /// SetFileAttributesW.
+    pub fn set_file_attributes(&self, path: &str, attributes: u32) -> Result<(), Status> {
+        let h = self.nt_create(path, FILE_WRITE_ATTRIBUTES, FILE_OPEN, 0, 0)?;
+        let r = self.set_basic_info(&h, attributes, [0; 4]).map(|_| ());
+        self.close(h);
+        r
     }
 
     /// CreateDirectoryW.

@@ -32,3 +32,137 @@ fn listings_come_through_the_dll_in_pieces() {
     let small = d.list("\\", 120).unwrap();
     assert_eq!(small.iter().map(|e| &e.0).collect::<Vec<_>>(), names);
 }
+
+#[test]
+fn set_delete_then_the_last_cleanup_deletes() {
+    let d = Drive::new(&[("Docs/old.txt", "x"), ("Docs/keep.txt", "y")]);
+    let h1 = d
+        .create_file("\\docs\\OLD.txt", READ, FILE_OPEN, 0)
+        .unwrap();
+    let h2 = d
+        .create_file("\\Docs\\old.txt", DELETE, FILE_OPEN, 0)
+        .unwrap();
+    d.set_delete(&h2, true).unwrap();
+    d.close(h2);
+    assert_eq!(
+        d.names("\\Docs"),
+        ["keep.txt", "old.txt"],
+        "one handle is left"
+    );
+    d.close(h1);
+    assert_eq!(d.names("\\Docs"), ["keep.txt"]);
+    // A folder with something in it refuses; the root always does.
+    let h = d
+        .create_file("\\Docs", DELETE, FILE_OPEN, FILE_FLAG_BACKUP_SEMANTICS)
+        .unwrap();
+    assert_eq!(d.set_delete(&h, true), Err(STATUS_DIRECTORY_NOT_EMPTY));
+    d.close(h);
+    let root = d
+        .create_file("\\", DELETE, FILE_OPEN, FILE_FLAG_BACKUP_SEMANTICS)
+        .unwrap();
+    assert_eq!(d.set_delete(&root, true), Err(STATUS_ACCESS_DENIED));
+    d.close(root);
+    d.flush();
+    assert_eq!(d.share_names("Docs"), ["keep.txt"]);
+}
+
+#[test]
+fn renames_with_and_without_replace() {
+    let d = Drive::new(&[("a.txt", "a"), ("b.txt", "b"), ("sub/c.txt", "c")]);
+    assert_eq!(
+        d.move_file("\\a.txt", "\\B.TXT", false),
+        Err(STATUS_OBJECT_NAME_COLLISION)
+    );
+    // Replacing a name that differs in case: the new name takes the case asked for.
+    d.move_file("\\a.txt", "\\B.TXT", true).unwrap();
+    assert_eq!(d.names("\\"), ["B.TXT", "sub"]);
+    assert_eq!(d.read_all("\\b.txt").unwrap(), b"a");
+    d.move_file("\\sub", "\\Moved", false).unwrap();
+    assert_eq!(d.read_all("\\moved\\C.TXT").unwrap(), b"c");
+    assert_eq!(
+        d.move_file("\\nothing", "\\x", false),
+        Err(STATUS_OBJECT_NAME_NOT_FOUND)
+    );
+    assert_eq!(
+        d.move_file("\\B.TXT", "\\nowhere\\x", false),
+        Err(STATUS_OBJECT_PATH_NOT_FOUND)
+    );
+    d.flush();
+    assert_eq!(d.share_names(""), ["B.TXT", "Moved"]);
+    assert_eq!(d.on_share("B.TXT").unwrap(), b"a");
+}
+
+#[test]
+fn basic_info_size_overwrite_and_flush() {
+    let d = Drive::new(&[("book.xlsx", "0123456789")]);
+    let mut h = d
+        .create_file("\\book.xlsx", READ | WRITE, FILE_OPEN, 0)
+        .unwrap();
+    assert_eq!(h.info.file_size, 10);
+    let t = 133_537_680_001_234_567u64; // 2024-03-01T12:00:00.1234567Z
+    let fi = d.set_basic_info(&h, READONLY, [0, 0, t, 0]).unwrap();
+    assert_eq!(fi.last_write_time, t);
+    assert_eq!(fi.file_attributes, READONLY | ARCHIVE);
+    d.set_basic_info(&h, NORMAL, [0; 4]).unwrap();
+    d.set_file_size(&mut h, 4, false).unwrap();
+    assert_eq!(d.read(&h, 100, 0).unwrap(), b"0123");
+    // An allocation size only ever cuts.
+    d.set_file_size(&mut h, 100, true).unwrap();
+    assert_eq!(d.info(&h).unwrap().file_size, 4);
+    d.set_file_size(&mut h, 2, true).unwrap();
+    assert_eq!(d.info(&h).unwrap().file_size, 2);
+    d.flush_buffers(Some(&h)).unwrap();
+    d.flush_buffers(None).unwrap();
+    d.close(h);
+    // Overwrite (CREATE_ALWAYS on an existing file): emptied, attributes added.
+    let mut h = d
+        .create_file("\\book.xlsx", READ | WRITE, FILE_OVERWRITE_IF, HIDDEN)
+        .unwrap();
+    assert_eq!(h.info.file_size, 0);
+    d.write(&mut h, b"new", 0).unwrap();
+    d.close(h);
+    let (total, free, label) = d.volume_info();
+    assert!(total > 0 && free <= total, "{total} {free}");
+    assert_eq!(label, "sipfs");
+    d.flush();
+    assert_eq!(d.on_share("book.xlsx").unwrap(), b"new");
+}
+
+#[test]
+fn the_control_file_flushes_and_the_status_file_reads() {
+    let d = Drive::new(&[]);
+    d.write_all("\\step.csv", b"1\n").unwrap();
+    // `echo flush step-1 > S:\.sipfs\control`: an overwrite, then a write.
+    let mut c = d
+        .create_file("\\.SIPFS\\Control", READ | WRITE, FILE_OVERWRITE_IF, 0)
+        .unwrap();
+    assert_eq!(c.name, "\\.sipfs\\control");
+    assert_eq!(d.write(&mut c, b"flush step-1\r\n", 0).unwrap(), 14);
+    assert_eq!(
+        d.write(&mut c, b"nonsense\r\n", 0),
+        Err(STATUS_INVALID_PARAMETER)
+    );
+    d.close(c);
+    assert_eq!(d.on_share("step.csv").unwrap(), b"1\n");
+    let s = d
+        .create_file("\\.sipfs\\status", READ, FILE_OPEN, 0)
+        .unwrap();
+    let text = d.read(&s, s.info.file_size as usize, 0).unwrap();
+    d.close(s);
+    let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(v["last_flush"]["label"], "step-1");
+    assert_eq!(v["mode"], "drive");
+    assert_eq!(
+        d.list("\\.sipfs", 4096)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>(),
+        [".", "..", "control", "status"]
+    );
+    assert!(
+        d.names("\\").iter().all(|n| n != ".sipfs"),
+        "hidden from the root's listing"
+    );
+    assert!(!d.share_has(".sipfs"));
+}

@@ -8,3 +8,7 @@
 
 mod dispatcher;
 mod harness;
+mod winfsp_create;
+mod winfsp_dirctl;
+mod winfsp_info;
+mod winfsp_rdwr;
