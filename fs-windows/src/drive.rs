@@ -105,10 +105,22 @@ pub struct Drive {
 
 impl Drive {
     /// Mounts `nt` at `at`: a drive letter (`S:`), `*` for the next free letter, or a folder
-    /// that does not exist yet (WinFsp creates it as a mount point).
-    pub fn mount(nt: NtFs, cache: &Path, at: &str) -> Result<Drive, DriveError> {
+    /// that does not exist yet (WinFsp creates it as a mount point). With `network_prefix`
+    /// (`\sipfs\NAME`, see `fs_core::nt::names::network_prefix`) the drive is a network drive
+    /// (WinFsp's network provider and MUP): programs then get UNC paths from
+    /// GetFinalPathNameByHandle, which a disk drive mounted without the Mount Manager fails.
+    pub fn mount(
+        nt: NtFs,
+        cache: &Path,
+        at: &str,
+        network_prefix: Option<&str>,
+    ) -> Result<Drive, DriveError> {
+        let _span = tracing::info_span!("mount", at, network = network_prefix).entered();
         let init = load_winfsp()?;
         let mut vp = VolumeParams::new();
+        if let Some(prefix) = network_prefix {
+            vp.prefix(prefix);
+        }
         vp.sector_size(4096)
             .sectors_per_allocation_unit(1)
             .max_component_length(255)

@@ -27,8 +27,6 @@ use winfsp_sys::{FSP_FSCTL_FILE_INFO, FSP_FSCTL_OPEN_FILE_INFO, FSP_FSCTL_VOLUME
 pub type Status = i32;
 pub use fs_core::nt::status::*;
 pub const STATUS_DELETE_PENDING: Status = 0xC000_0056_u32 as i32;
-pub const STATUS_NO_MORE_FILES: Status = 0x8000_0006_u32 as i32;
-pub const STATUS_BUFFER_OVERFLOW: Status = 0x8000_0005_u32 as i32;
 
 // NtCreateFile's dispositions and options, and access rights (winnt.h).
 pub const FILE_SUPERSEDE: u32 = 0;
@@ -90,13 +88,12 @@ pub struct Handle {
     pub name: String,
     pub info: FileInfo,
     node: u64,
-    granted: u32,
     delete_on_close: bool,
     modified: bool,
 }
 
 impl Handle {
-    fn ctx(&self) -> &Context {
+    pub(crate) fn ctx(&self) -> &Context {
         self.ctx.as_ref().expect("open")
     }
 }
@@ -336,7 +333,6 @@ impl Drive {
             name: info.normalized(),
             info: fi,
             node,
-            granted: access,
             delete_on_close: options & FILE_DELETE_ON_CLOSE != 0,
             modified: created,
         };
@@ -596,6 +592,30 @@ impl Drive {
         Ok(fi)
     }
 
+    /// GetSecurityInfo: the descriptor's bytes, asked as the FSD asks (size first).
+    pub fn get_security(&self, h: &Handle) -> Result<Vec<u8>, Status> {
+        let size = status(self.fs.get_security(h.ctx(), None))? as usize;
+        let mut buf = vec![0u8; size];
+        status(self.fs.get_security(h.ctx(), Some(unsafe_bytes(&mut buf))))?;
+        Ok(buf)
+    }
+
+    /// SetSecurityInfo with a descriptor of `sd`'s bytes.
+    pub fn set_security(&self, h: &Handle, info: u32, sd: &mut [u8]) -> Result<(), Status> {
+        // winfsp's ModificationDescriptor has no public constructor; it is
+        // `#[repr(transparent)]` over PSECURITY_DESCRIPTOR, so this transmute is what winfsp's
+        // own dispatcher does by construction, a layout the language guarantees (and the
+        // assert below checks, for the version pinned in Cargo.toml).
+        const _: () = assert!(
+            std::mem::size_of::<winfsp::filesystem::ModificationDescriptor>()
+                == std::mem::size_of::<winfsp_sys::PSECURITY_DESCRIPTOR>()
+        );
+        let ptr: winfsp_sys::PSECURITY_DESCRIPTOR = sd.as_mut_ptr().cast();
+        // SAFETY: repr(transparent) over this pointer type; `sd` outlives the call.
+        let md: winfsp::filesystem::ModificationDescriptor = unsafe { std::mem::transmute(ptr) };
+        status(self.fs.set_security(h.ctx(), info, md))
+    }
+
     pub fn volume_info(&self) -> (u64, u64, String) {
         let mut raw = FSP_FSCTL_VOLUME_INFO::default();
         // SAFETY: winfsp asserts that VolumeInfo has FSP_FSCTL_VOLUME_INFO's layout.
@@ -604,61 +624,6 @@ impl Drive {
         let label =
             String::from_utf16(&raw.VolumeLabel[..raw.VolumeLabelLength as usize / 2]).unwrap();
         (raw.TotalSize, raw.FreeSize, label)
-    }
-
-    /// One QueryDirectory request: entries from after `marker` into a buffer of `len` bytes.
-    /// Returns the entries and whether the end mark came.
-    pub fn read_dir(
-        &self,
-        h: &Handle,
-        marker: Option<&str>,
-        len: usize,
-    ) -> Result<(Vec<(String, FileInfo)>, bool), Status> {
-        let mut buf = vec![0u8; len];
-        let marker = marker.map(wide);
-        let n = status(self.fs.read_dir(h.ctx(), marker.as_deref(), &mut buf))? as usize;
-        Ok(parse_dir_infos(&buf[..n]))
-    }
-
-    /// FindFirstFileW/FindNextFileW over `dir` with a pattern `prefix*` (the FSD matches
-    /// patterns itself: this volume does not ask for them).
-    pub fn find(&self, dir: &str, prefix: &str) -> Result<Vec<(String, FileInfo)>, Status> {
-        let p = prefix.to_uppercase();
-        Ok(self
-            .list(dir, 4096)?
-            .into_iter()
-            .filter(|(n, _)| n.to_uppercase().starts_with(&p))
-            .collect())
-    }
-
-    /// A whole listing, as the FSD gathers it: requests of `len` bytes, each from the last
-    /// name the one before gave, until the end mark (or an empty answer).
-    pub fn list(&self, dir: &str, len: usize) -> Result<Vec<(String, FileInfo)>, Status> {
-        let h = self.create_file(dir, READ, FILE_OPEN, FILE_FLAG_BACKUP_SEMANTICS)?;
-        let mut all: Vec<(String, FileInfo)> = Vec::new();
-        loop {
-            let marker = all.last().map(|e| e.0.clone());
-            let (got, end) = self.read_dir(&h, marker.as_deref(), len)?;
-            let empty = got.is_empty();
-            all.extend(got);
-            if end || empty {
-                break;
-            }
-        }
-        self.close(h);
-        Ok(all)
-    }
-
-    pub fn names(&self, dir: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .list(dir, 4096)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.0)
-            .filter(|n| n != "." && n != "..")
-            .collect();
-        v.sort();
-        v
     }
 
     /// GetFileAttributesW.
@@ -728,55 +693,9 @@ impl Drive {
         self.close(h);
         r
     }
-
-    pub fn granted(&self, h: &Handle) -> u32 {
-        h.granted
-    }
 }
 
-/// The entries of a buffer of FSP_FSCTL_DIR_INFO records (8-byte aligned), and whether it
-/// ends with the end mark (a zero size).
-fn parse_dir_infos(buf: &[u8]) -> (Vec<(String, FileInfo)>, bool) {
-    let header = std::mem::size_of::<winfsp_sys::FSP_FSCTL_DIR_INFO>();
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 2 <= buf.len() {
-        let size = u16::from_le_bytes([buf[at], buf[at + 1]]) as usize;
-        if size == 0 {
-            return (out, true);
-        }
-        let rec = &buf[at..at + size];
-        // SAFETY: FSP_FSCTL_DIR_INFO is plain data; read unaligned from the record's start.
-        let di: winfsp_sys::FSP_FSCTL_DIR_INFO =
-            unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
-        let name: Vec<u16> = rec[header..]
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        let fi = file_info_of(&di.FileInfo);
-        out.push((String::from_utf16(&name).unwrap(), fi));
-        at += size.div_ceil(8) * 8;
-    }
-    (out, false)
-}
-
-fn file_info_of(f: &FSP_FSCTL_FILE_INFO) -> FileInfo {
-    FileInfo {
-        file_attributes: f.FileAttributes,
-        reparse_tag: f.ReparseTag,
-        allocation_size: f.AllocationSize,
-        file_size: f.FileSize,
-        creation_time: f.CreationTime,
-        last_access_time: f.LastAccessTime,
-        last_write_time: f.LastWriteTime,
-        change_time: f.ChangeTime,
-        index_number: f.IndexNumber,
-        hard_links: f.HardLinks,
-        ea_size: f.EaSize,
-    }
-}
-
-fn unsafe_bytes(v: &mut [u8]) -> &mut [c_void] {
+pub(crate) fn unsafe_bytes(v: &mut [u8]) -> &mut [c_void] {
     // SAFETY: c_void slices are how winfsp passes descriptor buffers; same bytes, same length.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), v.len()) }
 }

@@ -166,3 +166,19 @@ fn the_control_file_flushes_and_the_status_file_reads() {
     );
     assert!(!d.share_has(".sipfs"));
 }
+
+#[test]
+fn one_permissive_descriptor_for_every_entry() {
+    let d = Drive::new(&[("a.txt", "a")]);
+    let h = d.create_file("\\a.txt", READ, FILE_OPEN, 0).unwrap();
+    let mut sd = d.get_security(&h).unwrap();
+    assert_eq!(sd, d.fs.security_descriptor());
+    // A self-relative descriptor: revision 1, SE_SELF_RELATIVE (0x8000) in its control word.
+    assert_eq!(sd[0], 1);
+    assert_ne!(u16::from_le_bytes([sd[2], sd[3]]) & 0x8000, 0);
+    // Accepted and not kept, as on a FAT drive: the next answer is the same.
+    d.set_security(&h, 4 /* DACL_SECURITY_INFORMATION */, &mut sd)
+        .unwrap();
+    assert_eq!(d.get_security(&h).unwrap(), d.fs.security_descriptor());
+    d.close(h);
+}

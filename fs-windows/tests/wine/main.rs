@@ -8,6 +8,7 @@
 
 mod dispatcher;
 mod harness;
+mod listing;
 mod winfsp_create;
 mod winfsp_dirctl;
 mod winfsp_info;
