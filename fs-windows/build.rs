@@ -7,7 +7,8 @@
 //!   `winfsp-x64.def`, and it is passed as a link argument, which comes after every crate on
 //!   mingw ld's command line: `rustc-link-lib` would put it before winfsp's rlib, whose
 //!   references ld would then not resolve. Link arguments reach only this package's own tests
-//!   and binaries; sipfs.exe (gnu) does not use the drive, so it imports nothing from WinFsp.
+//!   and binaries, and only with the `gnu-drive` feature: sipfs.exe (gnu) is built without the
+//!   drive and imports nothing from WinFsp.
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -20,6 +21,9 @@ fn main() {
     }
     if env == "msvc" {
         winfsp::build::winfsp_link_delayload();
+        return;
+    }
+    if std::env::var_os("CARGO_FEATURE_GNU_DRIVE").is_none() {
         return;
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -2,16 +2,17 @@
 //!
 //! A thin layer: WinFsp's calls are passed to [`fs_core::nt::NtFs`], which holds every
 //! Windows rule (names, dispositions, deletes, renames, times, attributes, status codes) and is
-//! tested on every platform. Both Windows targets build it; only the msvc sipfs.exe offers it (see
-//! docs/WINDOWS.md), and the gnu build runs its callbacks under Wine (`tests/`).
+//! tested on every platform. The msvc build has the drive; the gnu build has it with the
+//! `gnu-drive` feature, for its tests under Wine (`tests/wine`), and the gnu sipfs.exe, built
+//! without it, does not offer it (docs/WINDOWS.md, "Building it").
 
-#[cfg(windows)]
+#[cfg(all(windows, any(target_env = "msvc", feature = "gnu-drive")))]
 mod callbacks;
-#[cfg(windows)]
+#[cfg(all(windows, any(target_env = "msvc", feature = "gnu-drive")))]
 mod drive;
-#[cfg(windows)]
+#[cfg(all(windows, any(target_env = "msvc", feature = "gnu-drive")))]
 pub use callbacks::{Context, DriveFs};
-#[cfg(windows)]
+#[cfg(all(windows, any(target_env = "msvc", feature = "gnu-drive")))]
 pub use drive::{Drive, DriveError};
 
 /// Where to get WinFsp, for messages.

@@ -3,8 +3,9 @@
 //! Each module ports WinFsp's own tests (tst/winfsp-tests) that concern a file system like
 //! this one; each case also checks the share after a flush.
 //!
-//! Built for x86_64-pc-windows-gnu and run by `scripts/test-wine-drive` (scripts/test runs it).
-#![cfg(windows)]
+//! Built for x86_64-pc-windows-gnu (feature `gnu-drive`) and run under Wine by
+//! `scripts/test-wine-drive` (scripts/test runs it); on Windows, msvc, by the Windows workflow.
+#![cfg(all(windows, any(target_env = "msvc", feature = "gnu-drive")))]
 
 mod dispatcher;
 mod harness;
