@@ -39,10 +39,15 @@ impl Drive {
     pub fn list(&self, dir: &str, len: usize) -> Result<Vec<(String, FileInfo)>, Status> {
         let h = self.create_file(dir, READ, FILE_OPEN, FILE_FLAG_BACKUP_SEMANTICS)?;
         let mut all: Vec<(String, FileInfo)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         loop {
             let marker = all.last().map(|e| e.0.clone());
             let (got, end) = self.read_dir(&h, marker.as_deref(), len)?;
             let empty = got.is_empty();
+            for (n, _) in &got {
+                // A listing that does not move on from its marker would never end.
+                assert!(seen.insert(n.clone()), "{n} listed twice in {dir}");
+            }
             all.extend(got);
             if end || empty {
                 break;
