@@ -140,6 +140,7 @@ impl NoReplaceMode {
 /// for the delete and set again, the file being at `to` alone by then. (WinFsp's
 /// create_fileattr_test, ported in fs-windows/tests/wine, found a read-only file that could
 /// never be flushed.)
+#[cfg_attr(not(windows), allow(unused_variables))]
 fn remove_link(from: &Path, to: &Path) -> io::Result<()> {
     match fs::remove_file(from) {
         #[cfg(windows)]
