@@ -182,3 +182,62 @@ fn one_permissive_descriptor_for_every_entry() {
     assert_eq!(d.get_security(&h).unwrap(), d.fs.security_descriptor());
     d.close(h);
 }
+
+/// `Drive::mount` as far as it goes without WinFsp's kernel driver: the install folder from
+/// the registry, the DLL loaded by its full path, `winfsp_init`, the volume's parameters, the
+/// file system; then `FileSystemHost::new` asks the driver for a volume and fails, and the
+/// mount says so with the status instead of crashing. On Windows with WinFsp the same call
+/// mounts (the Windows workflow's end-to-end test).
+#[test]
+fn mount_goes_as_far_as_the_driver_and_fails_cleanly_without_it() {
+    use windows::core::w;
+    use windows::Win32::System::Registry::{
+        RegDeleteTreeW, RegSetKeyValueW, HKEY_LOCAL_MACHINE, REG_SZ,
+    };
+
+    let d = Drive::new(&[]);
+    if fs_windows::winfsp_dir().is_some() {
+        eprintln!("SKIPPED: WinFsp is installed here; the Windows workflow mounts for real");
+        return;
+    }
+    // An install folder as WinFsp's installer makes it, with the DLL beside this exe.
+    let exe_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let install = tempfile::tempdir().unwrap();
+    std::fs::create_dir(install.path().join("bin")).unwrap();
+    std::fs::copy(
+        exe_dir.join("winfsp-x64.dll"),
+        install.path().join("bin").join("winfsp-x64.dll"),
+    )
+    .unwrap();
+    let value: Vec<u16> = format!("{}\\", install.path().display())
+        .encode_utf16()
+        .chain([0])
+        .collect();
+    // SAFETY: a NUL-terminated UTF-16 value of the length given, in bytes.
+    let r = unsafe {
+        RegSetKeyValueW(
+            HKEY_LOCAL_MACHINE,
+            w!("SOFTWARE\\WinFsp"),
+            w!("InstallDir"),
+            REG_SZ.0,
+            Some(value.as_ptr().cast()),
+            (value.len() * 2) as u32,
+        )
+    };
+    assert!(r.is_ok(), "registry: {r:?}");
+    let nt = fs_core::nt::NtFs::new(d.fs.nt().engine().clone(), "S:");
+    let cache = tempfile::tempdir().unwrap();
+    let result = fs_windows::Drive::mount(nt, cache.path(), "S:", None);
+    // SAFETY: removes the key this test made.
+    let _ = unsafe { RegDeleteTreeW(HKEY_LOCAL_MACHINE, w!("SOFTWARE\\WinFsp")) };
+    match result {
+        // STATUS_NO_SUCH_DEVICE, as an HRESULT (windows-rs's form of an NTSTATUS).
+        Err(fs_windows::DriveError::Init(status)) => assert_eq!(status as u32, 0xD000_000E),
+        Err(e) => panic!("the mount stopped before the driver: {e}"),
+        Ok(_) => panic!("a drive mounted under Wine, with no WinFsp driver"),
+    }
+}
