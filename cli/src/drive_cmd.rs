@@ -80,7 +80,10 @@ pub fn run(args: MountArgs) -> Result<Exit> {
     crate::stop::install()?;
     let nt = NtFs::new(engine.clone(), at.clone());
     let progress = nt.progress().clone();
-    let drive = fs_windows::Drive::mount(nt, &cache, &at)?;
+    let network = args
+        .network_drive
+        .then(|| fs_core::nt::names::network_prefix(&backing.to_string_lossy()));
+    let drive = fs_windows::Drive::mount(nt, &cache, &at, network.as_deref())?;
     let _retries = fs_core::auto_retry::AutoRetry::after_secs(args.retry_after)
         .map(|r| r.spawn(engine.clone()));
     errln!(

@@ -217,6 +217,12 @@ struct MountArgs {
     /// file locked) are retried in the background; the delay doubles up to 5 minutes. 0: never
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     retry_after: u64,
+    /// Windows: a network drive (\\sipfs\NAME behind the letter) instead of a local disk.
+    /// Programs that ask for a file's final path (Docker Desktop, WSL, Python's realpath) get
+    /// an answer there; on a local-disk WinFsp drive Windows cannot give one
+    #[arg(long)]
+    #[cfg_attr(not(all(windows, target_env = "msvc")), allow(dead_code))]
+    network_drive: bool,
     /// Seconds a call to the share may go unanswered (a frozen server, a dropped VPN) before
     /// the share counts as unreachable: the flush then ends, leaving the rest pending, instead
     /// of waiting minutes for the OS to give up. Transfers count from their last progress.

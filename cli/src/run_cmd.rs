@@ -257,7 +257,14 @@ fn run_on_drive(args: &RunArgs, windows_share: bool) -> Result<i32> {
     }
     let nt = fs_core::nt::NtFs::new(engine.clone(), at.clone());
     let progress = nt.progress().clone();
-    let drive = fs_windows::Drive::mount(nt, &cache, &at)?;
+    // For containers, the network form (docs/WINDOWS.md, "Docker Desktop"): Docker Desktop
+    // asks Windows for the final path of what it shares, which a local-disk WinFsp drive
+    // cannot give (winfsp#410) and a network drive can.
+    let network = args
+        .docker_image
+        .is_some()
+        .then(|| fs_core::nt::names::network_prefix(&backing.to_string_lossy()));
+    let drive = fs_windows::Drive::mount(nt, &cache, &at, network.as_deref())?;
     let root = std::path::PathBuf::from(format!("{at}\\"));
     errln!("sipfs: {} mounted at {}", backing.display(), at);
     if !containers_see(args, &root) {

@@ -12,9 +12,20 @@ const CONFLICT_MARK: &str = ".sipfs-conflict-";
 pub fn temp_name(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Keep the result within common 255-byte name limits.
-    let short: String = name.chars().take(150).collect();
+    let short = short(name);
     format!(".{short}{TEMP_MARK}{}-{n}", std::process::id())
+}
+
+/// The part of `name` a temporary's name carries: at most 150 bytes, whole characters, so that
+/// the temporary stays within 255 bytes (Linux, and the Samba shares on it) and 255 UTF-16
+/// units (NTFS). 150 characters would not: 80 of Japanese are 240 bytes in UTF-8 (WinFsp's
+/// create_namelen_test, ported in fs-windows/tests/wine, found a flush failing on them).
+fn short(name: &str) -> &str {
+    let mut end = name.len().min(150);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
 }
 
 /// A fresh private name for the version of `name` that a commit moves aside
@@ -26,7 +37,7 @@ pub fn capture_name(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let short: String = name.chars().take(150).collect();
+    let short = short(name);
     format!(
         ".{short}{TEMP_MARK}{CAPTURE_MARK}{}-{:016x}",
         std::process::id(),
@@ -42,11 +53,10 @@ pub fn is_capture_name(name: &str) -> bool {
 /// True for a name [`capture_name`] made for `name` (ours or another machine's): a commit of
 /// `name` is under way, or was interrupted, somewhere.
 pub fn is_capture_of(candidate: &str, name: &str) -> bool {
-    let short: String = name.chars().take(150).collect();
     is_capture_name(candidate)
         && candidate
             .strip_prefix('.')
-            .and_then(|rest| rest.strip_prefix(short.as_str()))
+            .and_then(|rest| rest.strip_prefix(short(name)))
             .is_some_and(|rest| rest.starts_with(&format!("{TEMP_MARK}{CAPTURE_MARK}")))
 }
 
@@ -110,6 +120,16 @@ mod tests {
 
     fn when() -> DateTime<Local> {
         Local.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap()
+    }
+
+    #[test]
+    fn temporaries_of_long_names_stay_within_255_bytes() {
+        for name in ["x".repeat(255), "ぁ".repeat(85), "é".repeat(127)] {
+            for t in [temp_name(&name), capture_name(&name)] {
+                assert!(t.len() <= 255, "{} bytes: {t}", t.len());
+            }
+            assert!(is_capture_of(&capture_name(&name), &name));
+        }
     }
 
     #[test]

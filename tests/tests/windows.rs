@@ -33,11 +33,13 @@ fn wine() -> &'static Wine {
             .map(PathBuf::from)
             .unwrap_or_else(|| built.join("x86_64-pc-windows-gnu/release/sipfs.exe"));
         let dll = built.join("bcryptprimitives.dll");
+        let hold = built.join("hold.exe");
         assert!(
-            exe.is_file() && dll.is_file(),
-            "{} or {} is missing: run scripts/build-windows --wine-fixture (scripts/test does)",
+            exe.is_file() && dll.is_file() && hold.is_file(),
+            "{}, {} or {} is missing: run scripts/build-windows --wine-fixture (scripts/test does)",
             exe.display(),
-            dll.display()
+            dll.display(),
+            hold.display()
         );
         assert!(
             Command::new("wine").arg("--version").output().is_ok(),
@@ -91,6 +93,7 @@ fn wine() -> &'static Wine {
         fs::create_dir_all(&bin).unwrap();
         fs::copy(&exe, bin.join("sipfs.exe")).unwrap();
         fs::copy(&dll, bin.join("bcryptprimitives.dll")).unwrap();
+        fs::copy(&hold, bin.join("hold.exe")).unwrap();
         w
     })
 }
@@ -430,6 +433,60 @@ fn ctrl_c_flushes_first() {
     assert_eq!(
         fs::read_to_string(share.join("last step.csv")).unwrap(),
         "done\n"
+    );
+}
+
+/// A workbook held open on the share without sharing, as Excel holds it: Wine enforces share
+/// modes between its processes as Windows does, so the flush's open of the share's file fails
+/// with a sharing violation. The flush says "locked" and keeps the file pending; once the
+/// workbook is closed, the next flush writes it.
+#[test]
+fn a_workbook_held_open_on_the_share_stays_pending_until_it_is_closed() {
+    use std::io::{BufRead, BufReader, Write};
+    let w = wine();
+    let (share, proj) = w.project("locked", "proj");
+    fs::write(share.join("book.xlsx"), "v1").unwrap();
+    fs::write(share.join("notes.txt"), "n1").unwrap();
+    let s = Served::start(w, &proj, r"C:\work\locked", &[]);
+    fs::write(s.folder.join("book.xlsx"), "v2, ours").unwrap();
+    fs::write(s.folder.join("notes.txt"), "n2").unwrap();
+    let mut hold = w
+        .cmd("wine")
+        .arg(r"C:\sipfs\hold.exe")
+        .arg(format!(r"{proj}\book.xlsx"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(hold.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held", "hold.exe could not open the workbook");
+
+    let answer = s.request("flush step-1");
+    assert!(answer.starts_with("pending"), "{answer}");
+    assert_eq!(fs::read_to_string(share.join("book.xlsx")).unwrap(), "v1");
+    assert_eq!(fs::read_to_string(share.join("notes.txt")).unwrap(), "n2");
+    let out = w.sipfs(&["status", r"C:\work\locked", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pending = st["last_flush"]["pending"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let item = pending.iter().find(|p| p["path"] == "book.xlsx");
+    assert!(item.is_some_and(|p| p["reason"] == "locked"), "{pending:?}");
+
+    // The workbook is closed: the next flush writes it.
+    let mut stdin = hold.stdin.take().unwrap();
+    stdin.write_all(b"done\n").unwrap();
+    drop(stdin);
+    assert!(hold.wait().unwrap().success());
+    let answer = s.request("flush step-2");
+    assert!(answer.starts_with("ok"), "{answer}");
+    assert_eq!(
+        fs::read_to_string(share.join("book.xlsx")).unwrap(),
+        "v2, ours"
     );
 }
 

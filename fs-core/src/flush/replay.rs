@@ -170,6 +170,18 @@ impl Engine {
                             ctx.report.lock().renamed += 1;
                             Ok(())
                         }
+                        // A case-insensitive share (Windows, Samba's default, Wine) sees the
+                        // source itself at a name that differs only in case: a plain rename
+                        // changes the case and replaces nothing (WinFsp's rename_caseins_test,
+                        // ported in fs-windows/tests/wine, found this reported as a conflict).
+                        Err(e)
+                            if e.kind() == io::ErrorKind::AlreadyExists
+                                && self.only_case_differs_on_share(from, to) =>
+                        {
+                            retry.run(|| b.rename(from, to)).map_err(|e| fail(to, e))?;
+                            ctx.report.lock().renamed += 1;
+                            Ok(())
+                        }
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                             Err(PendingItem::new(
                                 to,
@@ -187,6 +199,22 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// Whether `from` and `to` name one entry of one folder in two cases, the share's listing
+    /// holding `from` and nothing named exactly `to`: then a name taken at `to` is `from`.
+    fn only_case_differs_on_share(&self, from: &RelPath, to: &RelPath) -> bool {
+        if from.parent() != to.parent()
+            || from.name() == to.name()
+            || from.name().to_lowercase() != to.name().to_lowercase()
+        {
+            return false;
+        }
+        let parent = to.parent().unwrap_or_default();
+        self.backing.list(&parent).is_ok_and(|names| {
+            names.iter().any(|(n, _)| n == from.name())
+                && !names.iter().any(|(n, _)| n == to.name())
+        })
     }
 
     /// Removes a folder deleted here whose share copy still holds something: what this cache

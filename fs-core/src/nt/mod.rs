@@ -11,7 +11,7 @@
 //! - files are opened for reading, and become writable in the engine only at their first
 //!   change: Excel and others open for writing what they only read, and an open for writing
 //!   would count as a change to flush;
-//! - a delete is asked (`can_delete`: a folder must be empty, a read-only file refuses) and
+//! - a delete is asked (`can_delete`: a folder must be empty; WinFsp refuses read-only files) and
 //!   done at the last handle's cleanup, which is also how `FILE_DELETE_ON_CLOSE` arrives;
 //! - a rename onto an existing name needs `replace`, never replaces a folder, and a rename
 //!   that changes only the case is an ordinary rename;
@@ -78,6 +78,11 @@ pub struct NtHandle {
     file: Mutex<Option<FileHandle>>,
     /// `.sipfs\status`: what it said when opened.
     status: Vec<u8>,
+    /// Folders: the listing in progress, in listing order, taken when a listing starts (no
+    /// marker) and resumed from by the requests after it. Without it each request would list
+    /// and sort the whole folder again: a folder of n entries read in requests of k would
+    /// cost n²/k look-ups (WinFsp's querydir_test, ported, took minutes).
+    listing: Mutex<Vec<(ListingKey, String, NtInfo)>>,
 }
 
 impl NtHandle {
@@ -244,6 +249,7 @@ impl NtFs {
             kind,
             file: Mutex::new(file),
             status,
+            listing: Mutex::default(),
         };
         Ok((h, info, normalized))
     }
@@ -303,6 +309,7 @@ impl NtFs {
             kind,
             file: Mutex::new(file),
             status: Vec::new(),
+            listing: Mutex::default(),
         };
         Ok((h, info_of_attr(&attr, name), normalized))
     }
@@ -496,19 +503,18 @@ impl NtFs {
         self.info(h)
     }
 
-    /// Whether the entry may be deleted (WinFsp deletes at cleanup): a folder must be empty, a
-    /// read-only file must be made writable first, as on NTFS.
+    /// Whether the entry may be deleted (WinFsp deletes at cleanup): a folder must be empty.
+    /// A read-only file is WinFsp's to refuse (its DLL answers STATUS_CANNOT_DELETE before
+    /// asking here), unless the program asked to ignore the attribute
+    /// (FILE_DISPOSITION_IGNORE_READONLY_ATTRIBUTE): refusing it here too would make that
+    /// flag fail (WinFsp's delete_ex_test).
     pub fn can_delete(&self, h: &NtHandle) -> Res<()> {
         let ino = Self::ino(h)?;
         if ino == ROOT_INO {
             return Err(STATUS_ACCESS_DENIED);
         }
-        if h.is_dir() {
-            if !self.engine.readdir(ino).map_err(err)?.is_empty() {
-                return Err(STATUS_DIRECTORY_NOT_EMPTY);
-            }
-        } else if self.info(h)?.attributes & attributes::READONLY != 0 {
-            return Err(STATUS_CANNOT_DELETE);
+        if h.is_dir() && !self.engine.readdir(ino).map_err(err)?.is_empty() {
+            return Err(STATUS_DIRECTORY_NOT_EMPTY);
         }
         Ok(())
     }
@@ -562,9 +568,12 @@ impl NtFs {
         let Some((new_name, dirs)) = parts.split_last() else {
             return Err(STATUS_ACCESS_DENIED);
         };
-        let (to_parent, _) = match self.resolve(&format!("\\{}", dirs.join("\\")))? {
-            (Target::Entry(p), d) => (p, d),
-            _ => return Err(STATUS_ACCESS_DENIED),
+        // A folder missing on the way is the path's fault, as for a create (NTFS's answer).
+        let to_parent = match self.resolve(&format!("\\{}", dirs.join("\\"))) {
+            Ok((Target::Entry(p), _)) => p,
+            Ok(_) => return Err(STATUS_ACCESS_DENIED),
+            Err(STATUS_OBJECT_NAME_NOT_FOUND) => return Err(STATUS_OBJECT_PATH_NOT_FOUND),
+            Err(e) => return Err(e),
         };
         let siblings = self.engine.readdir(to_parent).map_err(err)?;
         let existing = names::pick(siblings.iter().map(|e| e.name.as_str()), new_name)
@@ -628,12 +637,53 @@ impl NtFs {
         Ok(out)
     }
 
+    /// A listing resumed after `marker`, the last name the driver was given (none: from the
+    /// start, taking the folder's entries now): `.` and `..` first, then by name as NTFS
+    /// orders them (case-insensitively; names that differ only in case, which the share can
+    /// hold, by their exact case). The driver asks again from the last name that fitted its
+    /// buffer; a marker that is not in the listing (a handle whose listing was not started)
+    /// resumes from where it would be.
+    pub fn list_after(&self, h: &NtHandle, marker: Option<&str>) -> Res<Vec<(String, NtInfo)>> {
+        let mut listing = h.listing.lock();
+        if marker.is_none() || listing.is_empty() {
+            let mut all: Vec<_> = self
+                .list(h)?
+                .into_iter()
+                .map(|(n, i)| (listing_key(&n), n, i))
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            *listing = all;
+        }
+        let from = match marker {
+            None => 0,
+            Some(m) => {
+                let key = listing_key(m);
+                listing.partition_point(|e| e.0 <= key)
+            }
+        };
+        Ok(listing[from..]
+            .iter()
+            .map(|(_, n, i)| (n.clone(), *i))
+            .collect())
+    }
+
     /// `FlushFileBuffers`: the file's data and the journal are durable (as `fsync`).
     pub fn flush(&self, h: &NtHandle) -> Res<NtInfo> {
         if let Some(fh) = h.file.lock().as_ref() {
             self.engine.fsync(fh, false).map_err(err)?;
         }
         self.info(h)
+    }
+}
+
+/// Where a name comes in a listing: `.`, `..`, then upper-cased names, then exact case.
+type ListingKey = (u8, String, String);
+
+fn listing_key(name: &str) -> ListingKey {
+    match name {
+        "." => (0, String::new(), String::new()),
+        ".." => (1, String::new(), String::new()),
+        _ => (2, name.to_uppercase(), name.to_owned()),
     }
 }
 

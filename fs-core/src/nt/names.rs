@@ -50,6 +50,35 @@ pub fn pick<'a>(names: impl IntoIterator<Item = &'a str>, wanted: &str) -> Optio
     folded
 }
 
+/// The volume prefix of a drive mounted as a network drive (`\sipfs\NAME`, which programs
+/// see as `\\sipfs\NAME`), NAME from the project folder's last name: letters, digits, `.`,
+/// `-` and `_` kept, anything else a `-`, at most 64 characters. Programs asking where a file
+/// is (GetFinalPathNameByHandle) are told `\\?\UNC\sipfs\NAME\...` there, which a WinFsp
+/// disk mounted without the Mount Manager cannot tell them (winfsp#410, #427, #690).
+pub fn network_prefix(project: &str) -> String {
+    let last = project
+        .trim_end_matches(['\\', '/'])
+        .rsplit(['\\', '/', ':'])
+        .find(|p| !p.is_empty())
+        .unwrap_or("");
+    let name: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let name = name.trim_matches(['.', '-']);
+    format!(
+        "\\sipfs\\{}",
+        if name.is_empty() { "project" } else { name }
+    )
+}
+
 /// The path in Windows form, for `set_normalized_name` and messages.
 pub fn windows_path(rel: &RelPath) -> String {
     let mut s = String::from("\\");
@@ -60,6 +89,22 @@ pub fn windows_path(rel: &RelPath) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_prefixes_name_the_project() {
+        assert_eq!(
+            network_prefix("Z:\\Labs\\Projekt Müller\\"),
+            "\\sipfs\\Projekt-M-ller"
+        );
+        assert_eq!(network_prefix("\\\\server\\share\\proj"), "\\sipfs\\proj");
+        assert_eq!(network_prefix("/mnt/share/run_7.b"), "\\sipfs\\run_7.b");
+        assert_eq!(network_prefix("Z:\\"), "\\sipfs\\Z");
+        assert_eq!(network_prefix("ü"), "\\sipfs\\project");
+        assert_eq!(
+            network_prefix(&"x".repeat(100)).len(),
+            "\\sipfs\\".len() + 64
+        );
+    }
 
     #[test]
     fn splits_windows_paths() {

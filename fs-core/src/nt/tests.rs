@@ -146,10 +146,11 @@ fn deletes_are_asked_then_done_at_cleanup() {
     let (d, _, _) = r.nt.open("\\docs", 0).unwrap();
     assert_eq!(r.nt.can_delete(&d).err(), Some(STATUS_DIRECTORY_NOT_EMPTY));
     let (f, _, _) = r.nt.open("\\Docs\\Report.TXT", 0).unwrap();
+    // A read-only file is WinFsp's to refuse; asked here, it may go (the program asked to
+    // ignore the attribute).
     r.nt.set_basic_info(&f, attributes::READONLY, 0, 0).unwrap();
-    assert_eq!(r.nt.can_delete(&f).err(), Some(STATUS_CANNOT_DELETE));
-    r.nt.set_basic_info(&f, attributes::ARCHIVE, 0, 0).unwrap();
     r.nt.can_delete(&f).unwrap();
+    r.nt.set_basic_info(&f, attributes::ARCHIVE, 0, 0).unwrap();
     // Nothing goes before the last cleanup says so.
     assert!(r.nt.open("\\Docs\\Report.TXT", 0).is_ok());
     r.nt.cleanup(&f, CLEANUP_DELETE);
@@ -177,6 +178,10 @@ fn renames_replace_only_when_asked_never_a_folder_and_may_change_only_case() {
     assert_eq!(
         r.nt.rename(&h, "\\DOCS", true).err(),
         Some(STATUS_ACCESS_DENIED)
+    );
+    assert_eq!(
+        r.nt.rename(&h, "\\nowhere\\x.csv", false).err(),
+        Some(STATUS_OBJECT_PATH_NOT_FOUND)
     );
     // Replacing a name that differs in case: ours takes the case asked for.
     r.nt.rename(&h, "\\Data.csv", true).unwrap();
@@ -240,4 +245,44 @@ fn listings_and_the_control_files() {
     r.nt.close(s);
     r.nt.close(d);
     r.nt.close(root);
+}
+
+#[test]
+fn a_listing_resumes_after_its_marker_in_ntfs_order() {
+    let r = rig();
+    for n in ["b.txt", "B2.txt", "a.txt", "_x"] {
+        let (h, _, _) = r.nt.create(&format!("\\Docs\\{n}"), 0, 0).unwrap();
+        r.nt.close(h);
+    }
+    // The share holds names Windows would take as one: both are listed, in a fixed order.
+    fs::write(r.share.join("Docs/A.TXT"), "").unwrap();
+    r.nt.engine().refresh();
+    let (d, _, _) = r.nt.open("\\Docs", 0).unwrap();
+    let names = |m: Option<&str>| -> Vec<String> {
+        r.nt.list_after(&d, m)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
+    };
+    let all = names(None);
+    assert_eq!(
+        all,
+        [
+            ".",
+            "..",
+            "A.TXT",
+            "a.txt",
+            "b.txt",
+            "B2.txt",
+            "Report.TXT",
+            "_x"
+        ]
+    );
+    for (i, m) in all.iter().enumerate() {
+        assert_eq!(names(Some(m)), all[i + 1..], "after {m}");
+    }
+    // A marker that is gone since (deleted between two calls) still resumes in order.
+    assert_eq!(names(Some("a.tz")), ["b.txt", "B2.txt", "Report.TXT", "_x"]);
+    r.nt.close(d);
 }
