@@ -560,15 +560,24 @@ impl Engine {
             ctx.push_pending(ctx.unreachable(&s.job.local));
             return None;
         }
-        // Until the share's way with times is known, our temporary teaches it: after the
-        // publish, the name may hold someone else's version already (`times.rs`).
-        if !s.in_place && s.job.kind == EntryKind::File && !self.share_times.known() {
-            if let Ok(Some(st)) = self.backing.stat(&s.temp) {
-                if st.size == s.size {
-                    self.share_times.learn_from_own(s.mtime_ns, st.mtime_ns);
+        // Unless the share's way with times tells what it holds of ours, our temporary is
+        // asked, before the publish: after it, the name may hold someone else's version
+        // already. A rename keeps a file's size and time, so the temporary's are the
+        // published version's (its base), and they teach the share's way (`times.rs`).
+        let own = match (s.in_place, s.job.kind) {
+            (false, EntryKind::File) if self.share_times.kept(s.mtime_ns).is_none() => {
+                match self.backing.stat(&s.temp) {
+                    Ok(Some(st)) if st.size == s.size => {
+                        if !self.share_times.known() {
+                            self.share_times.learn_from_own(s.mtime_ns, st.mtime_ns);
+                        }
+                        Some(st)
+                    }
+                    _ => None,
                 }
             }
-        }
+            _ => None,
+        };
         // The version of ours this commit replaces, noted for removal when it is recorded.
         let mut ours_captured = None;
         let mut renamed = Ok(());
@@ -677,13 +686,20 @@ impl Engine {
             EntryKind::File => self.share_times.kept(s.mtime_ns),
             _ => None,
         };
-        let base = match known {
+        let base = match (known, own) {
             // What the share holds is known without asking (see `times.rs`).
-            Some(mtime_ns) => Base {
+            (Some(mtime_ns), _) => Base {
                 size: s.size,
                 mtime_ns,
             },
-            None => {
+            (None, Some(st)) => {
+                if !same_time_at_share_resolution(st.mtime_ns, s.mtime_ns) {
+                    ctx.warn_once_mtime();
+                }
+                Base::of(&st)
+            }
+            // Put in place with its new folder, or the temporary could not be asked.
+            (None, None) => {
                 let after = self.backing.stat(&s.target).ok().flatten();
                 if s.job.kind == EntryKind::File {
                     if let Some(st) = after {
@@ -697,8 +713,7 @@ impl Engine {
                 }
                 // A file of another size is someone else's, put at the name since our
                 // publish: the base is then what we wrote, so that a refresh sees theirs as
-                // the change it is. (On a share that keeps no times, one of the same size
-                // cannot be told from ours here; see USER_GUIDE.md.)
+                // the change it is.
                 after
                     .filter(|st| s.job.kind != EntryKind::File || st.size == s.size)
                     .map(|st| Base::of(&st))
