@@ -500,18 +500,30 @@ impl Backing for DirBacking {
         // has the cache file's mode: set below like any mode the create could not give.
         let was_cloned = cloned(&input, &dest)?;
         let mut create = OpenOptions::new();
+        create.write(true);
         if was_cloned {
-            // Only synced and timed from here, which a read-only handle may do whatever the
-            // clone's mode.
-            create.read(true);
+            // Writable to us whatever the cache file's mode, so that it can be synced and
+            // timed below; its own mode is set last.
+            if let Err(e) = set_permissions_checked(&dest, 0o600) {
+                let _ = fs::remove_file(&dest);
+                return Err(e);
+            }
         } else {
-            create.write(true).create_new(true);
+            create.create_new(true);
         }
         // Created with its mode (SFTP and NFS send it with the create), so that the usual
         // modes need no chmod of their own, which would be one more round trip per file.
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut create, mode & 0o7777);
-        let mut out = create.open(&dest)?;
+        let mut out = match create.open(&dest) {
+            Ok(f) => f,
+            Err(e) => {
+                if was_cloned {
+                    let _ = fs::remove_file(&dest);
+                }
+                return Err(e);
+            }
+        };
         let result = (|| {
             if !was_cloned {
                 copy_reporting(&mut input, &mut out)?;

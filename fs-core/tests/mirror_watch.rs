@@ -202,3 +202,38 @@ fn a_folder_removed_and_made_again_is_still_watched() {
     }
     assert_eq!(tree(&rig.share), tree(&rig.folder));
 }
+
+#[test]
+fn sipfs_own_writes_are_not_taken_for_the_users() {
+    // A sync writes others' changes into the folder, and the OS notifies them like anyone's
+    // (FSEvents on macOS, inotify here). A later scan looks at them and must find nothing the
+    // user did: no change recorded, nothing written back, no conflict.
+    let rig = Rig::new();
+    let m = rig.open();
+    m.watch_changes();
+    m.sync(&|_| {}).unwrap();
+    let s = &rig.share;
+    fs::write(s.join("d05/f010"), b"changed on the share").unwrap();
+    fs::write(s.join("d08/new-on-share"), b"new").unwrap();
+    fs::remove_file(s.join("d09/f009")).unwrap();
+    fs::create_dir_all(s.join("made-on-share/sub")).unwrap();
+    fs::write(s.join("made-on-share/sub/x"), b"x").unwrap();
+    let before = tree(s);
+    m.sync(&|_| {}).unwrap();
+    assert_eq!(
+        fs::read(rig.folder.join("d05/f010")).unwrap(),
+        b"changed on the share"
+    );
+    let scan = m.scan().unwrap();
+    assert!(
+        !scan.found_anything(),
+        "sipfs's own writes taken for changes: {scan:?}"
+    );
+    let report = m.flush(None).unwrap();
+    assert_eq!(report.files_written, 0, "{report:?}");
+    assert!(
+        report.pending.is_empty() && report.conflicts.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(tree(s), before, "the share is as others left it");
+}

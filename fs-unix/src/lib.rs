@@ -20,6 +20,8 @@ mod mount;
 #[cfg(sipfs_fuse)]
 mod owners;
 #[cfg(sipfs_fuse)]
+mod platform;
+#[cfg(sipfs_fuse)]
 mod requests;
 #[cfg(sipfs_fuse)]
 mod state;

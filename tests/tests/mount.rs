@@ -737,3 +737,35 @@ fn a_cache_with_a_limit_stays_near_it() {
     }
     assert!(m.stop().success());
 }
+
+/// `fallocate` through the mount (Linux's call; macOS's `F_PREALLOCATE` takes another path in
+/// the adapter, `fs.rs` `allocate`): the file grows as the program asked, and the flush writes
+/// it back at that size. Also: the Spotlight opt-out the macOS mount serves at its root is not
+/// there on Linux, where the name would be the project's.
+#[cfg(target_os = "linux")]
+#[test]
+fn fallocate_in_a_mount_grows_the_file_and_reaches_the_share() {
+    use std::os::fd::AsRawFd;
+    let s = Scratch::new();
+    seed(&s.share);
+    let _m = s.mount(&[]);
+    let p = s.mnt.join("reserved.bin");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    // SAFETY: a valid descriptor for the call's duration.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 1 << 20) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    drop(f);
+    assert_eq!(fs::metadata(&p).unwrap().len(), 1 << 20);
+    let out = sipfs(&["flush", s.mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        fs::metadata(s.share.join("reserved.bin")).unwrap().len(),
+        1 << 20
+    );
+    assert!(!s.mnt.join(".metadata_never_index").exists());
+}

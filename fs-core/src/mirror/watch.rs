@@ -129,6 +129,52 @@ impl Seen {
     fn take_request(&mut self) -> bool {
         std::mem::take(&mut self.request)
     }
+
+    /// Notes what one notice says, by where it is: a barrier's arrival, a request in the
+    /// control file, a path for the next scan (sipfs's own `.sipfs/` aside), or lost events.
+    fn record(&mut self, notice: Notice, at: &Places) {
+        let (p, deep) = match notice {
+            Notice::Lost => {
+                self.lost = true;
+                return;
+            }
+            // Events lost below the folder itself or above it: everything. Below sipfs's
+            // barrier folder too, as the barrier may be among them.
+            Notice::Subtree(p) if at.root.starts_with(&p) || at.barriers.starts_with(&p) => {
+                self.lost = true;
+                return;
+            }
+            Notice::Entry(p) => (p, false),
+            Notice::Tree(p) | Notice::Subtree(p) => (p, true),
+        };
+        if p.parent() == Some(at.barriers.as_path()) {
+            self.barriers.insert(p);
+        } else if p == at.control_file {
+            self.request = true;
+        } else if !p.starts_with(&at.control) {
+            self.paths.push((p, deep));
+        }
+    }
+}
+
+/// The paths a notice is told apart by.
+struct Places {
+    root: PathBuf,
+    control: PathBuf,
+    control_file: PathBuf,
+    barriers: PathBuf,
+}
+
+impl Places {
+    fn of(root: &Path) -> Places {
+        let control = root.join(CONTROL_DIR);
+        Places {
+            root: root.to_path_buf(),
+            control_file: control.join(CONTROL_FILE),
+            barriers: control.join(WATCH_DIR),
+            control,
+        }
+    }
 }
 
 /// A running watch of the mirror folder.
@@ -167,36 +213,14 @@ impl Watch {
     /// A new OS watch of the whole folder, reporting into `shared`.
     fn open_watcher(&self) -> notify::Result<RecommendedWatcher> {
         let shared = self.shared.clone();
-        let control = self.root.join(CONTROL_DIR);
-        let barrier_dir = self.barrier_dir.clone();
-        let control_file = control.join(CONTROL_FILE);
+        let places = Places::of(&self.root);
         let backend = self.backend;
-        let root = self.root.clone();
         let on_event = move |res: notify::Result<notify::Event>| {
             let mut seen = shared.seen.lock();
             match res {
                 Ok(ev) => {
                     for notice in notices(&ev, backend) {
-                        let (p, deep) = match notice {
-                            Notice::Lost => {
-                                seen.lost = true;
-                                continue;
-                            }
-                            // Events lost below the folder itself or above it: everything.
-                            Notice::Subtree(p) if root.starts_with(&p) => {
-                                seen.lost = true;
-                                continue;
-                            }
-                            Notice::Entry(p) => (p, false),
-                            Notice::Tree(p) | Notice::Subtree(p) => (p, true),
-                        };
-                        if p.parent() == Some(barrier_dir.as_path()) {
-                            seen.barriers.insert(p);
-                        } else if p == control_file {
-                            seen.request = true;
-                        } else if !p.starts_with(&control) {
-                            seen.paths.push((p, deep));
-                        }
+                        seen.record(notice, &places);
                     }
                 }
                 Err(e) => {
@@ -231,7 +255,10 @@ impl Watch {
         }
         let deadline = Instant::now() + BARRIER_WAIT;
         let mut seen = self.shared.seen.lock();
-        while !seen.barriers.contains(&barrier) {
+        // Events lost mean a walk of everything, which needs no barrier; and the barrier's own
+        // event may be among those lost (FSEvents's rescan of the folder or above it), so it
+        // is not waited for then, nor taken for notifications that do not come.
+        while !seen.barriers.contains(&barrier) && !seen.lost {
             if self
                 .shared
                 .arrived
@@ -248,7 +275,7 @@ impl Watch {
         drop(seen);
         let _ = fs::remove_file(&barrier);
         self.watch_new_folders(&paths);
-        if !arrived {
+        if !arrived && !lost {
             warn!(
                 "folder notifications did not arrive (a file system or OS that does not send \
                  them for subfolders); every flush scans the whole folder"
@@ -403,18 +430,17 @@ mod tests {
     /// The scope a batch of notifications gives, as `take` builds it from what `on_event`
     /// recorded, without a watcher.
     fn scope_from(events: &[notify::Event], backend: Backend) -> Option<Scope> {
-        let mut paths = Vec::new();
+        let places = Places::of(Path::new("/m"));
+        let mut seen = Seen::default();
         for ev in events {
             for n in notices(ev, backend) {
-                match n {
-                    Notice::Lost => return None,
-                    Notice::Subtree(p) if Path::new("/m").starts_with(&p) => return None,
-                    Notice::Entry(p) => paths.push((p, false)),
-                    Notice::Tree(p) | Notice::Subtree(p) => paths.push((p, true)),
-                }
+                seen.record(n, &places);
             }
         }
-        scope_of(Path::new("/m"), paths)
+        if seen.lost {
+            return None;
+        }
+        scope_of(Path::new("/m"), seen.paths)
     }
 
     fn ev(kind: notify::EventKind, path: &str) -> notify::Event {
@@ -460,6 +486,13 @@ mod tests {
         // Dropped at the folder itself or above it: a full scan.
         assert_eq!(scope_from(&[rescan("/m")], Backend::FsEvents), None);
         assert_eq!(scope_from(&[rescan("/")], Backend::FsEvents), None);
+        // Lost around sipfs's barriers: a barrier may be among them, so everything.
+        assert_eq!(scope_from(&[rescan("/m/.sipfs")], Backend::FsEvents), None);
+        // Lost in sipfs's own temporaries only: nothing of the user's to look at.
+        assert_eq!(
+            scope_from(&[rescan("/m/.sipfs/tmp")], Backend::FsEvents),
+            Some(Scope::default())
+        );
         // inotify's overflow: a full scan, whatever path it came with.
         assert_eq!(scope_from(&[rescan("/m/big")], Backend::PerFolder), None);
     }
