@@ -13,11 +13,18 @@ fn stable_hash(bytes: &[u8]) -> u64 {
 }
 
 /// The per-user cache folder for a share path: `~/.cache/sipfs/NAME-HASH` on Linux,
-/// `~/Library/Caches/sipfs/NAME-HASH` on macOS, `%LOCALAPPDATA%\sipfs\cache\NAME-HASH` on
-/// Windows.
+/// `~/Library/Application Support/sipfs/cache/NAME-HASH` on macOS,
+/// `%LOCALAPPDATA%\sipfs\cache\NAME-HASH` on Windows. Not `~/Library/Caches` on macOS: the
+/// cache holds changes not yet flushed, and cleaning tools empty Caches folders.
 pub fn default_cache_dir(backing: &Path) -> PathBuf {
     let base = directories::ProjectDirs::from("", "", "sipfs")
-        .map(|d| d.cache_dir().to_path_buf())
+        .map(|d| {
+            if cfg!(target_os = "macos") {
+                d.data_local_dir().join("cache")
+            } else {
+                d.cache_dir().to_path_buf()
+            }
+        })
         .unwrap_or_else(|| std::env::temp_dir().join("sipfs-cache"));
     let name: String = backing
         .file_name()
