@@ -304,16 +304,7 @@ pub trait Backing: Send + Sync {
         expect: Expect,
         mtime_ns: i64,
     ) -> io::Result<Option<Stat>> {
-        let before = self.stat(path)?.ok_or(io::ErrorKind::NotFound)?;
-        if !expect.matches(&before) {
-            return Ok(None);
-        }
-        self.set_mtime(path, mtime_ns)?;
-        let after = self.stat(path)?.unwrap_or(before);
-        Ok(Some(Stat {
-            size: before.size,
-            ..after
-        }))
+        set_mtime_by_name(self, path, expect, mtime_ns)
     }
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()>;
     /// Gives the entry at `path` (not following a link) an owner and group. Shares without
@@ -627,12 +618,7 @@ impl Backing for DirBacking {
             // Not readable (mode 0), say: the owner may still set its time by name. The weak
             // way then, as on shares without open files.
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                let before = self.stat(path)?.ok_or(io::ErrorKind::NotFound)?;
-                if !expect.matches(&before) {
-                    return Ok(None);
-                }
-                self.set_mtime(path, mtime_ns)?;
-                return Ok(Some(self.stat(path)?.unwrap_or(before)));
+                return set_mtime_by_name(self, path, expect, mtime_ns);
             }
             Err(e) => return Err(e),
         };
@@ -663,6 +649,25 @@ impl Backing for DirBacking {
     fn set_xattr(&self, path: &RelPath, name: &[u8], value: Option<&[u8]>) -> io::Result<()> {
         set_xattr_at(&self.path(path), name, value)
     }
+}
+
+/// [`Backing::set_mtime_if`] the weak way: a stat, then a `set_mtime` by name.
+fn set_mtime_by_name<B: Backing + ?Sized>(
+    b: &B,
+    path: &RelPath,
+    expect: Expect,
+    mtime_ns: i64,
+) -> io::Result<Option<Stat>> {
+    let before = b.stat(path)?.ok_or(io::ErrorKind::NotFound)?;
+    if !expect.matches(&before) {
+        return Ok(None);
+    }
+    b.set_mtime(path, mtime_ns)?;
+    let after = b.stat(path)?.unwrap_or(before);
+    Ok(Some(Stat {
+        size: before.size,
+        ..after
+    }))
 }
 
 /// A file opened to check and set its times, never blocking (a FIFO put at the name) and

@@ -140,6 +140,14 @@ impl FaultControl {
         self.interleaved.lock().is_some()
     }
 
+    /// The error a share that cannot set times gives (`refuse_times`), if one was set.
+    fn times_refused(&self) -> io::Result<()> {
+        match self.times_errno.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+
     /// Drops an interleaved action that has not run; whether there was one.
     pub fn cancel_interleave(&self) -> bool {
         self.interleaved.lock().take().is_some()
@@ -356,10 +364,7 @@ impl Backing for FaultyBacking {
     }
     fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
         self.control.check(&[path], true)?;
-        let errno = self.control.times_errno.load(Ordering::SeqCst);
-        if errno != 0 {
-            return Err(io::Error::from_raw_os_error(errno));
-        }
+        self.control.times_refused()?;
         self.inner.set_mtime(path, mtime_ns)
     }
     fn set_mtime_if(
@@ -369,10 +374,7 @@ impl Backing for FaultyBacking {
         mtime_ns: i64,
     ) -> io::Result<Option<Stat>> {
         self.control.check(&[path], true)?;
-        let errno = self.control.times_errno.load(Ordering::SeqCst);
-        if errno != 0 {
-            return Err(io::Error::from_raw_os_error(errno));
-        }
+        self.control.times_refused()?;
         self.inner.set_mtime_if(path, expect, mtime_ns)
     }
     fn set_mode(&self, path: &RelPath, mode: u32) -> io::Result<()> {

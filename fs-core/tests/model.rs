@@ -345,6 +345,14 @@ impl Rig {
         self.engine = Some(Engine::open(backing, opts).expect("engine opens"));
     }
 
+    /// A time for someone else's next edit, a little later than anything here and than the
+    /// edit before: a change of neither size nor time is invisible to a stat scan (a
+    /// documented limit, as with rsync's quick check).
+    fn next_remote_time(&mut self) -> filetime::FileTime {
+        self.remote_clock += 1;
+        filetime::FileTime::from_unix_time(2_000_000_000 + self.remote_clock, 7)
+    }
+
     fn e(&self) -> &Engine {
         self.engine.as_ref().unwrap()
     }
@@ -600,6 +608,35 @@ fn check_share(rig: &mut Rig, m: &mut Model, report: &FlushReport) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Where someone else may write the model's path `p` on the share now (`RemoteWrite`,
+/// `FlushRaced`): the model knows the share equals the mount, the share answers, `p` is synced,
+/// its folder is on the share and it is no folder. `None` otherwise.
+fn remote_write_target(rig: &Rig, m: &Model, p: &str, faults_active: bool) -> Option<PathBuf> {
+    let sp = RelPath::new(p).unwrap().to_path(&rig.share);
+    let parent_ok = RelPath::new(parent(p))
+        .unwrap()
+        .to_path(&rig.share)
+        .is_dir();
+    let allowed = m.certain
+        && !m.ns_changed
+        && !faults_active
+        && !is_ignored(p, false)
+        && parent_ok
+        && !sp.is_dir()
+        && !m.is_dir(p);
+    allowed.then_some(sp)
+}
+
+/// Someone else writes the file `sp` on the share with content `d` and time `at`: a new file
+/// put in its place, as editors and copying tools do (a write into the file would change every
+/// name of it where the share keeps hard links).
+fn put_remote_version(sp: &Path, d: &[u8], at: filetime::FileTime) {
+    let tmp = sp.with_extension("remote-tmp");
+    fs::write(&tmp, d).unwrap();
+    fs::rename(&tmp, sp).unwrap();
+    filetime::set_file_mtime(sp, at).unwrap();
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -988,32 +1025,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::RemoteWrite(i, d) => {
                 let p = path(i);
-                let sp = RelPath::new(&p).unwrap().to_path(&rig.share);
-                let parent_ok = RelPath::new(parent(&p))
-                    .unwrap()
-                    .to_path(&rig.share)
-                    .is_dir();
-                if !m.certain
-                    || m.ns_changed
-                    || faults_active
-                    || is_ignored(&p, false)
-                    || !parent_ok
-                    || sp.is_dir()
-                    || m.is_dir(&p)
-                {
+                let Some(sp) = remote_write_target(&rig, &m, &p, faults_active) else {
                     continue;
-                }
-                // Someone else writes the file on the share, a little later than anything here:
-                // a new file put in its place, as editors and copying tools do (a write into
-                // the file would change every name of it where the share keeps hard links).
-                let tmp = sp.with_extension("remote-tmp");
-                fs::write(&tmp, &d).unwrap();
-                fs::rename(&tmp, &sp).unwrap();
-                // Each edit gets its own time: a change of neither size nor time is invisible
-                // to a stat scan (a documented limit, as with rsync's quick check).
-                rig.remote_clock += 1;
-                let later = filetime::FileTime::from_unix_time(2_000_000_000 + rig.remote_clock, 7);
-                filetime::set_file_mtime(&sp, later).unwrap();
+                };
+                let later = rig.next_remote_time();
+                put_remote_version(&sp, &d, later);
                 m.touch_dir(parent(&p));
                 if m.content_dirty.contains(&p) {
                     m.expect_conflict.retain(|x| !(x.live && x.path == p));
@@ -1048,22 +1064,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     _ => path(i),
                 };
                 let i = PATHS.iter().position(|q| *q == p).expect("a model path");
-                let sp = RelPath::new(&p).unwrap().to_path(&rig.share);
-                let parent_ok = RelPath::new(parent(&p))
-                    .unwrap()
-                    .to_path(&rig.share)
-                    .is_dir();
                 // As for `RemoteWrite`, and with no other conflict due, so that what this flush
                 // reports is this race's alone. A name of a hard-linked entry is left out: the
                 // model does not follow its other names on the share.
-                if !m.certain
-                    || m.ns_changed
-                    || faults_active
-                    || is_ignored(&p, false)
-                    || !parent_ok
-                    || sp.is_dir()
-                    || m.is_dir(&p)
-                    || !m.expect_conflict.is_empty()
+                let Some(sp) = remote_write_target(&rig, &m, &p, faults_active) else {
+                    continue;
+                };
+                if !m.expect_conflict.is_empty()
                     || !rig.conflicts_seen.is_empty()
                     || m.links.iter().any(|g| g.contains(&p))
                 {
@@ -1082,17 +1089,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     queue.push_front(first);
                     continue;
                 }
-                rig.remote_clock += 1;
-                let later = filetime::FileTime::from_unix_time(2_000_000_000 + rig.remote_clock, 7);
+                let later = rig.next_remote_time();
                 let theirs = {
                     let (sp, d) = (sp.clone(), d.clone());
-                    move || {
-                        // A new file put in its place, as editors and copying tools do.
-                        let tmp = sp.with_extension("remote-tmp");
-                        fs::write(&tmp, &d).unwrap();
-                        fs::rename(&tmp, &sp).unwrap();
-                        filetime::set_file_mtime(&sp, later).unwrap();
-                    }
+                    move || put_remote_version(&sp, &d, later)
                 };
                 let ours = match m.local.get(&p) {
                     Some(MNode::File(c)) if m.content_dirty.contains(&p) => Some(c.clone()),
