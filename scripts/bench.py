@@ -216,7 +216,8 @@ def main():
     base = targets[0][0]
     result = {"reps": a.reps, "files": a.files, "targets": [t[0] for t in targets], "rows": []}
     for name, _, _ in chosen:
-        row = {"workload": name, "seconds": {}, "ratio": {}}
+        # Each repetition's seconds too, so that other pairings can be computed afterwards.
+        row = {"workload": name, "seconds": {}, "ratio": {}, "times": times[name]}
         for tname, _ in targets:
             ts = times[name][tname]
             if (name, tname) in errors:

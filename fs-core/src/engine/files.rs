@@ -23,13 +23,7 @@ impl Engine {
     /// entry's shared state from it first.
     pub(crate) fn put_linked(&self, tree: &mut Tree, ino: Ino) -> Result<(), FsError> {
         let others = tree.share_with_links(ino);
-        let t: &Tree = tree;
-        self.persist(|tx| {
-            for n in std::iter::once(ino).chain(others).filter_map(|i| t.get(i)) {
-                journal::put_node(tx, n)?;
-            }
-            Ok(())
-        })
+        self.record_nodes(tree, std::iter::once(ino).chain(others))
     }
 
     /// Opens a file, fetching it from the share on first open. With `truncate`, nothing is

@@ -450,9 +450,10 @@ impl Engine {
         self.journal.lock().batch(f).map_err(FsError::from)
     }
 
-    /// Records one namespace change in one journal transaction — nodes written, nodes deleted,
-    /// a logged change taken back, logged changes added — then appends the added ones to the
-    /// in-memory log. Callers hold the state lock, so the log and the journal agree.
+    /// Records one namespace change — nodes written, nodes deleted, a logged change taken
+    /// back, logged changes added — as one record of the journal's record log, then appends
+    /// the added ones to the in-memory log. Callers hold the state lock, so the log and the
+    /// journal agree. Once this returns, the change survives sipfs being killed.
     fn record(
         &self,
         tree: &mut Tree,
@@ -461,25 +462,40 @@ impl Engine {
         drop_op: Option<i64>,
         ops: Vec<NsOp>,
     ) -> Result<(), FsError> {
+        let mut change = journal::Change::default();
+        for &i in delete {
+            change.delete_node(i);
+        }
+        for n in put.iter().filter_map(|&i| tree.get(i)) {
+            change.put_node(n);
+        }
+        if let Some(s) = drop_op {
+            change.delete_op(s);
+        }
+        let mut j = self.journal.lock();
         let mut seqs = Vec::with_capacity(ops.len());
-        let t: &Tree = tree;
-        self.persist(|tx| {
-            for &i in delete {
-                journal::delete_node(tx, i)?;
-            }
-            for n in put.iter().filter_map(|&i| t.get(i)) {
-                journal::put_node(tx, n)?;
-            }
-            if let Some(s) = drop_op {
-                journal::delete_op(tx, s)?;
-            }
-            for op in &ops {
-                seqs.push(journal::push_op(tx, op)?);
-            }
-            Ok(())
-        })?;
+        for op in &ops {
+            let seq = j.next_op_seq();
+            change.push_op(seq, op);
+            seqs.push(seq);
+        }
+        j.append(change)?;
+        drop(j);
         tree.ops.extend(seqs.into_iter().zip(ops));
         Ok(())
+    }
+
+    /// Records nodes written, as [`Engine::record`] does.
+    pub(crate) fn record_nodes(
+        &self,
+        tree: &Tree,
+        put: impl IntoIterator<Item = Ino>,
+    ) -> Result<(), FsError> {
+        let mut change = journal::Change::default();
+        for n in put.into_iter().filter_map(|i| tree.get(i)) {
+            change.put_node(n);
+        }
+        Ok(self.journal.lock().append(change)?)
     }
 
     pub(crate) fn live(&self, ino: Ino) -> Arc<Live> {

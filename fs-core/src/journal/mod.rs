@@ -1,10 +1,18 @@
 //! The crash-safe record of the cache: every node, the pending namespace log, temporaries
-//! placed on the share, and the last reports. It is an SQLite database in WAL mode.
+//! placed on the share, and the last reports. It is an SQLite database in WAL mode, and a
+//! record log (`record.rs`) in front of it for namespace changes.
 //!
-//! Commits use `synchronous=NORMAL`: a committed change survives the sipfs process being
-//! killed (the WAL is in the OS page cache), and the database stays consistent after a power
-//! cut. A program's `fsync` on a file in the mount asks for a full sync of the journal too,
-//! which gives the same guarantee a local disk gives: what was fsync'ed survives a power cut.
+//! A namespace change (create, delete, rename, mkdir, a file marked dirty) is appended to the
+//! record log, one `pwrite`, before it is acknowledged, and folded into the database in
+//! batches: from the background thread, before any other transaction, and when the journal is
+//! opened (after a crash). Other changes are database transactions, which fold what is
+//! pending first, so the database sees every change in the order it was made.
+//!
+//! Either way a change survives the sipfs process being killed once acknowledged (its bytes are
+//! in the OS page cache), and the database stays consistent after a power cut (commits use
+//! `synchronous=NORMAL`). A program's `fsync` on a file in the mount asks for a sync of the
+//! journal too (the record log, and the database's log if it committed since), which gives the
+//! same guarantee a local disk gives: what was fsync'ed survives a power cut.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -22,6 +30,9 @@ use crate::pending::{Base, Logged, NsOp};
 use crate::ranges::Ranges;
 use crate::relpath::RelPath;
 use crate::tree::{Ino, Node};
+
+pub use record::Change;
+use record::{NodeRow, RecordLog, FOLDED_KEY};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -99,14 +110,23 @@ pub struct Journal {
     path: PathBuf,
     /// The log, opened by us to sync it (see [`LogSync`]); opened at the first sync.
     log: Option<Arc<File>>,
+    /// Namespace changes not yet folded into the database, and the file they are in.
+    records: RecordLog,
+    /// The number the next logged namespace change (`op` table) gets.
+    next_op_seq: i64,
     /// When the last commit happened, while some commit is not yet checkpointed into the database.
     last_unchecked_commit: Option<Instant>,
-    /// Commits so far, and how many of them are known durable. A program's fsync has to sync
-    /// the journal too only while they differ; otherwise its file's own sync is all it costs
-    /// (an SQLite database in the mount fsyncs at every transaction, and after its first write
-    /// the journal has nothing new to say about it).
+    /// Database transactions so far (folds of the record log aside), and how many of them are
+    /// known durable. A program's fsync has to sync the database's log too only while they
+    /// differ; otherwise its file's own sync is all it costs (an SQLite database in the mount
+    /// fsyncs at every transaction, and after its first write the journal has nothing new to
+    /// say about it).
     committed: u64,
     durable: u64,
+    /// Records appended so far, and how many of them are known durable (the record log synced,
+    /// or the database holding them synced).
+    appended: u64,
+    appended_durable: u64,
 }
 
 /// A sync of the journal's log, taken under the journal's lock and run outside it: a program's
@@ -117,14 +137,24 @@ pub struct Journal {
 /// Syncing the log file is what SQLite itself does for a commit under `synchronous=FULL`:
 /// the frames of every commit are already written to it, only not yet forced to disk.
 pub struct LogSync {
-    log: Arc<File>,
-    /// The commits this sync makes durable (all those before it was taken).
+    /// The database's log, when a transaction committed since its last sync.
+    log: Option<Arc<File>>,
+    /// The record log, when a record was appended since its last sync.
+    records: Option<Arc<File>>,
+    /// The commits and records this sync makes durable (all those before it was taken).
     upto: u64,
+    upto_records: u64,
 }
 
 impl LogSync {
     pub fn run(&self) -> io::Result<()> {
-        self.log.sync_data()
+        if let Some(r) = &self.records {
+            r.sync_data()?;
+        }
+        if let Some(l) = &self.log {
+            l.sync_data()?;
+        }
+        Ok(())
     }
 }
 
@@ -135,9 +165,20 @@ const IDLE: Duration = Duration::from_millis(100);
 /// checkpoint it inline anyway (a change that never pauses).
 const MAX_LOG_PAGES: u32 = 16_384;
 
-/// Checkpoints `journal` from a background thread whenever it has been idle for a moment,
-/// until the journal is dropped. A checkpoint syncs the log and the database to disk, which
-/// takes milliseconds; inline, it would stall whichever change filled the log.
+/// Records appended and not folded beyond this many are folded by the change that appends
+/// the next (without the background thread, or when it cannot keep up).
+const MAX_UNFOLDED: usize = 4096;
+
+/// Sets how long the journal must be idle before the background thread folds and checkpoints
+/// it, in milliseconds, instead of [`IDLE`]: for tests that crash sipfs with changes left in
+/// the record log, whatever the machine's pace.
+pub const IDLE_ENV: &str = "SIPFS_JOURNAL_IDLE_MS";
+
+/// Folds the record log into the database and checkpoints `journal` from a background thread
+/// whenever it has been idle for a moment, until the journal is dropped. A checkpoint syncs
+/// the log and the database to disk, which takes milliseconds; inline, it would stall
+/// whichever change filled the log. A whole checkpoint makes every record durable in the
+/// database, so the record log is then written from its start again.
 pub fn checkpoint_when_idle(journal: &Arc<Mutex<Journal>>) {
     if let Err(e) = journal
         .lock()
@@ -147,22 +188,33 @@ pub fn checkpoint_when_idle(journal: &Arc<Mutex<Journal>>) {
         tracing::warn!(error = %e, "journal checkpoints stay inline");
         return;
     }
+    let idle = std::env::var(IDLE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(IDLE, Duration::from_millis);
     let weak = Arc::downgrade(journal);
     let spawned = std::thread::Builder::new()
         .name("sipfs-journal".into())
         .spawn(move || loop {
-            std::thread::sleep(IDLE);
+            std::thread::sleep(IDLE.min(idle));
             let Some(journal) = weak.upgrade() else {
                 return;
             };
             let mut j = journal.lock();
-            if j.last_unchecked_commit.is_some_and(|t| t.elapsed() >= IDLE) {
+            if j.last_unchecked_commit.is_some_and(|t| t.elapsed() >= idle) {
                 let _span = tracing::debug_span!("checkpoint").entered();
+                if let Err(e) = j.fold() {
+                    tracing::warn!(error = %e, "journal: folding recorded changes failed; retrying");
+                    continue;
+                }
                 match j.checkpoint() {
-                    // A whole checkpoint syncs the log and the database: all of it is durable.
+                    // A whole checkpoint syncs the log and the database: all of it is durable,
+                    // the records folded into it too.
                     Ok(true) => {
                         j.last_unchecked_commit = None;
                         j.durable = j.committed;
+                        j.appended_durable = j.appended;
+                        j.records.wrap();
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; retrying"),
@@ -229,14 +281,96 @@ impl Journal {
                 conn.execute_batch(&format!("ALTER TABLE node ADD COLUMN {column} {ty}"))?;
             }
         }
-        Ok(Journal {
+        let folded = get_meta(&conn, FOLDED_KEY)?
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let records = RecordLog::open(&sibling(path, "-records"), folded)?;
+        let mut j = Journal {
             conn,
             path: path.to_owned(),
             log: None,
+            records,
+            next_op_seq: 1,
             last_unchecked_commit: None,
             committed: 1,
             durable: 0,
-        })
+            // What was recovered from the record log may not be on disk yet.
+            appended: 1,
+            appended_durable: 0,
+        };
+        // Changes recorded before a crash, now in the database like the others.
+        j.fold()?;
+        // AUTOINCREMENT keeps the highest number ever given in sqlite_sequence (once it has
+        // given one): numbers of changes flushed and removed are never given again.
+        let given: i64 = j.conn.query_row(
+            "SELECT max(coalesce((SELECT max(seq) FROM op), 0),
+                        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'op'), 0))",
+            [],
+            |r| r.get(0),
+        )?;
+        j.next_op_seq = given + 1;
+        Ok(j)
+    }
+
+    /// Appends a namespace change to the record log: once this returns, it survives sipfs
+    /// being killed, and the next sync makes it survive a power cut. It reaches the database
+    /// at the next fold.
+    pub fn append(&mut self, change: Change) -> Result<(), JournalError> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        if self.records.unfolded().0.len() >= MAX_UNFOLDED {
+            self.fold()?;
+        }
+        if self.records.wants_wrap() && self.records.unfolded().0.is_empty() {
+            self.make_durable_and_wrap()?;
+        }
+        if let Some(seq) = change.last_op_seq() {
+            self.next_op_seq = self.next_op_seq.max(seq + 1);
+        }
+        self.records.append(change)?;
+        self.appended += 1;
+        self.last_unchecked_commit = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The number for a new logged namespace change ([`Change::push_op`]).
+    pub fn next_op_seq(&mut self) -> i64 {
+        let s = self.next_op_seq;
+        self.next_op_seq += 1;
+        s
+    }
+
+    /// Writes the records not yet folded into the database, in one transaction.
+    fn fold(&mut self) -> Result<(), JournalError> {
+        let (changes, last) = self.records.unfolded();
+        let Some(last) = last else {
+            return Ok(());
+        };
+        let _span = tracing::debug_span!("fold", records = changes.len()).entered();
+        let tx = self.conn.transaction()?;
+        for (_, c) in changes {
+            c.apply(&tx)?;
+        }
+        put_meta(&tx, FOLDED_KEY, &last.to_string())?;
+        tx.commit()?;
+        self.records.folded();
+        self.last_unchecked_commit = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Once the record log has grown long without an idle moment to checkpoint in: syncs the
+    /// database's log, which then holds every record durably, and writes records from the
+    /// start of the record log again. Only with every record folded.
+    fn make_durable_and_wrap(&mut self) -> Result<(), JournalError> {
+        match self.log_file() {
+            Some(log) => log.sync_data().map_err(|e| self.log_error(e))?,
+            None => return Ok(()),
+        }
+        self.durable = self.committed;
+        self.appended_durable = self.appended;
+        self.records.wrap();
+        Ok(())
     }
 
     /// Writes the log into the database and syncs both (no reader can hold it back: the
@@ -251,20 +385,31 @@ impl Journal {
         Ok(busy == 0 && log == done)
     }
 
-    /// Runs `f` in one transaction: all of its writes land, or none.
+    /// Runs `f` in one transaction: all of its writes land, or none. The records not yet
+    /// folded are folded in the same transaction first: they came before.
     pub fn batch<T>(
         &mut self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
         let tx = self.conn.transaction()?;
+        let (changes, last) = self.records.unfolded();
+        for (_, c) in changes {
+            c.apply(&tx)?;
+        }
+        if let Some(last) = last {
+            put_meta(&tx, FOLDED_KEY, &last.to_string())?;
+        }
         let out = f(&tx)?;
         tx.commit()?;
+        if last.is_some() {
+            self.records.folded();
+        }
         self.last_unchecked_commit = Some(Instant::now());
         self.committed += 1;
         Ok(out)
     }
 
-    /// Transactions committed since the journal was opened.
+    /// Transactions committed since the journal was opened (folds of the record log aside).
     pub fn commits(&self) -> u64 {
         self.committed
     }
@@ -281,28 +426,45 @@ impl Journal {
     /// What it takes to make everything committed so far durable: `None` when it already
     /// is. Run the sync without holding the journal, then report it with [`Journal::synced`].
     pub fn sync_needed(&mut self) -> Result<Option<LogSync>, JournalError> {
-        if self.committed == self.durable {
+        let upto = self.committed;
+        let upto_records = self.appended;
+        let records = (upto_records != self.appended_durable).then(|| self.records.file());
+        let log = if upto == self.durable {
+            None
+        } else {
+            match self.log_file() {
+                Some(log) => Some(log),
+                None => {
+                    // No log to sync by hand (never expected in WAL mode): a commit under
+                    // synchronous=FULL syncs it.
+                    self.conn.pragma_update(None, "synchronous", "FULL")?;
+                    let r = put_meta(&self.conn, "synced", &chrono::Utc::now().to_rfc3339());
+                    self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+                    r?;
+                    self.durable = upto;
+                    None
+                }
+            }
+        };
+        if log.is_none() && records.is_none() {
             return Ok(None);
         }
-        let upto = self.committed;
-        match self.log_file() {
-            Some(log) => Ok(Some(LogSync { log, upto })),
-            None => {
-                // No log to sync by hand (never expected in WAL mode): a commit under
-                // synchronous=FULL syncs it.
-                self.conn.pragma_update(None, "synchronous", "FULL")?;
-                let r = put_meta(&self.conn, "synced", &chrono::Utc::now().to_rfc3339());
-                self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-                r?;
-                self.durable = upto;
-                Ok(None)
-            }
-        }
+        Ok(Some(LogSync {
+            log,
+            records,
+            upto,
+            upto_records,
+        }))
     }
 
-    /// Records a sync that ran: the commits it covered are durable.
+    /// Records a sync that ran: the commits and records it covered are durable.
     pub fn synced(&mut self, s: &LogSync) {
-        self.durable = self.durable.max(s.upto);
+        if s.log.is_some() {
+            self.durable = self.durable.max(s.upto);
+        }
+        if s.records.is_some() {
+            self.appended_durable = self.appended_durable.max(s.upto_records);
+        }
     }
 
     pub fn log_error(&self, source: io::Error) -> JournalError {
@@ -313,9 +475,7 @@ impl Journal {
     }
 
     fn log_path(&self) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push("-wal");
-        PathBuf::from(p)
+        sibling(&self.path, "-wal")
     }
 
     /// The log, opened once. SQLite keeps the same file for the connection's life (it only
@@ -453,13 +613,11 @@ impl Journal {
     }
 
     pub fn get_meta(&self, key: &str) -> Result<Option<String>, JournalError> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
+        get_meta(&self.conn, key)
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), JournalError> {
+        self.fold()?;
         self.committed += 1;
         put_meta(&self.conn, key, value)
     }
@@ -498,6 +656,20 @@ pub fn put_base_hash(c: &Connection, ino: Ino, base: Base, hash: u64) -> Result<
     Ok(())
 }
 
+fn get_meta(c: &Connection, key: &str) -> Result<Option<String>, JournalError> {
+    Ok(
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+/// The file named as `db` with `suffix` appended, next to it.
+fn sibling(db: &Path, suffix: &str) -> PathBuf {
+    let mut p = db.to_path_buf().into_os_string();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
 pub fn put_meta(c: &Connection, key: &str, value: &str) -> Result<(), JournalError> {
     c.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)")?
         .execute(params![key, value])?;
@@ -505,36 +677,7 @@ pub fn put_meta(c: &Connection, key: &str, value: &str) -> Result<(), JournalErr
 }
 
 pub fn put_node(c: &Connection, n: &Node) -> Result<(), JournalError> {
-    c.prepare_cached(
-        "INSERT OR REPLACE INTO node(ino, parent, name, kind, listed, cached, in_share,
-            base_size, base_mtime, content_dirty, meta_dirty, size, mtime, mode, link, atime,
-            owner, rdev, shown, xattrs)
-         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20)",
-    )?
-    .execute(params![
-        n.ino as i64,
-        n.parent as i64,
-        n.name.as_str(),
-        kind_code(n.kind),
-        n.children.is_some(),
-        n.cached,
-        n.in_share,
-        n.base.map(|b| b.size as i64),
-        n.base.map(|b| b.mtime_ns),
-        n.content_dirty,
-        n.meta_dirty,
-        n.size as i64,
-        n.mtime_ns,
-        n.mode as i64,
-        n.link(),
-        n.atime_ns(),
-        n.owner().map(owner_code),
-        (n.rdev() != 0).then_some(n.rdev() as i64),
-        n.shown().map(|i| i as i64),
-        n.xattrs().map(xattrs_code),
-    ])?;
-    Ok(())
+    NodeRow::of(n).put(c)
 }
 
 pub fn delete_node(c: &Connection, ino: Ino) -> Result<(), JournalError> {
@@ -644,7 +787,8 @@ pub fn delete_stamp(c: &Connection, ino: Ino) -> Result<(), JournalError> {
 }
 
 mod codec;
-use codec::{kind_code, kind_of, owner_code, owner_of, xattrs_code, xattrs_of};
+mod record;
+use codec::{kind_code, kind_of, owner_of, xattrs_of};
 
 #[cfg(test)]
 mod tests;

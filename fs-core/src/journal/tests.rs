@@ -221,7 +221,12 @@ fn a_sync_covers_only_the_commits_before_it() {
     j.batch(|tx| put_node(tx, &node(2, 1, "a"))).unwrap();
     let first = j.sync_needed().unwrap().expect("a commit to sync");
     let log = std::fs::metadata(dir.path().join("j.sqlite-wal")).unwrap();
-    let held = first.log.metadata().unwrap();
+    let held = first
+        .log
+        .as_ref()
+        .expect("the database's log")
+        .metadata()
+        .unwrap();
     assert_eq!((held.dev(), held.ino()), (log.dev(), log.ino()));
     // Another commit while the first sync runs.
     j.batch(|tx| put_node(tx, &node(3, 1, "b"))).unwrap();
@@ -235,5 +240,182 @@ fn a_sync_covers_only_the_commits_before_it() {
     j.synced(&second);
     // A late report of the first sync does not undo the second.
     j.synced(&first);
+    assert!(j.sync_needed().unwrap().is_none());
+}
+
+fn change(f: impl FnOnce(&mut Change)) -> Change {
+    let mut c = Change::default();
+    f(&mut c);
+    c
+}
+
+fn names(j: &Journal) -> Vec<(Ino, String)> {
+    let mut v: Vec<_> = j
+        .load_nodes()
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.ino, n.name.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A record encodes every column of a node, and decodes to the same rows.
+#[test]
+fn a_record_holds_every_column() {
+    let op = NsOp::Rename {
+        from: RelPath::new("a/b").unwrap(),
+        to: RelPath::new("c").unwrap(),
+        dest_base: None,
+    };
+    let c = change(|c| {
+        c.delete_node(9);
+        c.put_node(&node(2, 1, "a ü"));
+        c.delete_op(4);
+        c.push_op(5, &op);
+    });
+    let bytes = record::encode_for_test(&c);
+    assert_eq!(record::decode_for_test(&bytes), Some(c));
+    assert_eq!(record::decode_for_test(&bytes[..bytes.len() - 1]), None);
+}
+
+/// What a `kill -9` leaves: changes appended to the record log and never folded. The next
+/// open folds them in, in order, with their logged changes and their numbers.
+#[test]
+fn recorded_changes_survive_a_crash_and_are_folded_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    let op = NsOp::Mkdir {
+        path: RelPath::new("d").unwrap(),
+    };
+    {
+        let mut j = Journal::open(&path).unwrap();
+        j.append(change(|c| c.put_node(&node(2, 1, "a")))).unwrap();
+        let seq = j.next_op_seq();
+        j.append(change(|c| {
+            c.put_node(&node(3, 1, "d"));
+            c.push_op(seq, &op);
+        }))
+        .unwrap();
+        j.append(change(|c| c.delete_node(2))).unwrap();
+        // Dropped without a fold: the database never saw them.
+        assert_eq!(names(&j), Vec::<(Ino, String)>::new());
+    }
+    let mut j = Journal::open(&path).unwrap();
+    assert_eq!(names(&j), vec![(3, "d".to_owned())]);
+    let ops = j.load_ops().unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].1, op);
+    assert!(
+        j.next_op_seq() > ops[0].0,
+        "a logged change's number given twice"
+    );
+    drop(j);
+    // Folded once: a third open finds the same, not the records applied again.
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(names(&j), vec![(3, "d".to_owned())]);
+    assert_eq!(j.load_ops().unwrap().len(), 1);
+}
+
+/// A record cut short (the process died in its write, or a power cut kept part of it) is
+/// not folded, nor is anything after it.
+#[test]
+fn a_torn_record_is_not_folded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    {
+        let mut j = Journal::open(&path).unwrap();
+        j.append(change(|c| c.put_node(&node(2, 1, "a")))).unwrap();
+        j.append(change(|c| c.put_node(&node(3, 1, "b")))).unwrap();
+    }
+    let records = dir.path().join("j.sqlite-records");
+    let len = std::fs::metadata(&records).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&records)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let mut j = Journal::open(&path).unwrap();
+    assert_eq!(names(&j), vec![(2, "a".to_owned())]);
+    // The next record goes where the torn one was, and is found after the next crash.
+    j.append(change(|c| c.put_node(&node(4, 1, "c")))).unwrap();
+    drop(j);
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(names(&j), vec![(2, "a".to_owned()), (4, "c".to_owned())]);
+}
+
+/// Other transactions fold what was recorded before them first: the database sees the
+/// changes in the order they were made (here a record's node is deleted afterwards).
+#[test]
+fn a_transaction_after_records_comes_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    {
+        let mut j = Journal::open(&path).unwrap();
+        j.append(change(|c| c.put_node(&node(2, 1, "a")))).unwrap();
+        j.batch(|tx| delete_node(tx, 2)).unwrap();
+        j.append(change(|c| c.put_node(&node(3, 1, "b")))).unwrap();
+        j.set_meta("k", "v").unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(names(&j), vec![(3, "b".to_owned())]);
+}
+
+/// Once idle, the records are folded and made durable, and the record log is written from
+/// its start again; the records it held before are never folded again (here one would bring
+/// back a node deleted since).
+#[test]
+fn a_wrapped_record_log_never_replays_its_old_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    let j = Arc::new(Mutex::new(Journal::open(&path).unwrap()));
+    checkpoint_when_idle(&j);
+    j.lock()
+        .append(change(|c| c.put_node(&node(2, 1, "a"))))
+        .unwrap();
+    j.lock()
+        .append(change(|c| c.put_node(&node(3, 1, "b"))))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while j.lock().records.end() != 0 {
+        assert!(Instant::now() < deadline, "never wrapped");
+        std::thread::sleep(IDLE);
+    }
+    assert!(
+        j.lock().sync_needed().unwrap().is_none(),
+        "wrapped, not durable"
+    );
+    j.lock().batch(|tx| delete_node(tx, 3)).unwrap();
+    // As long as the first record was: the old second record follows it in the file.
+    j.lock()
+        .append(change(|c| c.put_node(&node(4, 1, "c"))))
+        .unwrap();
+    // The background thread lets go of the journal between its ticks.
+    let mut j = j;
+    loop {
+        match Arc::try_unwrap(j) {
+            Ok(held) => break drop(held),
+            Err(back) => j = back,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(names(&j), vec![(2, "a".to_owned()), (4, "c".to_owned())]);
+}
+
+/// An fsync after a recorded change syncs the record log (and not the database's log, which
+/// has nothing new); once synced, nothing is left to sync.
+#[test]
+fn a_sync_after_a_record_syncs_the_record_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("j.sqlite")).unwrap();
+    j.sync().unwrap();
+    assert!(j.sync_needed().unwrap().is_none());
+    j.append(change(|c| c.put_node(&node(2, 1, "a")))).unwrap();
+    let s = j.sync_needed().unwrap().expect("a record to sync");
+    assert!(s.records.is_some() && s.log.is_none());
+    s.run().unwrap();
+    j.synced(&s);
     assert!(j.sync_needed().unwrap().is_none());
 }
