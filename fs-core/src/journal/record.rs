@@ -368,6 +368,8 @@ pub(super) struct RecordLog {
     path: PathBuf,
     /// Where the next record is written.
     end: u64,
+    /// The file's length: what is past `end` is zeros.
+    written: u64,
     /// The next record's number.
     next: u64,
     /// Appended and not folded into the database yet, in order.
@@ -375,6 +377,9 @@ pub(super) struct RecordLog {
     /// A buffer reused for each record.
     buf: Vec<u8>,
 }
+
+/// How far ahead of the records the file is filled with zeros.
+const ZEROS_AHEAD: u64 = 256 << 10;
 
 /// Wraps only once the log is this long: until then, appending after the old records costs the
 /// same, and a wrap needs the database synced.
@@ -401,6 +406,7 @@ impl RecordLog {
             file: Arc::new(file),
             path: path.to_owned(),
             end: 0,
+            written: 0,
             next: folded + 1,
             unfolded: Vec::new(),
             buf: Vec::new(),
@@ -424,11 +430,14 @@ impl RecordLog {
             log.next = log.next.max(l + 1);
         }
         log.end = at as u64;
-        if bytes.len() > at {
+        log.written = bytes.len() as u64;
+        let stale_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        if stale_end > at {
             // What follows the last record is no record: old ones from before a wrap, or ones a
             // power cut kept while losing one before them. Numbers given again from here on
-            // could otherwise chain onto a kept one, so it goes, durably, before any is given.
-            log.file.set_len(log.end).map_err(io_err)?;
+            // could otherwise chain onto a kept one, so they become zeros, durably, before any
+            // is given.
+            write_all_at(&log.file, &vec![0; stale_end - at], log.end).map_err(io_err)?;
             log.file.sync_all().map_err(io_err)?;
         }
         if !log.unfolded.is_empty() {
@@ -453,8 +462,18 @@ impl RecordLog {
         self.buf[4..8].copy_from_slice(&(len as u32).to_le_bytes());
         self.buf[8..16].copy_from_slice(&number.to_le_bytes());
         self.buf[16..24].copy_from_slice(&h.to_le_bytes());
+        let after = self.end + self.buf.len() as u64;
+        if after > self.written {
+            // Zeros written ahead: a record then overwrites bytes the file already has, and a
+            // sync of the log writes its page without a commit of the file system's journal
+            // (no new block, no new size), where a program's fsync waits for one of its own.
+            let grow = ZEROS_AHEAD.max(after - self.written);
+            write_all_at(&self.file, &vec![0; grow as usize], self.written)
+                .map_err(|e| self.error(e))?;
+            self.written += grow;
+        }
         write_all_at(&self.file, &self.buf, self.end).map_err(|e| self.error(e))?;
-        self.end += self.buf.len() as u64;
+        self.end = after;
         self.next += 1;
         self.unfolded.push((number, change));
         Ok(())
