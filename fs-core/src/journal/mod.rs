@@ -166,8 +166,11 @@ const IDLE: Duration = Duration::from_millis(100);
 const MAX_LOG_PAGES: u32 = 16_384;
 
 /// Records appended and not folded beyond this many are folded by the change that appends
-/// the next (without the background thread, or when it cannot keep up).
-const MAX_UNFOLDED: usize = 4096;
+/// the next (without the background thread, or in a burst that never pauses). A burst of
+/// fewer (an unzip or `cp -r` of a project) is folded in the pause after it, off the path of
+/// its changes; a fold of this many takes some 100 ms, the stall such a burst pays once per
+/// this many changes (a record is some 200 bytes: 3 MiB of memory, under `WRAP_AFTER`).
+const MAX_UNFOLDED: usize = 16_384;
 
 /// Sets how long the journal must be idle before the background thread folds and checkpoints
 /// it, in milliseconds, instead of [`IDLE`]: for tests that crash sipfs with changes left in
