@@ -112,18 +112,90 @@ fn progress_bar(what: &'static str) -> Option<indicatif::ProgressBar> {
     })
 }
 
-/// Brings the folder up to date with the share (the first time: fills it).
-pub fn sync(mirror: &Mirror) -> Result<fs_core::SyncReport> {
-    let bar = progress_bar("copying from the share");
-    let r = mirror.sync(&|p| {
-        if let Some(b) = &bar {
+/// How often a fill says how far it got when no terminal shows a bar (a log, a CI job).
+const FILL_REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// Shows a fill's progress on stderr: a bar on a terminal, else a line every
+/// [`FILL_REPORT_EVERY`] (none for a fill shorter than that, such as a refresh that fetches a
+/// few files).
+struct FillProgress {
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
+    last_line: std::sync::Mutex<Instant>,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl FillProgress {
+    fn new() -> FillProgress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "copying from the share {bar:30} {pos}/{len} files, {msg} {elapsed}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        FillProgress {
+            bar,
+            started: Instant::now(),
+            last_line: std::sync::Mutex::new(Instant::now()),
+            bytes: 0.into(),
+        }
+    }
+
+    fn update(&self, p: fs_core::Progress) {
+        let bytes = self.bytes.fetch_add(p.bytes, Ordering::Relaxed) + p.bytes;
+        let what = format!(
+            "{}/{} files, {} of {}",
+            p.done,
+            p.total,
+            fs_core::report::human_bytes(bytes),
+            fs_core::report::human_bytes(p.total_bytes)
+        );
+        if let Some(b) = &self.bar {
             b.set_length(p.total);
             b.set_position(p.done);
+            b.set_message(format!(
+                "{} of {}",
+                fs_core::report::human_bytes(bytes),
+                fs_core::report::human_bytes(p.total_bytes)
+            ));
+            return;
         }
-    })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
+        let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= FILL_REPORT_EVERY && p.done < p.total {
+            *last = Instant::now();
+            errln!(
+                "sipfs: copying from the share: {what} ({} s)",
+                self.started.elapsed().as_secs()
+            );
+        }
     }
+
+    /// The last line, if a line was shown at all.
+    fn finish(self, fetched: u64) {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+            return;
+        }
+        if self.started.elapsed() >= FILL_REPORT_EVERY {
+            errln!(
+                "sipfs: copied {fetched} file(s), {}, from the share in {:.1} s",
+                fs_core::report::human_bytes(self.bytes.load(Ordering::Relaxed)),
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Brings the folder up to date with the share (the first time: fills it), with its progress
+/// on stderr.
+pub fn sync(mirror: &Mirror) -> Result<fs_core::SyncReport> {
+    let progress = FillProgress::new();
+    let r = mirror.sync(&|p| progress.update(p))?;
+    progress.finish(r.fetched);
     for e in &r.errors {
         errln!(
             "sipfs: warning: {}: {} — working from what the folder has",
