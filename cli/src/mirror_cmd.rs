@@ -100,9 +100,9 @@ pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
             let entry = mirror_registry_entry(m.folder());
             let wanted = m.marker();
             if Marker::read_from(&entry).as_ref() != Some(&wanted) {
-                wanted
-                    .write_to(&entry)
-                    .with_context(|| format!("recording the mirror folder in {}", entry.display()))?;
+                wanted.write_to(&entry).with_context(|| {
+                    format!("recording the mirror folder in {}", entry.display())
+                })?;
             }
             Ok(Some(m))
         }
@@ -392,7 +392,10 @@ fn request(folder: &Path, marker: &Marker, command: &str) -> Result<String> {
             // Removed by a program: the serving process makes it again, empty, and our
             // request is lost with it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("{} was removed before the request was answered", control.display())
+                bail!(
+                    "{} was removed before the request was answered",
+                    control.display()
+                )
             }
             _ => {}
         }

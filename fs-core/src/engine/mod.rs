@@ -423,18 +423,12 @@ impl Engine {
         self.tmp_dir.join(name)
     }
 
-    /// Removes the temporaries folder and what a crash left in it, when nothing is being
-    /// fetched: a mirror folder keeps no folder of sipfs's own between operations.
+    /// Removes the temporaries folder if it is empty: a mirror folder keeps no folder of
+    /// sipfs's own between operations. (What a crash left in it is removed at open.)
     pub(crate) fn drop_tmp_dir(&self) {
-        if self.opts.tree_dir.is_none() {
-            return;
+        if self.opts.tree_dir.is_some() {
+            let _ = fs::remove_dir(&self.tmp_dir);
         }
-        if let Ok(rd) = fs::read_dir(&self.tmp_dir) {
-            for e in rd.flatten() {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-        let _ = fs::remove_dir(&self.tmp_dir);
     }
 
     /// Re-reads `.sipfsignore` (from the cache when it is cached, else from the share).
@@ -450,6 +444,7 @@ impl Engine {
                     .ok()
                     .and_then(|_| fs::read_to_string(&tmp).ok());
                 let _ = fs::remove_file(&tmp);
+                self.drop_tmp_dir();
                 r
             });
         match IgnoreRules::new(&self.opts.extra_ignore, text.as_deref()) {

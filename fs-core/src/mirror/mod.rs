@@ -50,8 +50,8 @@ pub const LEGACY_MARKER_FILE: &str = "mirror.json";
 /// What else older sipfs kept in the folder's `.sipfs/`, removed once the mirror is opened.
 const LEGACY_ENTRIES: [&str; 4] = ["status", "result", "watch", "tmp"];
 const JOURNAL_KEY: &str = "mirror_folder";
-/// The folder's file id (device and inode; volume serial and file index on Windows), as
-/// `dev:ino`: a folder deleted and made again under its name is not this mirror.
+/// The folder's identity (`folder_id`): a folder deleted and made again under its name is not
+/// this mirror.
 const JOURNAL_ID_KEY: &str = "mirror_folder_id";
 
 /// Which share and cache a mirror folder belongs to: enough for `sipfs flush FOLDER` to find
@@ -99,10 +99,17 @@ impl Marker {
     }
 }
 
-/// The file id of a folder, as the journal records it; `None` where it cannot be read.
+/// The identity of a folder, as the journal records it: its file id and, where the file
+/// system keeps one, its creation time (an inode number freed by a folder deleted is soon
+/// given to the next one made, as a test found); `None` where it cannot be read.
 fn folder_id(folder: &Path) -> Option<String> {
     let st = Stamp::read(folder).ok()??;
-    (st.kind == EntryKind::Dir).then(|| format!("{}:{}", st.file_id.0, st.file_id.1))
+    let born = fs::metadata(folder)
+        .and_then(|m| m.created())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    (st.kind == EntryKind::Dir).then(|| format!("{}:{}:{born}", st.file_id.0, st.file_id.1))
 }
 
 /// Whether `folder` holds nothing but, perhaps, a `.sipfs/` folder (which holds no project

@@ -73,7 +73,11 @@ pub fn prepare(root: &Path) -> io::Result<()> {
     if !control.exists() {
         fs::create_dir_all(&dir)?;
         // Never over a request written meanwhile.
-        match OpenOptions::new().write(true).create_new(true).open(&control) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&control)
+        {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),

@@ -409,7 +409,10 @@ impl Watch {
 
 /// A folder's file id, to tell a folder made again under its name from the one watched.
 fn dir_id(dir: &Path) -> Option<(u64, u64)> {
-    super::stamp::Stamp::read(dir).ok().flatten().map(|s| s.file_id)
+    super::stamp::Stamp::read(dir)
+        .ok()
+        .flatten()
+        .map(|s| s.file_id)
 }
 
 /// The scope of the notified paths (each with whether its tree is looked at); `None` when a
