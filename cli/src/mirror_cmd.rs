@@ -40,10 +40,20 @@ pub struct Setup {
 /// `None`: not a mirror folder (a mount point, or nothing sipfs set up).
 pub fn find_marker(folder: &Path) -> Option<Marker> {
     let abs = absolute(folder).ok()?;
-    let canonical = dunce::canonicalize(&abs).unwrap_or(abs.clone());
-    Marker::read_from(&mirror_registry_entry(&canonical))
-        .filter(|m| m.folder == canonical)
-        .or_else(|| Marker::read_legacy(&abs))
+    if let Some(m) = Marker::read_legacy(&abs) {
+        return Some(m);
+    }
+    // A sipfs mount serves `.sipfs/status`; a mirror folder keeps none (its status is with the
+    // cache): a registry entry left for a path now used as a mount point is not taken.
+    if abs
+        .join(CONTROL_DIR)
+        .join(fs_core::control::STATUS_FILE)
+        .exists()
+    {
+        return None;
+    }
+    let canonical = dunce::canonicalize(&abs).unwrap_or(abs);
+    Marker::read_from(&mirror_registry_entry(&canonical)).filter(|m| m.folder == canonical)
 }
 
 /// Opens the mirror. `Ok(None)`: another sipfs process serves it (ask that one).
