@@ -12,8 +12,8 @@
 //!
 //! ```sh
 //! echo "flush step-3" > /data/.sipfs/control
-//! while grep -qx "flush step-3" /data/.sipfs/control; do sleep 0.2; done
-//! cat /data/.sipfs/control    # ok flush step-3: ... (a mount: empty, the write answered)
+//! while grep -qsx "flush step-3" /data/.sipfs/control; do sleep 0.2; done
+//! cat /data/.sipfs/control    # ok flush step-3: ... (a mount's cannot be read: the write answered)
 //! ```
 //!
 //! The control file is the only file of sipfs's own the folder keeps, because programs treat
