@@ -204,13 +204,14 @@ impl FillProgress {
         }
     }
 
-    /// The last line, if a line was shown at all.
+    /// The last line, for a fill that took long enough to be reported.
     fn finish(self, fetched: u64) {
         if let Some(b) = self.bar {
             b.finish_and_clear();
             return;
         }
-        if self.started.elapsed() >= FILL_REPORT_EVERY {
+        // A refresh that fetched nothing took its time listing: no line for it.
+        if fetched > 0 && self.started.elapsed() >= FILL_REPORT_EVERY {
             errln!(
                 "sipfs: copied {fetched} file(s), {}, from the share in {:.1} s",
                 fs_core::report::human_bytes(self.bytes.load(Ordering::Relaxed)),
