@@ -98,7 +98,7 @@ def mirror_flush(a):
     runs = []
     try:
         deadline = time.time() + 600
-        while not os.path.exists(os.path.join(folder, ".sipfs", "status")):
+        while not os.path.exists(os.path.join(cache, "status.json")):
             assert proc.poll() is None, "sipfs mirror exited"
             assert time.time() < deadline, "mirror not ready"
             time.sleep(0.1)

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use fs_core::mirror::Marker;
 
 /// Printing that a closed pipe cannot turn into a panic (see `output::closed_pipe`).
 macro_rules! outln {
@@ -428,28 +427,28 @@ fn run(cli: Cli) -> ExitCode {
         // A mirror folder is a plain folder with a marker; anything else is taken for a mount.
         Command::Flush(a) => {
             init_logging("warn");
-            match Marker::read(&a.mountpoint) {
+            match mirror_cmd::find_marker(&a.mountpoint) {
                 Some(m) => mirror_cmd::flush(&a.mountpoint, m, a.step.as_deref(), a.json),
                 None => client::flush(&a.mountpoint, a.step.as_deref(), a.json),
             }
         }
         Command::Refresh(a) => {
             init_logging("warn");
-            match Marker::read(&a.mountpoint) {
+            match mirror_cmd::find_marker(&a.mountpoint) {
                 Some(m) => mirror_cmd::refresh(&a.mountpoint, m, a.json),
                 None => client::refresh(&a.mountpoint, a.json),
             }
         }
         Command::Status(a) => {
             init_logging("warn");
-            match Marker::read(&a.mountpoint) {
+            match mirror_cmd::find_marker(&a.mountpoint) {
                 Some(m) => mirror_cmd::status(&a.mountpoint, m, a.json),
                 None => client::status(&a.mountpoint, a.json),
             }
         }
         Command::Unmount(a) => {
             init_logging("warn");
-            match Marker::read(&a.mountpoint) {
+            match mirror_cmd::find_marker(&a.mountpoint) {
                 Some(m) => mirror_cmd::stop(&a.mountpoint, m),
                 None => client::unmount(&a.mountpoint),
             }

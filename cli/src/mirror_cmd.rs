@@ -20,7 +20,7 @@ use fs_core::{
 use serde::Deserialize;
 use tracing::info;
 
-use crate::paths::default_mirror_cache_dir;
+use crate::paths::{default_mirror_cache_dir, mirror_registry_entry};
 use crate::{output, Exit, MirrorArgs};
 
 /// How a mirror is set up, from `sipfs mirror`, `sipfs run --mode mirror` or a marker.
@@ -35,6 +35,27 @@ pub struct Setup {
     pub share_timeout: u64,
 }
 
+/// What is known of the mirror folder `folder`: from the registry of mirror folders (by the
+/// folder's canonical path), or from the marker a sipfs before issue 30 kept in the folder.
+/// `None`: not a mirror folder (a mount point, or nothing sipfs set up).
+pub fn find_marker(folder: &Path) -> Option<Marker> {
+    let abs = absolute(folder).ok()?;
+    if let Some(m) = Marker::read_legacy(&abs) {
+        return Some(m);
+    }
+    // A sipfs mount serves `.sipfs/status`; a mirror folder keeps none (its status is with the
+    // cache): a registry entry left for a path now used as a mount point is not taken.
+    if abs
+        .join(CONTROL_DIR)
+        .join(fs_core::control::STATUS_FILE)
+        .exists()
+    {
+        return None;
+    }
+    let canonical = dunce::canonicalize(&abs).unwrap_or(abs);
+    Marker::read_from(&mirror_registry_entry(&canonical)).filter(|m| m.folder == canonical)
+}
+
 /// Opens the mirror. `Ok(None)`: another sipfs process serves it (ask that one).
 ///
 /// A share that cannot be reached is not an error when the folder mirrors it already: work
@@ -42,7 +63,7 @@ pub struct Setup {
 /// is back. Without a mirror yet there is nothing to work on, and that is an error.
 pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
     let folder = absolute(&setup.folder)?;
-    let marker = Marker::read(&folder);
+    let marker = find_marker(&folder);
     let backing = match fs::metadata(&setup.backing) {
         Ok(md) if md.is_dir() => dunce::canonicalize(&setup.backing)
             .with_context(|| format!("resolving {}", setup.backing.display()))?,
@@ -85,7 +106,16 @@ pub fn open(setup: &Setup) -> Result<Option<Mirror>> {
         opts,
         &folder,
     ) {
-        Ok(m) => Ok(Some(m)),
+        Ok(m) => {
+            let entry = mirror_registry_entry(m.folder());
+            let wanted = m.marker();
+            if Marker::read_from(&entry).as_ref() != Some(&wanted) {
+                wanted.write_to(&entry).with_context(|| {
+                    format!("recording the mirror folder in {}", entry.display())
+                })?;
+            }
+            Ok(Some(m))
+        }
         Err(MirrorError::Engine(FsError::Journal(JournalError::InUse(_)))) => Ok(None),
         Err(e) => Err(anyhow!(e)),
     }
@@ -112,18 +142,91 @@ fn progress_bar(what: &'static str) -> Option<indicatif::ProgressBar> {
     })
 }
 
-/// Brings the folder up to date with the share (the first time: fills it).
-pub fn sync(mirror: &Mirror) -> Result<fs_core::SyncReport> {
-    let bar = progress_bar("copying from the share");
-    let r = mirror.sync(&|p| {
-        if let Some(b) = &bar {
+/// How often a fill says how far it got when no terminal shows a bar (a log, a CI job).
+const FILL_REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// Shows a fill's progress on stderr: a bar on a terminal, else a line every
+/// [`FILL_REPORT_EVERY`] (none for a fill shorter than that, such as a refresh that fetches a
+/// few files).
+struct FillProgress {
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
+    last_line: std::sync::Mutex<Instant>,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl FillProgress {
+    fn new() -> FillProgress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "copying from the share {bar:30} {pos}/{len} files, {msg} {elapsed}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        FillProgress {
+            bar,
+            started: Instant::now(),
+            last_line: std::sync::Mutex::new(Instant::now()),
+            bytes: 0.into(),
+        }
+    }
+
+    fn update(&self, p: fs_core::Progress) {
+        let bytes = self.bytes.fetch_add(p.bytes, Ordering::Relaxed) + p.bytes;
+        let what = format!(
+            "{}/{} files, {} of {}",
+            p.done,
+            p.total,
+            fs_core::report::human_bytes(bytes),
+            fs_core::report::human_bytes(p.total_bytes)
+        );
+        if let Some(b) = &self.bar {
             b.set_length(p.total);
             b.set_position(p.done);
+            b.set_message(format!(
+                "{} of {}",
+                fs_core::report::human_bytes(bytes),
+                fs_core::report::human_bytes(p.total_bytes)
+            ));
+            return;
         }
-    })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
+        let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= FILL_REPORT_EVERY && p.done < p.total {
+            *last = Instant::now();
+            errln!(
+                "sipfs: copying from the share: {what} ({} s)",
+                self.started.elapsed().as_secs()
+            );
+        }
     }
+
+    /// The last line, for a fill that took long enough to be reported.
+    fn finish(self, fetched: u64) {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+            return;
+        }
+        // A refresh that fetched nothing took its time listing: no line for it.
+        if fetched > 0 && self.started.elapsed() >= FILL_REPORT_EVERY {
+            errln!(
+                "sipfs: copied {fetched} file(s), {}, from the share in {:.1} s",
+                fs_core::report::human_bytes(self.bytes.load(Ordering::Relaxed)),
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Brings the folder up to date with the share (the first time: fills it), with its progress
+/// on stderr.
+pub fn sync(mirror: &Mirror) -> Result<fs_core::SyncReport> {
+    let progress = FillProgress::new();
+    let r = mirror.sync(&|p| progress.update(p))?;
+    progress.finish(r.fetched);
     for e in &r.errors {
         errln!(
             "sipfs: warning: {}: {} — working from what the folder has",
@@ -253,11 +356,11 @@ struct ServedStatus {
     pid: u32,
 }
 
-fn setup_of(folder: &Path, marker: Marker) -> Setup {
+fn setup_of(folder: &Path, marker: &Marker) -> Setup {
     Setup {
-        backing: PathBuf::from(marker.backing),
+        backing: PathBuf::from(&marker.backing),
         folder: folder.to_path_buf(),
-        cache: Some(marker.cache_dir),
+        cache: Some(marker.cache_dir.clone()),
         ignore: Vec::new(),
         windows_share: marker.windows_share,
         parallel: 8,
@@ -265,19 +368,21 @@ fn setup_of(folder: &Path, marker: Marker) -> Setup {
     }
 }
 
-fn read_served(folder: &Path) -> Result<ServedStatus> {
-    let path = folder.join(CONTROL_DIR).join(fs_core::control::STATUS_FILE);
+fn read_served(marker: &Marker) -> Result<ServedStatus> {
+    let path = fs_core::mirror::status_path(&marker.cache_dir);
     let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Asks the process serving `folder` to run `command`, and waits for its answer.
-fn request(folder: &Path, command: &str) -> Result<String> {
-    let dir = folder.join(CONTROL_DIR);
-    let control = dir.join(fs_core::control::CONTROL_FILE);
+/// Asks the process serving `folder` to run `command` (one line, with its newline) through
+/// the control file, as a container would, and waits for the answer that replaces it there.
+fn request(folder: &Path, marker: &Marker, command: &str) -> Result<String> {
+    let control = folder
+        .join(CONTROL_DIR)
+        .join(fs_core::control::CONTROL_FILE);
     let deadline = Instant::now() + Duration::from_secs(10);
     // One request at a time: wait for an earlier one to be answered.
-    while fs::metadata(&control).is_ok_and(|m| m.len() > 0) {
+    while fs::read(&control).is_ok_and(|d| !requests::is_answer(&d)) {
         if Instant::now() > deadline {
             bail!(
                 "the sipfs process serving {} has not taken the request waiting in {} for 10 s",
@@ -291,7 +396,20 @@ fn request(folder: &Path, command: &str) -> Result<String> {
     // A bar once the serving process reports a flush in progress.
     let mut bar: Option<indicatif::ProgressBar> = None;
     let start = Instant::now();
-    while fs::metadata(&control).is_ok_and(|m| m.len() > 0) {
+    let status = fs_core::mirror::status_path(&marker.cache_dir);
+    let answer = loop {
+        match fs::read(&control) {
+            Ok(now) if now != command.as_bytes() => break now,
+            // Removed by a program: the serving process makes it again, empty, and our
+            // request is lost with it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!(
+                    "{} was removed before the request was answered",
+                    control.display()
+                )
+            }
+            _ => {}
+        }
         // Often at first (a watched folder answers a small flush within milliseconds), then
         // a few times a second.
         let pause = if start.elapsed() < Duration::from_millis(500) {
@@ -300,7 +418,7 @@ fn request(folder: &Path, command: &str) -> Result<String> {
             100
         };
         std::thread::sleep(Duration::from_millis(pause));
-        let progress = fs::read(dir.join(fs_core::control::STATUS_FILE))
+        let progress = fs::read(&status)
             .ok()
             .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())
             .and_then(|v| v.get("flush_progress").cloned());
@@ -313,33 +431,32 @@ fn request(folder: &Path, command: &str) -> Result<String> {
                 b.set_position(p["done"].as_u64().unwrap_or(0));
             }
         }
-        if start.elapsed() > Duration::from_secs(30) && !server_alive(folder) {
+        if start.elapsed() > Duration::from_secs(30) && !server_alive(marker) {
             bail!(
                 "the sipfs process serving {} is gone; run the command again to do it here",
                 folder.display()
             );
         }
-    }
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok(fs::read_to_string(dir.join(requests::RESULT_FILE)).unwrap_or_default())
+    // The answer's first line; a status answer goes on with the status, read from the cache.
+    let text = String::from_utf8_lossy(&answer);
+    Ok(text.lines().next().unwrap_or_default().to_owned())
 }
 
 /// Runs `command` in the process serving `folder`; its status afterwards.
-fn ask(folder: &Path, command: &str) -> Result<Status> {
-    let answer = request(folder, command)?;
+fn ask(folder: &Path, marker: &Marker, command: &str) -> Result<Status> {
+    let answer = request(folder, marker, command)?;
     if answer.starts_with("error") {
         bail!("{}", answer.trim());
     }
-    Ok(read_served(folder)?.status)
+    Ok(read_served(marker)?.status)
 }
 
 /// Whether a process still holds the mirror's cache (tells a crashed server from a slow one).
-fn server_alive(folder: &Path) -> bool {
-    let Some(marker) = Marker::read(folder) else {
-        return false;
-    };
+fn server_alive(marker: &Marker) -> bool {
     fs::OpenOptions::new()
         .write(true)
         .open(marker.cache_dir.join("lock"))
@@ -347,7 +464,7 @@ fn server_alive(folder: &Path) -> bool {
 }
 
 pub fn flush(folder: &Path, marker: Marker, label: Option<&str>, json: bool) -> Result<Exit> {
-    let report = match open(&setup_of(folder, marker))? {
+    let report = match open(&setup_of(folder, &marker))? {
         Some(m) => flush_now(&m, label)?,
         None => {
             let command = match label {
@@ -355,7 +472,7 @@ pub fn flush(folder: &Path, marker: Marker, label: Option<&str>, json: bool) -> 
                 Some(l) => format!("flush {l}\n"),
                 None => "flush\n".to_owned(),
             };
-            ask(folder, &command)?
+            ask(folder, &marker, &command)?
                 .last_flush
                 .ok_or_else(|| anyhow!("the mirror reported no flush"))?
         }
@@ -369,9 +486,9 @@ pub fn flush(folder: &Path, marker: Marker, label: Option<&str>, json: bool) -> 
 }
 
 pub fn refresh(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
-    let report: RefreshReport = match open(&setup_of(folder, marker))? {
+    let report: RefreshReport = match open(&setup_of(folder, &marker))? {
         Some(m) => sync(&m)?.refresh,
-        None => ask(folder, "refresh\n")?
+        None => ask(folder, &marker, "refresh\n")?
             .last_refresh
             .ok_or_else(|| anyhow!("the mirror reported no refresh"))?,
     };
@@ -388,14 +505,14 @@ pub fn refresh(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
 }
 
 pub fn status(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
-    let status = match open(&setup_of(folder, marker))? {
+    let status = match open(&setup_of(folder, &marker))? {
         Some(m) => {
             let s = m.status()?;
             let _ = requests::write_status(&m, None);
             s
         }
         // Served: the serving process scans and writes the status file.
-        None => ask(folder, "status\n")?,
+        None => ask(folder, &marker, "status\n")?,
     };
     if json {
         outln!("{}", serde_json::to_string_pretty(&status)?);
@@ -407,16 +524,16 @@ pub fn status(folder: &Path, marker: Marker, json: bool) -> Result<Exit> {
 
 /// Stops the process serving a mirror folder after a last flush.
 pub fn stop(folder: &Path, marker: Marker) -> Result<Exit> {
-    if !server_alive(folder) {
+    if !server_alive(&marker) {
         // Nothing serves it: flushing is all there is to do.
         return flush(folder, marker, Some("stop"), false);
     }
-    let pid = read_served(folder)?.pid;
-    let exit = flush(folder, marker, Some("stop"), false)?;
+    let pid = read_served(&marker)?.pid;
+    let exit = flush(folder, marker.clone(), Some("stop"), false)?;
     // Through the control file, as a container could: works the same on every platform.
-    request(folder, "stop\n")?;
+    request(folder, &marker, "stop\n")?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while server_alive(folder) {
+    while server_alive(&marker) {
         if Instant::now() > deadline {
             bail!(
                 "the sipfs process {pid} serving {} did not stop within 2 minutes",

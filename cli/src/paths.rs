@@ -17,15 +17,7 @@ fn stable_hash(bytes: &[u8]) -> u64 {
 /// `%LOCALAPPDATA%\sipfs\cache\NAME-HASH` on Windows. Not `~/Library/Caches` on macOS: the
 /// cache holds changes not yet flushed, and cleaning tools empty Caches folders.
 pub fn default_cache_dir(backing: &Path) -> PathBuf {
-    let base = directories::ProjectDirs::from("", "", "sipfs")
-        .map(|d| {
-            if cfg!(target_os = "macos") {
-                d.data_local_dir().join("cache")
-            } else {
-                d.cache_dir().to_path_buf()
-            }
-        })
-        .unwrap_or_else(|| std::env::temp_dir().join("sipfs-cache"));
+    let base = cache_base();
     let name: String = backing
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -42,6 +34,29 @@ pub fn default_cache_dir(backing: &Path) -> PathBuf {
         .collect();
     let key = backing.to_string_lossy();
     base.join(format!("{name}-{:016x}", stable_hash(key.as_bytes())))
+}
+
+/// Where the per-user caches are.
+fn cache_base() -> PathBuf {
+    directories::ProjectDirs::from("", "", "sipfs")
+        .map(|d| {
+            if cfg!(target_os = "macos") {
+                d.data_local_dir().join("cache")
+            } else {
+                d.cache_dir().to_path_buf()
+            }
+        })
+        .unwrap_or_else(|| std::env::temp_dir().join("sipfs-cache"))
+}
+
+/// Where the registry of mirror folders keeps what it knows of `folder` (canonical): which
+/// share and cache it belongs to. The folder itself keeps nothing of that: programs delete and
+/// restore what is in it.
+pub fn mirror_registry_entry(folder: &Path) -> PathBuf {
+    let key = folder.to_string_lossy();
+    cache_base()
+        .join("mirrors")
+        .join(format!("{:016x}.json", stable_hash(key.as_bytes())))
 }
 
 /// The cache of a mirror folder: one per share path and folder, beside the mount caches.

@@ -206,7 +206,10 @@ pub fn human_bytes(n: u64) -> String {
 pub struct Progress {
     pub done: u64,
     pub total: u64,
+    /// Bytes of the item just done (a flush adds them up).
     pub bytes: u64,
+    /// Bytes of all the items, where known beforehand (a first fill); 0 otherwise.
+    pub total_bytes: u64,
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use fs_core::mirror::requests::{self, FlushProgress};
-use fs_core::{DirBacking, EngineOptions, Mirror, MirrorError, RetryPolicy};
+use fs_core::{Backing, DirBacking, EngineOptions, Mirror, MirrorError, RelPath, RetryPolicy};
 
 struct Rig {
     _tmp: tempfile::TempDir,
@@ -178,15 +180,18 @@ fn a_request_in_the_control_file_is_served_and_answered() {
     let answer = requests::poll_once(&m, &progress).expect("served");
     assert!(answer.starts_with("ok flush step-1"), "{answer}");
     assert!(rig.share.join(".workflow_status/step-1.done").exists());
-    assert_eq!(
-        read(&control),
-        "",
-        "the request is acknowledged by emptying the file"
+    assert!(
+        read(&control).starts_with("ok flush step-1"),
+        "the answer replaces the request: {}",
+        read(&control)
     );
-    assert!(read(rig.folder.join(".sipfs/result")).starts_with("ok flush step-1"));
+    // An answer is not a request: asked again, nothing is done.
+    assert_eq!(requests::poll_once(&m, &progress), None);
     let status: serde_json::Value =
-        serde_json::from_slice(&fs::read(rig.folder.join(".sipfs/status")).unwrap()).unwrap();
+        serde_json::from_slice(&fs::read(m.status_path()).unwrap()).unwrap();
     assert_eq!(status["last_flush"]["label"], "step-1");
+    // The folder keeps nothing of sipfs's own but the control file.
+    assert_eq!(sipfs_entries(&rig.folder), ["control"]);
     // The control folder itself never reaches the share.
     assert!(!rig.share.join(".sipfs").exists());
     // Before a step: pull in what others changed.
@@ -200,17 +205,89 @@ fn a_request_in_the_control_file_is_served_and_answered() {
     fs::write(&control, b"status\n").unwrap();
     let answer = requests::poll_once(&m, &progress).expect("served");
     assert!(answer.starts_with("ok status: 1 file(s)"), "{answer}");
-    let status: serde_json::Value =
-        serde_json::from_slice(&fs::read(rig.folder.join(".sipfs/status")).unwrap()).unwrap();
+    // The status reaches the container that asked, after the answer's line.
+    let text = read(&control);
+    let (line, json) = text.split_once('\n').unwrap();
+    assert!(line.starts_with("ok status: 1 file(s)"), "{line}");
+    let status: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(
         status["pending_paths"],
         serde_json::json!(["results/mine.csv"])
     );
-    // A bad request is answered with an error, and emptied too.
+    // A bad request is answered with an error.
     fs::write(&control, b"format c:\n").unwrap();
     let answer = requests::poll_once(&m, &progress).expect("served");
     assert!(answer.starts_with("error"), "{answer}");
-    assert_eq!(read(&control), "");
+    assert!(read(&control).starts_with("error"));
+    assert_eq!(requests::poll_once(&m, &progress), None);
+}
+
+/// The names in the folder's `.sipfs/`.
+fn sipfs_entries(folder: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(folder.join(".sipfs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_mirror_keeps_working_when_its_sipfs_folder_is_removed_or_restored() {
+    let rig = Rig::new();
+    let m = rig.filled();
+    m.watch_changes();
+    let progress = FlushProgress::default();
+    let control = rig.folder.join(".sipfs/control");
+    fs::write(&control, b"flush step-1\n").unwrap();
+    requests::poll_once(&m, &progress).expect("served");
+    let snapshot = fs::read(&control).unwrap();
+    assert!(String::from_utf8_lossy(&snapshot).starts_with("ok flush step-1"));
+    // An undo removes `.sipfs/` (created after its manifest): the next flush still scans,
+    // writes and answers.
+    fs::remove_dir_all(rig.folder.join(".sipfs")).unwrap();
+    fs::write(rig.folder.join("results/after-undo.csv"), b"u\n").unwrap();
+    let r = m.flush(Some("step-2")).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(read(rig.share.join("results/after-undo.csv")), "u\n");
+    assert_eq!(requests::poll_once(&m, &progress), None);
+    assert_eq!(read(&control), "", "the control file is made again");
+    // A restore brings back the old answer, without its permissions: it is not taken for a
+    // request, and the file is writable to all again.
+    fs::write(&control, &snapshot).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&control, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    assert_eq!(requests::poll_once(&m, &progress), None);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&control).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666);
+    }
+    fs::write(rig.folder.join("workflow_state.json"), b"{\"step\": 3}").unwrap();
+    fs::write(&control, b"flush step-3\n").unwrap();
+    let answer = requests::poll_once(&m, &progress).expect("served");
+    assert!(answer.starts_with("ok flush step-3"), "{answer}");
+    assert_eq!(read(rig.share.join("workflow_state.json")), "{\"step\": 3}");
+    // Notifications still flow: the barrier came in the `.sipfs/` made again.
+    assert!(m.is_watched());
+    assert_eq!(sipfs_entries(&rig.folder), ["control"]);
+}
+
+#[test]
+fn a_folder_made_again_in_place_of_the_mirror_is_not_scanned() {
+    let rig = Rig::new();
+    let m = rig.filled();
+    drop(m);
+    // Emptied and made again, `.sipfs/` and all: another folder at the same path.
+    fs::remove_dir_all(&rig.folder).unwrap();
+    fs::create_dir_all(rig.folder.join(".sipfs")).unwrap();
+    fs::write(rig.folder.join(".sipfs/control"), b"").unwrap();
+    assert!(matches!(rig.open(), Err(MirrorError::Gone { .. })));
+    assert!(rig.share.join("workflow_state.json").exists());
 }
 
 #[test]
@@ -288,5 +365,143 @@ fn a_mirror_folder_on_another_file_system_than_its_cache_is_filled() {
     assert_eq!(
         read(rig.share.join("results/run1/log.txt")),
         "started\ndone\n"
+    );
+}
+
+/// A share that counts the fill's calls: listings, and fetches in flight at once. Each fetch
+/// waits (up to a while, once) until [`FILL_WANTED`] are in flight, so that the count shows
+/// how many the fill keeps going, not how fast this machine happens to answer.
+struct CountingShare {
+    inner: DirBacking,
+    lists: AtomicUsize,
+    fetches: AtomicUsize,
+    in_flight: Mutex<usize>,
+    most_in_flight: AtomicUsize,
+    gave_up_waiting: AtomicBool,
+    arrived: Condvar,
+}
+
+const FILL_WANTED: usize = 16;
+
+impl Backing for CountingShare {
+    fn describe(&self) -> String {
+        "counting".into()
+    }
+    fn stat(&self, p: &RelPath) -> std::io::Result<Option<fs_core::Stat>> {
+        self.inner.stat(p)
+    }
+    fn list(&self, d: &RelPath) -> std::io::Result<Vec<(String, fs_core::Stat)>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.inner.list(d)
+    }
+    fn fetch(&self, p: &RelPath, dest: &Path) -> std::io::Result<()> {
+        self.inner.fetch(p, dest)
+    }
+    fn fetch_version(&self, p: &RelPath, dest: &Path) -> std::io::Result<Option<fs_core::Stat>> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut n = self.in_flight.lock().unwrap();
+            *n += 1;
+            self.most_in_flight.fetch_max(*n, Ordering::SeqCst);
+            self.arrived.notify_all();
+            let until = Instant::now() + Duration::from_secs(5);
+            while self.most_in_flight.load(Ordering::SeqCst) < FILL_WANTED
+                && !self.gave_up_waiting.load(Ordering::SeqCst)
+            {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    self.gave_up_waiting.store(true, Ordering::SeqCst);
+                    break;
+                }
+                n = self.arrived.wait_timeout(n, left).unwrap().0;
+            }
+        }
+        let r = self.inner.fetch_version(p, dest);
+        *self.in_flight.lock().unwrap() -= 1;
+        r
+    }
+    fn open_read(&self, p: &RelPath) -> std::io::Result<Arc<dyn fs_core::backing::ShareReader>> {
+        self.inner.open_read(p)
+    }
+    fn read_link(&self, p: &RelPath) -> std::io::Result<String> {
+        self.inner.read_link(p)
+    }
+    fn stage(&self, src: &Path, t: &RelPath, mtime: i64, mode: u32) -> std::io::Result<()> {
+        self.inner.stage(src, t, mtime, mode)
+    }
+    fn stage_symlink(&self, target: &str, t: &RelPath) -> std::io::Result<()> {
+        self.inner.stage_symlink(target, t)
+    }
+    fn rename(&self, a: &RelPath, b: &RelPath) -> std::io::Result<()> {
+        self.inner.rename(a, b)
+    }
+    fn rename_noreplace(&self, a: &RelPath, b: &RelPath) -> std::io::Result<()> {
+        self.inner.rename_noreplace(a, b)
+    }
+    fn no_replace(&self) -> Option<fs_core::noreplace::NoReplace> {
+        self.inner.no_replace()
+    }
+    fn remove_file(&self, p: &RelPath) -> std::io::Result<()> {
+        self.inner.remove_file(p)
+    }
+    fn remove_dir(&self, p: &RelPath) -> std::io::Result<()> {
+        self.inner.remove_dir(p)
+    }
+    fn create_dir(&self, p: &RelPath) -> std::io::Result<()> {
+        self.inner.create_dir(p)
+    }
+    fn set_mtime(&self, p: &RelPath, mtime: i64) -> std::io::Result<()> {
+        self.inner.set_mtime(p, mtime)
+    }
+    fn set_mode(&self, p: &RelPath, mode: u32) -> std::io::Result<()> {
+        self.inner.set_mode(p, mode)
+    }
+}
+
+#[test]
+fn a_first_fill_keeps_sixteen_fetches_in_flight_lists_each_folder_once_and_reports_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tmp.path().join("share");
+    // 200 files in 10 folders (two levels), 1 000 bytes each.
+    for d in 0..10 {
+        let dir = share.join(format!("d{}/e{d}", d % 3));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..20 {
+            fs::write(dir.join(format!("f{f}.csv")), [b'x'; 1000]).unwrap();
+        }
+    }
+    let counting = Arc::new(CountingShare {
+        inner: DirBacking::new(&share),
+        lists: AtomicUsize::new(0),
+        fetches: AtomicUsize::new(0),
+        in_flight: Mutex::new(0),
+        most_in_flight: AtomicUsize::new(0),
+        gave_up_waiting: AtomicBool::new(false),
+        arrived: Condvar::new(),
+    });
+    let mut opts = EngineOptions::new(tmp.path().join("cache"), "counting-share");
+    opts.retry = RetryPolicy::none();
+    // The flush's parallelism, as the CLI's default: the fill keeps more in flight.
+    opts.parallelism = 8;
+    let m = Mirror::open(counting.clone(), opts, &tmp.path().join("folder")).unwrap();
+    let seen = Mutex::new(Vec::new());
+    let r = m.sync(&|p| seen.lock().unwrap().push(p)).unwrap();
+    assert_eq!(r.fetched, 200, "{r:?}");
+    assert_eq!(counting.fetches.load(Ordering::SeqCst), 200);
+    assert!(
+        counting.most_in_flight.load(Ordering::SeqCst) >= FILL_WANTED,
+        "at most {} fetches in flight",
+        counting.most_in_flight.load(Ordering::SeqCst)
+    );
+    // The root, d0-d2 and the ten folders below them: each listed once.
+    assert_eq!(counting.lists.load(Ordering::SeqCst), 14);
+    let seen = seen.into_inner().unwrap();
+    let last = seen.last().unwrap();
+    assert_eq!((last.done, last.total), (200, 200));
+    assert_eq!(last.total_bytes, 200_000);
+    assert_eq!(seen.iter().map(|p| p.bytes).sum::<u64>(), 200_000);
+    assert_eq!(
+        read(share.join("d1/e4/f3.csv")),
+        read(tmp.path().join("folder/d1/e4/f3.csv"))
     );
 }

@@ -11,9 +11,10 @@ manager's step runner does:
 
     echo "flush step-N" > /data/.sipfs/control
 
-followed by waiting until the control file is empty (at once on a mount, where the write
-itself returns when the flush is done; in a mirror folder when the serving sipfs has
-answered). Usage: container_workflow.py STEPS
+followed by waiting until the control file no longer holds the request (at once on a mount,
+where the write itself returns when the flush is done and the file cannot be read; in a mirror
+folder when the serving sipfs has replaced it with its answer, which must say ok).
+Usage: container_workflow.py STEPS
 """
 
 import csv
@@ -99,10 +100,20 @@ def flush(n):
     )
     control = os.path.join(DATA, ".sipfs", "control")
     deadline = time.time() + 300
-    while os.path.getsize(control) > 0:
+    while True:
+        try:
+            with open(control) as f:
+                answer = f.read()
+        except OSError:
+            # A mount's control file cannot be read: the write itself was the answer.
+            answer = ""
+        if answer.strip() != f"flush step-{n}":
+            break
         if time.time() > deadline:
             sys.exit(f"step {n}: the flush request was not answered")
         time.sleep(0.1)
+    if answer and not answer.startswith(f"ok flush step-{n}"):
+        sys.exit(f"step {n}: the flush answered {answer!r}")
 
 
 def main():

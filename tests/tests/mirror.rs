@@ -50,11 +50,27 @@ fn start_mirror(share: &Path, folder: &Path, cache: &Path) -> Server {
         .spawn()
         .unwrap();
     let server = Server(Some(child));
-    // Ready once the first sync has written the status file.
+    // Ready once the first sync has written the status file (with the cache).
     wait_for("the mirror to be filled", Duration::from_secs(60), || {
-        folder.join(".sipfs/status").exists()
+        cache.join("status.json").exists()
     });
     server
+}
+
+/// Asks through `.sipfs/control` as a container does; the answer that replaces the request.
+fn ask_control(folder: &Path, command: &str) -> String {
+    let control = folder.join(".sipfs/control");
+    fs::write(&control, command).unwrap();
+    let mut answer = String::new();
+    wait_for(
+        "the request to be answered",
+        Duration::from_secs(60),
+        || {
+            answer = fs::read_to_string(&control).unwrap_or_default();
+            answer != command
+        },
+    );
+    answer
 }
 
 #[test]
@@ -105,19 +121,12 @@ fn a_served_mirror_folder_answers_flush_status_and_stop() {
 
     // status lists what is pending, found by comparing the folder with the journal.
     fs::write(folder.join("late.txt"), "late\n").unwrap();
-    fs::write(folder.join(".sipfs/control"), "flush\n").unwrap();
-    wait_for(
-        "the request to be answered",
-        Duration::from_secs(30),
-        || fs::metadata(folder.join(".sipfs/control")).is_ok_and(|m| m.len() == 0),
-    );
-    assert!(fs::read_to_string(folder.join(".sipfs/result"))
-        .unwrap()
-        .starts_with("ok flush"));
+    let answer = ask_control(&folder, "flush\n");
+    assert!(answer.starts_with("ok flush"), "{answer}");
     assert!(share.export.join("late.txt").exists());
     // That flush went by the OS's notifications: it looked at the top folder's entries only.
     let served: serde_json::Value =
-        serde_json::from_slice(&fs::read(folder.join(".sipfs/status")).unwrap()).unwrap();
+        serde_json::from_slice(&fs::read(s.cache.join("status.json")).unwrap()).unwrap();
     assert_eq!(served["watched"], true, "{served:#}");
     assert_eq!(served["last_scan"]["full"], false, "{served:#}");
     assert_eq!(served["last_scan"]["created"], 1, "{served:#}");
@@ -175,6 +184,140 @@ fn a_served_mirror_folder_answers_flush_status_and_stop() {
     );
 }
 
+/// The names in a folder, recursively, with their content, `.sipfs/` left out.
+fn project_files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            // sipfs's own: the control folder, and on the share the captured old versions a
+            // flush removes later (docs/ARCHITECTURE.md, "The commit that loses no version").
+            if rel == ".sipfs" || rel.contains(".sipfs-tmp-") {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                out.insert(rel, fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_snapshot_zip_and_an_undo_of_the_folder_leave_the_mirror_working() {
+    let s = Scratch::new();
+    let share = SshShare::start(s.dir.path());
+    fs::write(share.export.join("workflow_state.json"), "{\"step\": 0}").unwrap();
+    chown_to_share_user(&share.export);
+    let folder = s.dir.path().join("mirror");
+    let mut server = start_mirror(&share.mnt, &folder, &s.cache);
+    let dir = |p: &Path| p.to_str().unwrap().to_owned();
+    let (zip, manifest) = (
+        s.dir.path().join("snap.zip"),
+        s.dir.path().join("manifest.json"),
+    );
+    // The folder keeps nothing of sipfs's own but the control file.
+    let names: Vec<_> = fs::read_dir(folder.join(".sipfs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["control"]);
+    for (undo, drop_sipfs) in [(1, false), (2, true)] {
+        // A step, flushed through the control file; then the workflow manager's snapshot,
+        // `.sipfs/` and the answer in it included.
+        fs::create_dir_all(folder.join(format!("step{undo}"))).unwrap();
+        fs::write(
+            folder.join(format!("step{undo}/out.csv")),
+            format!("{undo}\n"),
+        )
+        .unwrap();
+        fs::write(
+            folder.join("workflow_state.json"),
+            format!("{{\"step\": {undo}}}"),
+        )
+        .unwrap();
+        let answer = ask_control(&folder, &format!("flush step-{undo}\n"));
+        assert!(
+            answer.starts_with(&format!("ok flush step-{undo}")),
+            "{answer}"
+        );
+        python(
+            "snapshot_undo.py",
+            &["snapshot", &dir(&folder), &dir(&zip), &dir(&manifest)],
+        );
+        let before = project_files(&folder);
+        // The next step, flushed; then undone: its files deleted (`.sipfs/`'s too, the
+        // second time), the snapshot restored over the folder.
+        fs::write(folder.join("later.csv"), "later\n").unwrap();
+        fs::write(folder.join("workflow_state.json"), "{\"step\": 99}").unwrap();
+        let answer = ask_control(&folder, "flush later\n");
+        assert!(answer.starts_with("ok flush later"), "{answer}");
+        assert!(share.export.join("later.csv").exists());
+        let mut args = vec!["undo", &dir(&folder), &dir(&zip), &dir(&manifest)]
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        if drop_sipfs {
+            args.push("--drop-sipfs".into());
+        }
+        python(
+            "snapshot_undo.py",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(project_files(&folder), before);
+        // The restored answer is not taken for a request; a new request is served, and the
+        // share ends as the folder: the undo's deletion and restored content written, nothing
+        // else lost.
+        let answer = ask_control(&folder, &format!("flush undo-{undo}\n"));
+        assert!(
+            answer.starts_with(&format!("ok flush undo-{undo}")),
+            "{answer}"
+        );
+        assert_eq!(project_files(&share.export), before, "undo {undo}");
+        let out = sipfs(&["status", &dir(&folder), "--json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(st["pending_files"], 0, "{st:#}");
+    }
+    // Refresh still brings in what others wrote.
+    fs::write(share.export.join("theirs.txt"), "t\n").unwrap();
+    chown_to_share_user(&share.export);
+    let out = sipfs(&["refresh", &dir(&folder)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(folder.join("theirs.txt")).unwrap(),
+        "t\n"
+    );
+    let out = sipfs(&["unmount", &dir(&folder)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(server.wait().success());
+    assert!(!share.export.join(".sipfs").exists());
+}
+
 #[test]
 fn run_in_mirror_mode_fills_serves_requests_and_flushes_at_the_end() {
     let s = Scratch::new();
@@ -186,8 +329,8 @@ fn run_in_mirror_mode_fills_serves_requests_and_flushes_at_the_end() {
         cat \"$PROJECT_PATH/input.csv\" > \"$PROJECT_PATH/copy.csv\"; \
         test ! -e \"$NETWORK_PROJECT_PATH/copy.csv\"; \
         echo 'flush step-1' > \"$PROJECT_PATH/.sipfs/control\"; \
-        while [ -s \"$PROJECT_PATH/.sipfs/control\" ]; do sleep 0.1; done; \
-        grep -q '^ok flush step-1' \"$PROJECT_PATH/.sipfs/result\"; \
+        while grep -qx 'flush step-1' \"$PROJECT_PATH/.sipfs/control\"; do sleep 0.1; done; \
+        grep -q '^ok flush step-1' \"$PROJECT_PATH/.sipfs/control\"; \
         test -e \"$NETWORK_PROJECT_PATH/copy.csv\"; \
         echo after > \"$PROJECT_PATH/after.txt\"; exit 5";
     let out = sipfs_run(&share.mnt, Some("mirror"), &at, &s.cache, script);

@@ -95,7 +95,8 @@ impl MirrorProc {
             .unwrap();
         let m = MirrorProc(Some(child));
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !folder.join(".sipfs/status").exists() {
+        // Filled once the first sync wrote the status (with the cache).
+        while !cache.join("status.json").exists() {
             assert!(Instant::now() < deadline, "the mirror never filled");
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -179,20 +179,26 @@ impl Served {
             .spawn()
             .unwrap();
         let s = Served { child, folder };
-        wait_for("the mirror to be served", 60, || {
-            s.folder.join(".sipfs/status").exists()
+        // Served once a status request is answered (the status itself is with the cache).
+        wait_for("the mirror to be set up", 60, || {
+            s.folder.join(".sipfs/control").exists()
         });
+        s.request("status");
         s
     }
 
-    /// Asks through `.sipfs\control` as a container does; the one-line answer.
+    /// Asks through `.sipfs\control` as a container does; the answer's first line, which
+    /// replaces the request in the file.
     fn request(&self, command: &str) -> String {
         let control = self.folder.join(".sipfs/control");
-        fs::write(&control, format!("{command}\n")).unwrap();
+        let asked = format!("{command}\n");
+        fs::write(&control, &asked).unwrap();
+        let mut answer = String::new();
         wait_for("the answer", 60, || {
-            fs::metadata(&control).is_ok_and(|m| m.len() == 0)
+            answer = fs::read_to_string(&control).unwrap_or_default();
+            answer != asked
         });
-        fs::read_to_string(self.folder.join(".sipfs/result")).unwrap()
+        answer.lines().next().unwrap_or_default().to_owned()
     }
 }
 

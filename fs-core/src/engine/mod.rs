@@ -412,19 +412,39 @@ impl Engine {
             .any(|i| tree.path_of(i).is_some_and(|p| lc.changed(i, &p)))
     }
 
+    /// A path for a temporary of `name` in the temporaries folder, which is made again if a
+    /// program removed it (in mirror mode it is `.sipfs/tmp/` in the folder, made and removed
+    /// around each sync: a fetch into a folder that is gone would fail as if the share's file
+    /// were missing).
+    pub(crate) fn tmp_file(&self, name: &str) -> PathBuf {
+        if let Err(e) = fs::create_dir_all(&self.tmp_dir) {
+            tracing::debug!(dir = %self.tmp_dir.display(), error = %e, "could not make the temporaries folder");
+        }
+        self.tmp_dir.join(name)
+    }
+
+    /// Removes the temporaries folder if it is empty: a mirror folder keeps no folder of
+    /// sipfs's own between operations. (What a crash left in it is removed at open.)
+    pub(crate) fn drop_tmp_dir(&self) {
+        if self.opts.tree_dir.is_some() {
+            let _ = fs::remove_dir(&self.tmp_dir);
+        }
+    }
+
     /// Re-reads `.sipfsignore` (from the cache when it is cached, else from the share).
     pub fn reload_ignore_rules(&self) {
         let rel = RelPath::new(IGNORE_FILE).expect("valid");
         let text = fs::read_to_string(rel.to_path(&self.tree_dir))
             .ok()
             .or_else(|| {
-                let tmp = self.tmp_dir.join("sipfsignore");
+                let tmp = self.tmp_file("sipfsignore");
                 let r = self
                     .backing
                     .fetch(&rel, &tmp)
                     .ok()
                     .and_then(|_| fs::read_to_string(&tmp).ok());
                 let _ = fs::remove_file(&tmp);
+                self.drop_tmp_dir();
                 r
             });
         match IgnoreRules::new(&self.opts.extra_ignore, text.as_deref()) {

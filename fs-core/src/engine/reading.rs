@@ -283,7 +283,7 @@ impl Engine {
                 continue;
             }
             let _span = info_span!("fetch", path = %path).entered();
-            let tmp = self.tmp_dir.join(format!("fetch-{ino}-{}", now_ns()));
+            let tmp = self.tmp_file(&format!("fetch-{ino}-{}", now_ns()));
             let fetched = self
                 .opts
                 .retry

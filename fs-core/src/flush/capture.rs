@@ -111,9 +111,7 @@ impl Engine {
             Ok(None) => return true,
             Err(_) => return false,
         };
-        let tmp = self
-            .tmp_dir
-            .join(format!("judge-{ino}-{}", std::process::id()));
+        let tmp = self.tmp_file(&format!("judge-{ino}-{}", std::process::id()));
         let got = self
             .backing
             .fetch(cap, &tmp)

@@ -250,6 +250,7 @@ impl Ctx<'_> {
             done,
             total: self.total,
             bytes,
+            total_bytes: 0,
         });
     }
 
@@ -444,6 +445,7 @@ impl Engine {
             done: 0,
             total: ctx.total,
             bytes: 0,
+            total_bytes: 0,
         });
         match self.recover_staged() {
             Ok((n, dirs)) => {

@@ -5,9 +5,13 @@
 //! [`Stamp`] (see `stamp.rs`), records the changes in the engine (see `scan.rs`), and writes
 //! them with the same atomic, mtime-keeping, conflict-safe flush as a mount.
 //!
-//! The folder holds a `.sipfs/` directory of its own: `mirror.json` (which share and cache it
-//! belongs to), `control` (requests from programs that cannot run sipfs, see `requests.rs`)
-//! and `status`. It is never synced.
+//! The folder holds one file of sipfs's own, `.sipfs/control`: where a program that cannot run
+//! sipfs (a step in a container) writes a request and reads its answer (`requests.rs`). It is
+//! never synced. Everything else is with the cache or lives only within one operation: which
+//! folder this is (the journal records the folder's path and file id), the status
+//! (`status.json` in the cache), the notification barrier and the fetch temporaries (in
+//! `.sipfs/`, created and removed by the scan or sync that needs them). Workflow managers scan,
+//! zip and restore the whole folder: whatever they do to `.sipfs/` leaves the mirror working.
 
 mod events;
 pub mod requests;
@@ -35,14 +39,24 @@ use crate::report::{FlushReport, PendingItem, Progress, RefreshReport};
 use crate::tree::Ino;
 
 pub use scan::ScanReport;
+
+/// The served status, in the cache folder: JSON, as a mount's `.sipfs/status` reads.
+pub const STATUS_FILE: &str = "status.json";
 use stamp::Stamp;
 
-/// The file in `.sipfs/` that marks a folder as a mirror and says what it mirrors.
-pub const MARKER_FILE: &str = "mirror.json";
+/// Where sipfs before issue 30 kept the marker, in the folder's `.sipfs/`: still read, so a
+/// folder set up by an older sipfs is found, and removed once the mirror is opened.
+pub const LEGACY_MARKER_FILE: &str = "mirror.json";
+/// What else older sipfs kept in the folder's `.sipfs/`, removed once the mirror is opened.
+const LEGACY_ENTRIES: [&str; 4] = ["status", "result", "watch", "tmp"];
 const JOURNAL_KEY: &str = "mirror_folder";
+/// The folder's identity (`folder_id`): a folder deleted and made again under its name is not
+/// this mirror.
+const JOURNAL_ID_KEY: &str = "mirror_folder_id";
 
-/// What `.sipfs/mirror.json` holds: enough for `sipfs flush FOLDER` to find the cache when no
-/// sipfs process serves the folder.
+/// Which share and cache a mirror folder belongs to: enough for `sipfs flush FOLDER` to find
+/// the cache when no sipfs process serves the folder. The CLI keeps it in its registry of
+/// mirror folders (by the folder's path), not in the folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marker {
     pub backing: String,
@@ -53,17 +67,66 @@ pub struct Marker {
     /// must leave out the same paths.
     #[serde(default)]
     pub ignore: Vec<String>,
+    /// The mirror folder (canonical).
+    #[serde(default)]
+    pub folder: PathBuf,
 }
 
 impl Marker {
-    pub fn path(folder: &Path) -> PathBuf {
-        folder.join(CONTROL_DIR).join(MARKER_FILE)
+    /// Where an older sipfs kept the marker of `folder`.
+    pub fn legacy_path(folder: &Path) -> PathBuf {
+        folder.join(CONTROL_DIR).join(LEGACY_MARKER_FILE)
     }
 
-    /// The marker of `folder`, if it is a mirror folder.
-    pub fn read(folder: &Path) -> Option<Marker> {
-        let text = fs::read(Marker::path(folder)).ok()?;
+    /// The marker an older sipfs left in `folder`, if any.
+    pub fn read_legacy(folder: &Path) -> Option<Marker> {
+        Marker::read_from(&Marker::legacy_path(folder))
+    }
+
+    pub fn read_from(path: &Path) -> Option<Marker> {
+        let text = fs::read(path).ok()?;
         serde_json::from_slice(&text).ok()
+    }
+
+    /// Writes the marker to `path` whole (a temporary, then a rename).
+    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        fs::write(&tmp, serde_json::to_vec_pretty(self).expect("serializes"))?;
+        fs::rename(&tmp, path)
+    }
+}
+
+/// The identity of a folder, as the journal records it: its file id and, where the file
+/// system keeps one, its creation time (an inode number freed by a folder deleted is soon
+/// given to the next one made, as a test found); `None` where it cannot be read.
+fn folder_id(folder: &Path) -> Option<String> {
+    let st = Stamp::read(folder).ok()??;
+    let born = fs::metadata(folder)
+        .and_then(|m| m.created())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    (st.kind == EntryKind::Dir).then(|| format!("{}:{}:{born}", st.file_id.0, st.file_id.1))
+}
+
+/// Whether `folder` holds nothing but, perhaps, a `.sipfs/` folder (which holds no project
+/// file: it is never synced).
+fn holds_nothing(folder: &Path) -> Result<bool, MirrorError> {
+    match fs::read_dir(folder) {
+        Ok(rd) => {
+            for e in rd {
+                let e = e.map_err(io(folder))?;
+                if e.file_name() != CONTROL_DIR {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(io(folder)(e)),
     }
 }
 
@@ -75,9 +138,9 @@ pub enum MirrorError {
     )]
     NotAMirror { folder: PathBuf },
     #[error(
-        "the mirror folder {folder} is missing, or has lost its .sipfs folder; what was not yet \
-         flushed is still recorded in the cache {cache}. Put the folder back to flush it, or \
-         move the cache aside to start over"
+        "the mirror folder {folder} is missing, or is another folder than the one this cache \
+         filled (deleted and made again?); what was not yet flushed is still recorded in the \
+         cache {cache}. Put the folder back to flush it, or move the cache aside to start over"
     )]
     Gone { folder: PathBuf, cache: PathBuf },
     #[error(
@@ -138,6 +201,8 @@ impl LocalChanges for Stamps {
 pub struct Mirror {
     engine: Arc<Engine>,
     root: PathBuf,
+    /// The folder's file id when opened (see [`JOURNAL_ID_KEY`]).
+    root_id: String,
     stamps: Arc<Stamps>,
     /// One scan, flush or sync at a time: each compares the folder with the stamps.
     op: Mutex<()>,
@@ -159,25 +224,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MirrorError + '_ {
 
 impl Mirror {
     /// Opens the mirror `folder` of `backing`, creating it (empty, to be filled by
-    /// [`Mirror::sync`]) if it is new. `opts.cache_dir` holds the journal.
+    /// [`Mirror::sync`]) if it is new. `opts.cache_dir` holds the journal, which records the
+    /// folder: a folder that is not the one it filled is refused, never scanned (a scan of an
+    /// empty stand-in would take every file for deleted).
     pub fn open(
         backing: Arc<dyn Backing>,
         mut opts: EngineOptions,
         folder: &Path,
     ) -> Result<Mirror, MirrorError> {
         let _span = info_span!("mirror_open", folder = %folder.display()).entered();
-        let marker = Marker::read(folder);
-        let is_empty = match fs::read_dir(folder) {
-            Ok(mut rd) => rd.next().is_none(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(io(folder)(e)),
-        };
-        if marker.is_none() && !is_empty {
-            return Err(MirrorError::NotAMirror {
-                folder: folder.to_path_buf(),
-            });
-        }
-        if let Some(m) = &marker {
+        let legacy = Marker::read_legacy(folder);
+        let is_empty = holds_nothing(folder)?;
+        if let Some(m) = &legacy {
             if m.backing != opts.backing_id {
                 return Err(MirrorError::OtherBacking {
                     folder: folder.to_path_buf(),
@@ -186,9 +244,7 @@ impl Mirror {
                 });
             }
         }
-        fs::create_dir_all(folder).map_err(io(folder))?;
-        let root = dunce::canonicalize(folder).map_err(io(folder))?;
-        let recorded = {
+        let (recorded, recorded_id) = {
             // Look before the engine creates anything in the folder; a cache another process
             // serves cannot be read (its owner holds the journal) and is reported as in use.
             if opts.cache_dir.exists() {
@@ -196,28 +252,50 @@ impl Mirror {
             }
             let j = journal::Journal::open(&opts.cache_dir.join("journal.sqlite"));
             match j {
-                Ok(j) => j.get_meta(JOURNAL_KEY).map_err(FsError::from)?,
-                Err(_) => None,
+                Ok(j) => (
+                    j.get_meta(JOURNAL_KEY).map_err(FsError::from)?,
+                    j.get_meta(JOURNAL_ID_KEY).map_err(FsError::from)?,
+                ),
+                Err(_) => (None, None),
             }
         };
-        match (&recorded, &marker) {
-            (Some(_), None) => {
-                return Err(MirrorError::Gone {
-                    folder: root,
-                    cache: opts.cache_dir.clone(),
-                })
+        let gone = || MirrorError::Gone {
+            folder: folder.to_path_buf(),
+            cache: opts.cache_dir.clone(),
+        };
+        match &recorded {
+            None if !is_empty => {
+                // A folder with files that this cache never filled: someone's own folder, or
+                // a mirror whose cache was deleted. Either way nothing in it is taken for new.
+                return Err(if folder.join(CONTROL_DIR).exists() {
+                    MirrorError::Unrecorded {
+                        folder: folder.to_path_buf(),
+                        cache: opts.cache_dir.clone(),
+                    }
+                } else {
+                    MirrorError::NotAMirror {
+                        folder: folder.to_path_buf(),
+                    }
+                });
             }
-            (None, Some(_)) => {
-                return Err(MirrorError::Unrecorded {
-                    folder: root,
-                    cache: opts.cache_dir.clone(),
-                })
+            None => {}
+            Some(_) => {
+                let here = folder_id(folder);
+                let same = match (&recorded_id, &here) {
+                    (Some(r), Some(h)) => r == h,
+                    // Recorded by a sipfs that kept a marker in the folder: the marker says.
+                    (None, Some(_)) => legacy.is_some(),
+                    (_, None) => false,
+                };
+                if !same {
+                    return Err(gone());
+                }
             }
-            _ => {}
         }
+        fs::create_dir_all(folder).map_err(io(folder))?;
+        let root = dunce::canonicalize(folder).map_err(io(folder))?;
+        let root_id = folder_id(&root).unwrap_or_default();
         opts.tree_dir = Some(root.clone());
-        let cache_dir = opts.cache_dir.clone();
-        let windows_share = opts.windows_share;
         let engine = Arc::new(Engine::open(backing, opts)?);
         let stored = engine.journal.lock().load_stamps().map_err(FsError::from)?;
         // Stamps of nodes that are gone (a crash came between the two records) would attach
@@ -239,32 +317,48 @@ impl Mirror {
             map: Mutex::new(keep.into_iter().collect()),
         });
         engine.set_local_changes(stamps.clone());
-        let wanted = Marker {
-            backing: engine.options().backing_id.clone(),
-            cache_dir,
-            windows_share,
-            ignore: engine.options().extra_ignore.clone(),
-        };
-        if marker.as_ref() != Some(&wanted) {
-            write_marker(&root, &wanted)?;
-        }
-        if marker.is_none() {
-            engine
-                .journal
-                .lock()
-                .set_meta(JOURNAL_KEY, &root.display().to_string())
+        let root_text = root.display().to_string();
+        if recorded.as_deref() != Some(root_text.as_str())
+            || recorded_id.as_deref() != Some(root_id.as_str())
+        {
+            let mut j = engine.journal.lock();
+            j.set_meta(JOURNAL_KEY, &root_text).map_err(FsError::from)?;
+            j.set_meta(JOURNAL_ID_KEY, &root_id)
                 .map_err(FsError::from)?;
-            info!("new mirror folder");
+            if recorded.is_none() {
+                info!("new mirror folder");
+            }
         }
+        remove_legacy_entries(&root);
+        engine.drop_tmp_dir();
+        requests::prepare(&root).map_err(io(&root))?;
         Ok(Mirror {
             engine,
             root,
+            root_id,
             stamps,
             op: Mutex::new(()),
             watch: OnceLock::new(),
             scan_all_next: true.into(),
             last_scan: Mutex::new(None),
         })
+    }
+
+    /// What the CLI's registry of mirror folders keeps for this one.
+    pub fn marker(&self) -> Marker {
+        let o = self.engine.options();
+        Marker {
+            backing: o.backing_id.clone(),
+            cache_dir: o.cache_dir.clone(),
+            windows_share: o.windows_share,
+            ignore: o.extra_ignore.clone(),
+            folder: self.root.clone(),
+        }
+    }
+
+    /// Where the served status is written: with the cache, not in the folder.
+    pub fn status_path(&self) -> PathBuf {
+        status_path(&self.engine.options().cache_dir)
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -275,10 +369,11 @@ impl Mirror {
         &self.root
     }
 
-    /// The folder is still there and still this mirror: a scan of a vanished folder would
-    /// take every file for deleted.
+    /// The folder is still there and still this mirror: a scan of a vanished folder, or of
+    /// an empty one made in its place, would take every file for deleted. Goes by the folder's
+    /// own file id, not by a file in it: programs delete and restore what is in the folder.
     fn check_folder(&self) -> Result<(), MirrorError> {
-        if Marker::read(&self.root).is_none() {
+        if folder_id(&self.root).unwrap_or_default() != self.root_id {
             return Err(MirrorError::Gone {
                 folder: self.root.clone(),
                 cache: self.engine.options().cache_dir.clone(),
@@ -393,6 +488,8 @@ impl Mirror {
         let _span = info_span!("mirror_flush", label = label.unwrap_or("")).entered();
         let scanned = self.scan_locked()?;
         let mut report = self.engine.flush_with_progress(label, progress);
+        // A flush may have fetched a version to compare (`flush/capture.rs`).
+        self.engine.drop_tmp_dir();
         report.warnings.extend(
             scanned
                 .skipped
@@ -427,6 +524,7 @@ impl Mirror {
                 0
             }
         };
+        self.engine.drop_tmp_dir();
         self.settle_after_sync()?;
         if self.watch.get().is_some() && !self.scan_all_next.load(Ordering::SeqCst) {
             // The fetches wrote into the folder and were notified like anyone's writes: looked
@@ -502,13 +600,17 @@ impl Mirror {
     }
 }
 
-fn write_marker(root: &Path, m: &Marker) -> Result<(), MirrorError> {
+/// The served status of the mirror whose cache is `cache_dir`.
+pub fn status_path(cache_dir: &Path) -> PathBuf {
+    cache_dir.join(STATUS_FILE)
+}
+
+/// What a sipfs before issue 30 kept in the folder's `.sipfs/` besides `control`.
+fn remove_legacy_entries(root: &Path) {
     let dir = root.join(CONTROL_DIR);
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let path = dir.join(MARKER_FILE);
-    let tmp = dir.join(format!("{MARKER_FILE}.tmp"));
-    fs::write(&tmp, serde_json::to_vec_pretty(m).expect("serializes")).map_err(io(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    requests::prepare(root).map_err(io(&dir))?;
-    Ok(())
+    let _ = fs::remove_file(dir.join(LEGACY_MARKER_FILE));
+    for name in LEGACY_ENTRIES {
+        let p = dir.join(name);
+        let _ = fs::remove_file(&p).or_else(|_| fs::remove_dir_all(&p));
+    }
 }

@@ -4,23 +4,31 @@
 //! pending change).
 //!
 //! A mount answers a write when the command is done. A plain folder cannot, so here the file
-//! is the request queue of one: the serving process looks at it a few times a second, runs
-//! the command, writes the outcome to `.sipfs/result` (one line: `ok`, `pending` or `error`,
-//! then the command and a summary) and `.sipfs/status` (JSON, as in a mount), and then empties
-//! `control`. A requester waits until `control` is empty again:
+//! is the request queue of one, and the answer comes back in it: the serving process looks at
+//! it a few times a second, runs the command, and replaces the request with its answer, one
+//! line (`ok`, `pending`, `conflict` or `error`, then the command and a summary; a `status`
+//! request's answer goes on with the status as JSON). A requester waits until the file no
+//! longer holds its request:
 //!
 //! ```sh
 //! echo "flush step-3" > /data/.sipfs/control
-//! while [ -s /data/.sipfs/control ]; do sleep 0.2; done   # returns at once on a mount
-//! cat /data/.sipfs/result
+//! while grep -qsx "flush step-3" /data/.sipfs/control; do sleep 0.2; done
+//! cat /data/.sipfs/control    # ok flush step-3: ... (a mount's cannot be read: the write answered)
 //! ```
+//!
+//! The control file is the only file of sipfs's own the folder keeps, because programs treat
+//! the folder as theirs: workflow managers list it, zip it into snapshots, delete what was
+//! created after a snapshot and restore the zip over it. So an answer is never taken for a
+//! request (a restored one is left as it is), a control file or `.sipfs/` that was removed is
+//! made again, and one restored without its permissions is made writable to all again. The
+//! status (`status.json`) is with the cache; `sipfs status FOLDER` reads it there.
 //!
 //! Polling, woken early by file-change notifications where the folder is watched
 //! (`watch.rs`): notifications do not cross Docker Desktop's file sharing reliably, and a stat
 //! a few times a second costs nothing, so a request is never left to them alone. One request
 //! at a time: a second request written while the first runs is taken after it, but one
-//! written in the instant between the reply and the emptying is lost, so requesters wait for
-//! the reply.
+//! written in the instant between the answer and the replacing is lost, so requesters wait for
+//! the answer.
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -32,11 +40,18 @@ use tracing::{info, warn};
 
 use super::Mirror;
 pub use crate::control::FlushProgress;
-use crate::control::{ControlCommand, CONTROL_FILE, STATUS_FILE};
+use crate::control::{ControlCommand, CONTROL_FILE};
 use crate::ignore_rules::CONTROL_DIR;
 
-/// The reply to the last request, one line.
-pub const RESULT_FILE: &str = "result";
+/// The first words of an answer; no request begins with one.
+pub const ANSWER_WORDS: [&str; 4] = ["ok", "pending", "conflict", "error"];
+
+/// Whether the control file's content is an answer (or nothing): no request waits.
+pub fn is_answer(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data);
+    let first = text.split_whitespace().next();
+    first.is_none_or(|w| ANSWER_WORDS.contains(&w))
+}
 
 /// How often the control file is looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -49,27 +64,44 @@ fn control_dir(root: &Path) -> PathBuf {
     root.join(CONTROL_DIR)
 }
 
-/// Creates the control files of a mirror folder (an empty `control`, writable by every user:
-/// a step in a container may run as anyone).
+/// Makes the control file of a mirror folder if it is missing (an empty `control` in
+/// `.sipfs/`), and keeps both writable by every user: a step in a container may run as anyone,
+/// and a snapshot restored over the folder brings the file back with its own permissions.
 pub fn prepare(root: &Path) -> io::Result<()> {
     let dir = control_dir(root);
-    fs::create_dir_all(&dir)?;
     let control = dir.join(CONTROL_FILE);
     if !control.exists() {
-        fs::write(&control, b"")?;
+        fs::create_dir_all(&dir)?;
+        // Never over a request written meanwhile.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&control)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&control, fs::Permissions::from_mode(0o666))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
+        for (p, mode) in [(&control, 0o666), (&dir, 0o777)] {
+            if fs::metadata(p)?.permissions().mode() & 0o777 != mode {
+                fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
+            }
+        }
     }
     Ok(())
 }
 
-/// Writes `.sipfs/status`: the engine's status and who serves the folder, as a mount's
-/// `.sipfs/status` reads.
+/// Writes the served status (with the cache, see [`Mirror::status_path`]): the engine's
+/// status and who serves the folder, as a mount's `.sipfs/status` reads.
 pub fn write_status(mirror: &Mirror, progress: Option<&FlushProgress>) -> io::Result<()> {
+    replace_file(&mirror.status_path(), &status_text(mirror, progress), 0o644)
+}
+
+fn status_text(mirror: &Mirror, progress: Option<&FlushProgress>) -> Vec<u8> {
     let mut extra = serde_json::Map::new();
     extra.insert("mode".into(), "mirror".into());
     extra.insert(
@@ -84,21 +116,22 @@ pub fn write_status(mirror: &Mirror, progress: Option<&FlushProgress>) -> io::Re
         );
     }
     let idle = FlushProgress::default();
-    let text = crate::control::status_json(mirror.engine(), progress.unwrap_or(&idle), extra);
-    replace_file(&control_dir(mirror.folder()).join(STATUS_FILE), &text)
+    crate::control::status_json(mirror.engine(), progress.unwrap_or(&idle), extra)
 }
 
 /// Writes a file whole, so a reader never sees half of it: a temporary of its own, then a
 /// rename. (One shared temporary name let two threads writing the status at once write into
 /// the same file, and a reader then found two statuses run together.)
-fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
+fn replace_file(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut b = tempfile::Builder::new();
     b.prefix(".write-");
-    // Readable by all, as a plain write leaves it: a step in a container, under another user,
-    // reads the status and the answers.
+    // Readable by all, as a plain write leaves it (a step in a container, under another user,
+    // reads the answers), and the control file writable by all.
     #[cfg(unix)]
-    b.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    b.permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
+    #[cfg(not(unix))]
+    let _ = mode;
     let mut tmp = b.tempfile_in(dir)?;
     io::Write::write_all(&mut tmp, data)?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -108,18 +141,20 @@ fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
 /// Runs one request if one is waiting. Returns what was done, for logs and tests.
 pub fn poll_once(mirror: &Mirror, progress: &FlushProgress) -> Option<String> {
     let path = control_dir(mirror.folder()).join(CONTROL_FILE);
+    // Made again if a program removed it, writable again if a restore took that away.
+    if let Err(e) = prepare(mirror.folder()) {
+        warn!(error = %e, "could not make the control file");
+    }
     let data = match fs::read(&path) {
         Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let _ = prepare(mirror.folder());
-            return None;
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(e) => {
             warn!(error = %e, "could not read the control file");
             return None;
         }
     };
-    if data.iter().all(u8::is_ascii_whitespace) {
+    // Nothing asked, or the answer to an earlier request (perhaps restored from a snapshot).
+    if is_answer(&data) {
         return None;
     }
     if !data.ends_with(b"\n") {
@@ -169,17 +204,20 @@ pub fn poll_once(mirror: &Mirror, progress: &FlushProgress) -> Option<String> {
         }
         Err(e) => format!("error {e}"),
     };
-    let dir = control_dir(mirror.folder());
     if let Err(e) = write_status(mirror, None) {
         warn!(error = %e, "could not write the status file");
     }
-    if let Err(e) = replace_file(&dir.join(RESULT_FILE), format!("{result}\n").as_bytes()) {
-        warn!(error = %e, "could not write the result file");
+    let mut answer = format!("{result}\n").into_bytes();
+    if matches!(ControlCommand::parse(&data), Ok(ControlCommand::Status)) {
+        // The container that asked has no other way to the status.
+        answer.extend(status_text(mirror, None));
+        answer.push(b'\n');
     }
-    // The reply: `control` empties, unless a new request replaced this one meanwhile.
+    // The answer replaces the request, unless a new request replaced it meanwhile. Whole, by a
+    // rename: a requester polling the file sees the request or the answer, never nothing.
     if fs::read(&path).is_ok_and(|now| now == data) {
-        if let Err(e) = OpenOptions::new().write(true).truncate(true).open(&path) {
-            warn!(error = %e, "could not empty the control file");
+        if let Err(e) = replace_file(&path, &answer, 0o666) {
+            warn!(error = %e, "could not answer in the control file");
         }
     }
     Some(result)

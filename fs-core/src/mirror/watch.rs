@@ -4,7 +4,7 @@
 //! notification means, per backend, is `events.rs`.
 //!
 //! Notifications are trusted only when each flush proves they are flowing: [`Watch::take`]
-//! writes a **barrier** file in `.sipfs/watch/` and waits for its event. The OS delivers one
+//! writes a **barrier** file in `.sipfs/` (removed once its event came) and waits for its event. The OS delivers one
 //! watch's events in order, so once the barrier's arrived, so had every event of a change made
 //! before the flush began. If it does not arrive in time (subtree notifications that never come,
 //! as under Wine; a watcher that died), or the OS said it dropped events and not where (an
@@ -38,9 +38,10 @@ use super::scan::relative;
 /// How long a flush waits for its barrier before it scans the whole folder.
 const BARRIER_WAIT: Duration = Duration::from_secs(2);
 
-/// Where the barriers are written: inside a subfolder, so that a barrier's arrival also shows
-/// that notifications from below the top folder arrive.
-const WATCH_DIR: &str = "watch";
+/// Barriers are written into `.sipfs/` under names that begin so: inside a subfolder, so that
+/// a barrier's arrival also shows that notifications from below the top folder arrive. Each is
+/// removed once its event came, so the folder keeps none between scans.
+const BARRIER_PREFIX: &str = "barrier-";
 
 /// The part of the folder a scan must look at: what notifications named since the last scan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,7 +148,10 @@ impl Seen {
             Notice::Entry(p) => (p, false),
             Notice::Tree(p) | Notice::Subtree(p) => (p, true),
         };
-        if p.parent() == Some(at.barriers.as_path()) {
+        if p.parent() == Some(at.barriers.as_path())
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(BARRIER_PREFIX))
+        {
             self.barriers.insert(p);
         } else if p == at.control_file {
             self.request = true;
@@ -171,7 +175,7 @@ impl Places {
         Places {
             root: root.to_path_buf(),
             control_file: control.join(CONTROL_FILE),
-            barriers: control.join(WATCH_DIR),
+            barriers: control.clone(),
             control,
         }
     }
@@ -182,6 +186,9 @@ pub struct Watch {
     root: PathBuf,
     shared: Arc<Shared>,
     barrier_dir: PathBuf,
+    /// The file id of `barrier_dir` when it was last watched: a program that deleted
+    /// `.sipfs/` (an undo) and the folder made again need a watch of the new folder.
+    barrier_dir_id: Mutex<Option<(u64, u64)>>,
     next_barrier: AtomicU64,
     /// Off for the rest of the run once a barrier did not come.
     disabled: std::sync::atomic::AtomicBool,
@@ -198,13 +205,15 @@ impl Watch {
                 seen: Mutex::new(Seen::default()),
                 arrived: Condvar::new(),
             }),
-            barrier_dir: root.join(CONTROL_DIR).join(WATCH_DIR),
+            barrier_dir: root.join(CONTROL_DIR),
+            barrier_dir_id: Mutex::new(None),
             next_barrier: AtomicU64::new(0),
             disabled: false.into(),
             watcher: Mutex::new(None),
             backend: Backend::this_os(),
         };
         let _ = fs::create_dir_all(&w.barrier_dir);
+        *w.barrier_dir_id.lock() = dir_id(&w.barrier_dir);
         *w.watcher.lock() = Some(w.open_watcher()?);
         info!(folder = %root.display(), "watching the mirror folder for changes");
         Ok(w)
@@ -246,8 +255,10 @@ impl Watch {
         let n = self.next_barrier.fetch_add(1, Ordering::Relaxed);
         let barrier = self
             .barrier_dir
-            .join(format!("b-{}-{n}", std::process::id()));
-        if let Err(e) = fs::create_dir_all(&self.barrier_dir).and_then(|_| fs::write(&barrier, b""))
+            .join(format!("{BARRIER_PREFIX}{}-{n}", std::process::id()));
+        if let Err(e) = self
+            .prepare_barrier_dir()
+            .and_then(|_| fs::write(&barrier, b""))
         {
             warn!(error = %e, "could not write a notification barrier; scanning the whole folder");
             self.drain();
@@ -346,6 +357,26 @@ impl Watch {
         self.watch_new_folders(&paths);
     }
 
+    /// Makes `.sipfs/` again if a program removed it, and watches it again if it is not the
+    /// folder watched before (removed and made again, by us or by a restore): the recursive
+    /// watch may not have added the new one yet, or a late removal event of the old one may
+    /// take its watch away (see `watch_new_folders`), and the barrier would then not come.
+    fn prepare_barrier_dir(&self) -> std::io::Result<()> {
+        fs::create_dir_all(&self.barrier_dir)?;
+        let now = dir_id(&self.barrier_dir);
+        let mut last = self.barrier_dir_id.lock();
+        if *last != now {
+            if self.backend.watches_new_folders() {
+                if let Some(w) = self.watcher.lock().as_mut() {
+                    w.watch(&self.barrier_dir, RecursiveMode::Recursive)
+                        .map_err(std::io::Error::other)?;
+                }
+            }
+            *last = now;
+        }
+        Ok(())
+    }
+
     /// Watches again, from here and before any scan walks them, the folders that notified
     /// paths brought (made, moved in). A recursive inotify watch adds a new folder's watch
     /// only after it has handed over the batch of events that told of the folder, so a write
@@ -374,6 +405,14 @@ impl Watch {
             }
         }
     }
+}
+
+/// A folder's file id, to tell a folder made again under its name from the one watched.
+fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    super::stamp::Stamp::read(dir)
+        .ok()
+        .flatten()
+        .map(|s| s.file_id)
 }
 
 /// The scope of the notified paths (each with whether its tree is looked at); `None` when a
