@@ -395,6 +395,28 @@ def target_mount(a, link, prefetch=False):
     return parts, tree_state(export) == left, export
 
 
+def target_steps_only(a, link):
+    """The steps and their refreshes and flushes alone, through a fresh mount: no scan and no
+    snapshot, so no first reads (a quick look at a step boundary's cost, `--steps-only`)."""
+    name = f"day-steps-{link.rtt_ms}"
+    export = copy_project(a, name)
+    mnt = os.path.join(a.work, f"day-m-steps-{link.rtt_ms}")
+    os.makedirs(mnt, exist_ok=True)
+    run(a.sipfs, "mount", os.path.join(link.share, name), mnt,
+        "--cache", os.path.join(a.work, f"day-steps-cache-{link.rtt_ms}"), "--daemon")
+    parts = {k: 0.0 for k in ("refreshes", "scans", "snapshots", "steps", "flushes", "undo")}
+    parts["flush_each"] = []
+    rnd = random.Random(1)
+    for n in range(1, 6):
+        parts["refreshes"] += timed(lambda: run(a.sipfs, "refresh", mnt))
+        parts["steps"] += timed(lambda: step(mnt, n, rnd))
+        parts["flush_each"].append(timed(lambda: run(a.sipfs, "flush", mnt, "--step", f"s{n}")))
+        parts["flushes"] += parts["flush_each"][-1]
+    left = tree_state(mnt)
+    run(a.sipfs, "unmount", mnt)
+    return parts, tree_state(export) == left, export
+
+
 def target_mount_prefetch(a, link):
     return target_mount(a, link, prefetch=True)
 
@@ -445,6 +467,7 @@ TARGETS = [
     ("rclone mount, full cache", target_rclone),
     ("local disk", target_local),
 ]
+STEPS_ONLY = [("sipfs mount, steps only", target_steps_only)]
 
 
 def step_bytes(a):
@@ -461,7 +484,7 @@ def measure(a, rtt_ms):
         print(f"day: {rtt_ms} ms: a step's flush floor {statistics.median(floors):.3f} s "
               f"({', '.join(f'{x:.3f}' for x in floors)}), transfer {xfer:.3f} s", flush=True)
         rows = {}
-        for name, f in TARGETS:
+        for name, f in (STEPS_ONLY if a.steps_only else TARGETS):
             if a.only and not any(name.startswith(o) for o in a.only.split(",")):
                 continue
             # Without a prefetch, each file's first read through the mount waits for its
@@ -542,6 +565,8 @@ def main():
     ap.add_argument("--only", help="targets whose name starts with one of these (comma-separated)")
     ap.add_argument("--plain-mount-upto", type=int, default=2,
                     help="the mount without --prefetch only up to this round trip (ms)")
+    ap.add_argument("--steps-only", action="store_true",
+                    help="only a step boundary's cost: 5 steps through a mount, no scans")
     ap.add_argument("--out")
     a = ap.parse_args()
     a.export = a.export or os.path.join(a.work, "export")
