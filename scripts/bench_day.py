@@ -540,6 +540,9 @@ def start_sshd(work):
     key = os.path.join(work, "day_user_key")
     host = os.path.join(work, "day_host_key")
     for k in (key, host):
+        for old in (k, k + ".pub"):  # from an earlier run in the same folder
+            if os.path.exists(old):
+                os.unlink(old)
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k)
     port = free_port()
     conf = os.path.join(work, "day_sshd_config")
