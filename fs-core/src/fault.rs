@@ -58,6 +58,8 @@ impl std::fmt::Debug for Interleaved {
 struct Gate {
     /// Bumped by every release: a call waits until the count moves past the one it saw.
     state: Mutex<(bool, u64)>,
+    /// Calls waiting now: how many a client has in flight at once.
+    waiting: std::sync::atomic::AtomicU64,
     moved: parking_lot::Condvar,
 }
 
@@ -118,6 +120,12 @@ impl FaultControl {
     /// meanwhile go on waiting until [`FaultControl::release_frozen`].
     pub fn freeze(&self, frozen: bool) {
         self.gate.state.lock().0 = frozen;
+    }
+
+    /// Calls waiting at a frozen share now: those a client made without waiting for each
+    /// other's answers.
+    pub fn calls_waiting(&self) -> u64 {
+        self.gate.waiting.load(Ordering::SeqCst)
     }
 
     /// Lets the calls that came while the share was frozen return.
@@ -189,9 +197,11 @@ impl FaultControl {
             let mut g = self.gate.state.lock();
             if g.0 {
                 let seen = g.1;
+                self.gate.waiting.fetch_add(1, Ordering::SeqCst);
                 while g.1 == seen {
                     self.gate.moved.wait(&mut g);
                 }
+                self.gate.waiting.fetch_sub(1, Ordering::SeqCst);
             }
         }
         let slow = *self.slow_failure.lock();

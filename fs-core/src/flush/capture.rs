@@ -422,65 +422,93 @@ impl Engine {
     /// Captured versions of ours from earlier flushes: removed if they still hold what they
     /// held (nobody wrote into them since), kept as a conflict copy if someone did. Those the
     /// share cannot be asked about now stay noted.
+    ///
+    /// Each is a stat and a removal, two round trips; one after another they cost two per
+    /// changed file of the last flush before this flush wrote anything (a step that changed 5
+    /// files, 20 ms away: 0.2 s of nothing but waiting). They are settled several at once,
+    /// those of one name one after another (a name kept as a conflict copy twice must get two
+    /// conflict names).
     pub(super) fn drop_captured(&self, ctx: &Ctx<'_>) {
         let list = self.captured_rows();
         if list.is_empty() {
             return;
         }
         let ops = self.state.read().ops.clone();
-        let mut left = Vec::new();
+        let mut by_target: std::collections::BTreeMap<RelPath, Vec<CapturedRow>> =
+            Default::default();
         for row in list {
-            if ctx.down.load(Ordering::SeqCst) {
-                left.push(row);
-                continue;
-            }
-            crate::crash::point("captured.dropping");
-            let done = match self.backing.stat(&row.cap) {
-                Ok(None) => Ok(()),
-                Ok(Some(st))
-                    if (st.size == row.size && st.mtime_ns == row.mtime_ns)
-                        || self.entry_holds(row.linked, &st) =>
-                {
-                    match self.backing.remove_file(&row.cap) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                        _ => Ok(()),
-                    }
-                }
-                // Still another name of a file on the share (a hard link, such as another
-                // name of an entry flushed since): that name holds whatever was written into
-                // it, so this one can go.
-                Ok(Some(_)) if self.backing.has_other_names(&row.cap).unwrap_or(false) => {
-                    match self.backing.remove_file(&row.cap) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                        _ => Ok(()),
-                    }
-                }
-                Ok(Some(_)) => self.keep_as_conflict(&row.cap, &row.target).map(|kept| {
-                    self.record_conflict(
-                        ctx,
-                        ConflictItem {
-                            path: row.target.to_string(),
-                            kept_as: kept.to_string(),
-                            detail: "written into on the share while a flush replaced it; that version is kept beside".into(),
-                        },
-                    )
-                }),
-                Err(e) => Err(e),
-            };
-            // Removing or renaming in its folder changed the folder's time on the share: set
-            // again at the end, like a folder written into (where that folder is here, once
-            // the logged renames are replayed).
-            if let Some(here) = local_path_of(&row.target, &ops) {
-                ctx.touched(&here);
-            }
-            if let Err(e) = done {
-                ctx.note_failure(&e);
-                debug!(cap = %row.cap, error = %e, "captured version left for the next flush");
-                left.push(row);
-            } else {
-                crate::crash::point("captured.removed");
-            }
+            by_target.entry(row.target.clone()).or_default().push(row);
         }
+        let groups: Vec<Vec<CapturedRow>> = by_target.into_values().collect();
+        let left: Vec<CapturedRow> = self.pool.install(|| {
+            groups
+                .into_par_iter()
+                .flat_map_iter(|rows| {
+                    rows.into_iter()
+                        .filter_map(|row| self.drop_one_captured(ctx, row, &ops))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        });
         self.save_captured(&left);
+    }
+
+    /// Settles one captured version (`drop_captured`); returns its row if it stays noted.
+    fn drop_one_captured(
+        &self,
+        ctx: &Ctx<'_>,
+        row: CapturedRow,
+        ops: &[Logged],
+    ) -> Option<CapturedRow> {
+        if ctx.down.load(Ordering::SeqCst) {
+            return Some(row);
+        }
+        crate::crash::point("captured.dropping");
+        let done = match self.backing.stat(&row.cap) {
+            Ok(None) => Ok(()),
+            Ok(Some(st))
+                if (st.size == row.size && st.mtime_ns == row.mtime_ns)
+                    || self.entry_holds(row.linked, &st) =>
+            {
+                match self.backing.remove_file(&row.cap) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            }
+            // Still another name of a file on the share (a hard link, such as another
+            // name of an entry flushed since): that name holds whatever was written into
+            // it, so this one can go.
+            Ok(Some(_)) if self.backing.has_other_names(&row.cap).unwrap_or(false) => {
+                match self.backing.remove_file(&row.cap) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            }
+            Ok(Some(_)) => self.keep_as_conflict(&row.cap, &row.target).map(|kept| {
+                self.record_conflict(
+                    ctx,
+                    ConflictItem {
+                        path: row.target.to_string(),
+                        kept_as: kept.to_string(),
+                        detail: "written into on the share while a flush replaced it; that version is kept beside".into(),
+                    },
+                )
+            }),
+            Err(e) => Err(e),
+        };
+        // Removing or renaming in its folder changed the folder's time on the share: set
+        // again at the end, like a folder written into (where that folder is here, once
+        // the logged renames are replayed).
+        if let Some(here) = local_path_of(&row.target, ops) {
+            ctx.touched(&here);
+        }
+        if let Err(e) = done {
+            ctx.note_failure(&e);
+            debug!(cap = %row.cap, error = %e, "captured version left for the next flush");
+            Some(row)
+        } else {
+            crate::crash::point("captured.removed");
+            None
+        }
     }
 }

@@ -140,6 +140,10 @@ impl Engine {
         let mut rest = staged;
         let mut deferred = Vec::new();
         let mut done: Vec<i64> = Vec::new();
+        // The staging folders the renames took along: nothing is left at their temporary
+        // names, so they are off the list without an rmdir each (one round trip that could
+        // only say "not found").
+        let mut moved: Vec<RelPath> = Vec::new();
         for f in folders {
             let (mut mine, others): (Vec<Staged>, Vec<Staged>) =
                 rest.into_iter().partition(|s| s.temp.is_within(&f.temp));
@@ -155,6 +159,7 @@ impl Engine {
             match renamed {
                 Ok(()) => {
                     done.extend(&f.seqs);
+                    moved.extend(f.dirs.iter().cloned());
                     ctx.report.lock().dirs_created += f.dirs.len();
                     ctx.touched(&f.target);
                     for s in &mut mine {
@@ -177,9 +182,16 @@ impl Engine {
             let mut tree = self.state.write();
             tree.ops.retain(|(s, _)| !done.contains(s));
         }
+        ctx.staging_dirs.lock().retain(|d| !moved.contains(d));
+        let mut listed = self.staging_dirs_recorded();
+        listed.retain(|d| !moved.contains(d));
         let r = self.persist(|tx| {
             for &s in &done {
                 journal::delete_op(tx, s)?;
+            }
+            if !moved.is_empty() {
+                let text = serde_json::to_string(&listed).expect("paths serialize");
+                journal::put_meta(tx, super::stage::STAGING_DIRS, &text)?;
             }
             journal::put_meta(tx, FOLDERS_READY, "[]")
         });

@@ -4,7 +4,7 @@
 use super::*;
 
 /// The journal's list of staging folders made on the share (`spread_temps`).
-const STAGING_DIRS: &str = "staging_dirs";
+pub(super) const STAGING_DIRS: &str = "staging_dirs";
 
 /// What the planning of one file found.
 enum Plan {
