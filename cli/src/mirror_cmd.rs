@@ -238,8 +238,9 @@ pub fn sync(mirror: &Mirror) -> Result<fs_core::SyncReport> {
     Ok(r)
 }
 
-/// Serves requests from the control file until `stop` is set, keeping `.sipfs/status`
-/// current while a flush runs (progress bars of `sipfs flush FOLDER` read it).
+/// Serves requests from the control file until `stop` is set, keeping the mirror's status
+/// (`CACHE/status.json`) current while a flush runs (progress bars of `sipfs flush FOLDER`
+/// read it).
 pub struct Server {
     stop: Arc<AtomicBool>,
     progress: Arc<FlushProgress>,
