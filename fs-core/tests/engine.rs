@@ -6,47 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fs_core::auto_retry::AutoRetry;
-use fs_core::fault::{FaultControl, FaultyBacking};
 use fs_core::{Backing, DirBacking, Engine, EngineOptions, RelPath, RetryPolicy, SetAttr};
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    share: std::path::PathBuf,
-    faults: Arc<FaultControl>,
-    engine: Arc<Engine>,
-}
+mod common;
+
+type Rig = common::FaultyRig;
 
 fn rig(prepare: impl FnOnce(&std::path::Path)) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    fs::create_dir_all(&share).unwrap();
-    prepare(&share);
-    let faults = FaultControl::new();
-    let backing: Arc<dyn Backing> = Arc::new(FaultyBacking::new(
-        Arc::new(DirBacking::new(&share)),
-        faults.clone(),
-    ));
-    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
-    opts.retry = RetryPolicy::none();
-    let engine = Arc::new(Engine::open(backing, opts).unwrap());
-    Rig {
-        _dir: dir,
-        share,
-        faults,
-        engine,
-    }
+    common::faulty_rig(prepare, |_| {})
 }
 
-fn write(e: &Engine, path: &str, data: &[u8]) {
-    let p = RelPath::new(path).unwrap();
-    let parent = e.resolve(&p.parent().unwrap()).unwrap();
-    let fh = match e.resolve(&p) {
-        Ok(ino) => e.open_file(ino, true, true).unwrap(),
-        Err(_) => e.create(parent, p.name(), 0o644).unwrap().1,
-    };
-    e.write(&fh, 0, data).unwrap();
-    e.release(fh);
-}
+use common::write_here as write;
 
 #[test]
 fn flush_cost_follows_what_changed_not_the_tree() {

@@ -8,54 +8,20 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use fs_core::fault::{FaultControl, FaultyBacking};
-use fs_core::{Backing, DirBacking, Engine, EngineOptions, RelPath, RetryPolicy, SetAttr};
+use fs_core::{Engine, RelPath, SetAttr};
 
 mod common;
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    share: PathBuf,
-    faults: Arc<FaultControl>,
-    engine: Engine,
-}
+type Rig = common::FaultyRig;
 
 fn rig(prepare: impl FnOnce(&Path)) -> Rig {
-    let dir = tempfile::tempdir_in(common::scratch_root()).unwrap();
-    let share = dir.path().join("share");
-    fs::create_dir_all(&share).unwrap();
-    prepare(&share);
-    let faults = FaultControl::new();
-    let backing: Arc<dyn Backing> = Arc::new(FaultyBacking::new(
-        Arc::new(DirBacking::new(&share)),
-        faults.clone(),
-    ));
-    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
-    opts.retry = RetryPolicy::none();
     // One worker, in a fixed order: the calls come in the same order on every run.
-    opts.flush_order_seed = Some(1);
-    let engine = Engine::open(backing, opts).unwrap();
-    Rig {
-        _dir: dir,
-        share,
-        faults,
-        engine,
-    }
+    common::faulty_rig(prepare, |opts| opts.flush_order_seed = Some(1))
 }
 
-fn write_here(e: &Engine, path: &str, data: &[u8]) {
-    let p = RelPath::new(path).unwrap();
-    let parent = e.resolve(&p.parent().unwrap()).unwrap();
-    let fh = match e.resolve(&p) {
-        Ok(ino) => e.open_file(ino, true, true).unwrap(),
-        Err(_) => e.create(parent, p.name(), 0o644).unwrap().1,
-    };
-    e.write(&fh, 0, data).unwrap();
-    e.release(fh);
-}
+use common::write_here;
 
 /// Every file's content on the share, at names and conflict copies alike (temporaries and
 /// captured versions not counted: they are not where a user looks).

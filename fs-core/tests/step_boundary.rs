@@ -3,55 +3,25 @@
 //! other, seen at a frozen share. Never a time.
 
 use std::fs;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fs_core::fault::{FaultControl, FaultyBacking};
-use fs_core::{Backing, DirBacking, Engine, EngineOptions, RelPath, RetryPolicy};
+use fs_core::{Engine, RelPath};
 
 mod common;
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    share: PathBuf,
-    faults: Arc<FaultControl>,
-    engine: Arc<Engine>,
-}
+type Rig = common::FaultyRig;
 
 fn rig(files: &[&str]) -> Rig {
-    let dir = tempfile::tempdir_in(common::scratch_root()).unwrap();
-    let share = dir.path().join("share");
-    fs::create_dir_all(share.join("config")).unwrap();
-    for f in files {
-        fs::write(share.join(f), "base\n").unwrap();
-    }
-    let faults = FaultControl::new();
-    let backing: Arc<dyn Backing> = Arc::new(FaultyBacking::new(
-        Arc::new(DirBacking::new(&share)),
-        faults.clone(),
-    ));
-    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
-    opts.retry = RetryPolicy::none();
-    let engine = Arc::new(Engine::open(backing, opts).unwrap());
-    Rig {
-        _dir: dir,
-        share,
-        faults,
-        engine,
-    }
+    let prepare = |share: &std::path::Path| {
+        fs::create_dir_all(share.join("config")).unwrap();
+        for f in files {
+            fs::write(share.join(f), "base\n").unwrap();
+        }
+    };
+    common::faulty_rig(prepare, |_| {})
 }
 
-fn write_here(e: &Engine, path: &str, data: &[u8]) {
-    let p = RelPath::new(path).unwrap();
-    let parent = e.resolve(&p.parent().unwrap()).unwrap();
-    let fh = match e.resolve(&p) {
-        Ok(ino) => e.open_file(ino, true, true).unwrap(),
-        Err(_) => e.create(parent, p.name(), 0o644).unwrap().1,
-    };
-    e.write(&fh, 0, data).unwrap();
-    e.release(fh);
-}
+use common::write_here;
 
 fn mkdir_here(e: &Engine, path: &str) {
     let p = RelPath::new(path).unwrap();

@@ -89,3 +89,57 @@ pub fn model_seed() -> proptest::test_runner::RngSeed {
         ),
     }
 }
+
+/// An engine over a share folder whose calls a test counts, freezes or fails
+/// (`FaultyBacking`), with no automatic retries: what a test sees is one flush's own calls.
+#[allow(dead_code)] // not every test file counts share calls
+pub struct FaultyRig {
+    pub _dir: tempfile::TempDir,
+    pub share: PathBuf,
+    pub faults: std::sync::Arc<fs_core::fault::FaultControl>,
+    pub engine: std::sync::Arc<fs_core::Engine>,
+}
+
+/// A `FaultyRig` whose share `prepare` fills first; `configure` adjusts the engine's options.
+#[allow(dead_code)]
+pub fn faulty_rig(
+    prepare: impl FnOnce(&Path),
+    configure: impl FnOnce(&mut fs_core::EngineOptions),
+) -> FaultyRig {
+    use fs_core::fault::{FaultControl, FaultyBacking};
+    use fs_core::{Backing, DirBacking, Engine, EngineOptions, RetryPolicy};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir_in(scratch_root()).unwrap();
+    let share = dir.path().join("share");
+    fs::create_dir_all(&share).unwrap();
+    prepare(&share);
+    let faults = FaultControl::new();
+    let backing: Arc<dyn Backing> = Arc::new(FaultyBacking::new(
+        Arc::new(DirBacking::new(&share)),
+        faults.clone(),
+    ));
+    let mut opts = EngineOptions::new(dir.path().join("cache"), "test");
+    opts.retry = RetryPolicy::none();
+    configure(&mut opts);
+    let engine = Arc::new(Engine::open(backing, opts).unwrap());
+    FaultyRig {
+        _dir: dir,
+        share,
+        faults,
+        engine,
+    }
+}
+
+/// Writes `data` at `path` through the engine, as a program would: the file is created if
+/// it is not there, opened for writing if it is.
+#[allow(dead_code)]
+pub fn write_here(e: &fs_core::Engine, path: &str, data: &[u8]) {
+    let p = fs_core::RelPath::new(path).unwrap();
+    let parent = e.resolve(&p.parent().unwrap()).unwrap();
+    let fh = match e.resolve(&p) {
+        Ok(ino) => e.open_file(ino, true, true).unwrap(),
+        Err(_) => e.create(parent, p.name(), 0o644).unwrap().1,
+    };
+    e.write(&fh, 0, data).unwrap();
+    e.release(fh);
+}
