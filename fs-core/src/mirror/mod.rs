@@ -99,17 +99,32 @@ impl Marker {
     }
 }
 
-/// The identity of a folder, as the journal records it: its file id and, where the file
-/// system keeps one, its creation time (an inode number freed by a folder deleted is soon
+/// The identity of a folder, as the journal records it: its file id and, on Unix where the
+/// file system keeps one, its creation time (an inode number freed by a folder deleted is soon
 /// given to the next one made, as a test found); `None` where it cannot be read.
 fn folder_id(folder: &Path) -> Option<String> {
     let st = Stamp::read(folder).ok()??;
-    let born = fs::metadata(folder)
+    let born = folder_birth_ns(folder);
+    (st.kind == EntryKind::Dir).then(|| format!("{}:{}:{born}", st.file_id.0, st.file_id.1))
+}
+
+/// A folder's creation time, or 0 where none is kept (ext4 and APFS keep one).
+#[cfg(unix)]
+fn folder_birth_ns(folder: &Path) -> u128 {
+    fs::metadata(folder)
         .and_then(|m| m.created())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    (st.kind == EntryKind::Dir).then(|| format!("{}:{}:{born}", st.file_id.0, st.file_id.1))
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// On Windows the file id alone: NTFS's file reference number carries a sequence number that
+/// changes when a record is used again, so a folder made again has another id. A creation
+/// time is not trusted there: Wine (where the Windows build is tested) reports one that moves
+/// whenever the folder changes, and the mirror then took its own folder for one made again.
+#[cfg(windows)]
+fn folder_birth_ns(_folder: &Path) -> u128 {
+    0
 }
 
 /// Whether `folder` holds nothing but, perhaps, a `.sipfs/` folder (which holds no project
