@@ -86,3 +86,62 @@ fn spawned<R>(log: &LogSync, sync_file: impl FnOnce() -> R) -> (R, io::Result<()
         (file, log_result)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+
+    /// A sync of `records` alone. `/dev/null` cannot be synced (EINVAL): a failure to report.
+    fn log_of(records: File) -> LogSync {
+        LogSync {
+            log: None,
+            records: Some(Arc::new(records)),
+            upto: 0,
+            upto_records: 0,
+        }
+    }
+
+    #[test]
+    fn the_log_is_synced_beside_the_file_and_its_failure_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = LogSyncer::default();
+        let good = log_of(File::create(dir.path().join("records")).unwrap());
+        let bad = log_of(File::open("/dev/null").unwrap());
+        for _ in 0..3 {
+            let (file, log) = syncer.run_beside(&good, || 7);
+            assert_eq!(file, 7);
+            log.unwrap();
+            // The same thread, still there, reports what a failed sync said.
+            let (_, log) = syncer.run_beside(&bad, || ());
+            assert_eq!(log.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        }
+    }
+
+    /// Two programs' fsyncs at once (one on the thread, one beside it on a spawned one): each
+    /// gets its own log's result.
+    #[test]
+    fn two_syncs_at_once_each_get_their_own_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = LogSyncer::default();
+        let bad = log_of(File::open("/dev/null").unwrap());
+        let both_in = Barrier::new(2);
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..2)
+                .map(|i| {
+                    let (syncer, both_in) = (&syncer, &both_in);
+                    let log = if i == 0 {
+                        log_of(File::create(dir.path().join("records")).unwrap())
+                    } else {
+                        bad.clone()
+                    };
+                    s.spawn(move || syncer.run_beside(&log, || both_in.wait()).1.is_ok())
+                })
+                .collect();
+            let ok: Vec<bool> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+            assert_eq!(ok, [true, false]);
+        });
+    }
+}
