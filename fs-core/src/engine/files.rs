@@ -241,15 +241,7 @@ impl Engine {
         let log = self.journal.lock().sync_needed()?;
         let (file, log_result) = match &log {
             None => (sync_file(), Ok(())),
-            Some(log) => std::thread::scope(|s| {
-                let other = s.spawn(|| log.run());
-                let file = sync_file();
-                // A panic in a sync is not expected; treat it as the log's failure.
-                let log_result = other
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("journal sync panicked")));
-                (file, log_result)
-            }),
+            Some(log) => self.log_syncer.run_beside(log, sync_file),
         };
         file.map_err(|e| FsError::cache(&self.path_of(fh.ino).unwrap_or_default(), e))?;
         if let Some(log) = log {

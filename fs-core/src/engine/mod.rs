@@ -224,6 +224,8 @@ pub struct Engine {
     pub(crate) partials: partial::Partials,
     /// The background filler of ranged copies, once started.
     filler: std::sync::OnceLock<std::sync::mpsc::Sender<Arc<partial::Partial>>>,
+    /// The thread that syncs the journal beside a program's fsync (`journal/sync_worker.rs`).
+    pub(crate) log_syncer: journal::LogSyncer,
     _cache_lock: File,
 }
 
@@ -370,6 +372,7 @@ impl Engine {
             local_changes: std::sync::OnceLock::new(),
             partials: Default::default(),
             filler: std::sync::OnceLock::new(),
+            log_syncer: Default::default(),
             _cache_lock: cache_lock,
         };
         engine.load_partials()?;

@@ -136,6 +136,7 @@ pub struct Journal {
 ///
 /// Syncing the log file is what SQLite itself does for a commit under `synchronous=FULL`:
 /// the frames of every commit are already written to it, only not yet forced to disk.
+#[derive(Clone)]
 pub struct LogSync {
     /// The database's log, when a transaction committed since its last sync.
     log: Option<Arc<File>>,
@@ -791,7 +792,9 @@ pub fn delete_stamp(c: &Connection, ino: Ino) -> Result<(), JournalError> {
 
 mod codec;
 mod record;
+mod sync_worker;
 use codec::{kind_code, kind_of, owner_of, xattrs_of};
+pub use sync_worker::LogSyncer;
 
 #[cfg(test)]
 mod tests;
