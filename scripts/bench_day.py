@@ -297,6 +297,19 @@ def transfer_time(share_root, tag, nbytes):
 # ---------------------------------------------------------------------------- the targets
 
 
+def share_cache_opts(stat_cache_s):
+    """sshfs options for the share sipfs reads. With no cache (the default), every stat after a
+    listing is its own round trip. With sshfs's cache on but its listings never reused
+    (dcache_dir_timeout=0), a stat made just after a listing is answered from the attributes the
+    READDIR reply carried: as fresh as the listing itself, up to STAT_CACHE_S seconds old for a
+    stat made later (issue 30: what that costs the flush's checks is still to weigh)."""
+    base = "attr_timeout=0,entry_timeout=0"
+    if not stat_cache_s:
+        return "dir_cache=no," + base
+    return (f"dir_cache=yes,dcache_dir_timeout=0,dcache_link_timeout=0,"
+            f"dcache_stat_timeout={stat_cache_s}," + base)
+
+
 class Link:
     """The share over a slow link: a relay to the sshd, an sshfs mount through it (mounted as
     docs/USER_GUIDE.md says a share for sipfs should be), and rclone's own SFTP client through
@@ -313,7 +326,7 @@ class Link:
         os.makedirs(self.share, exist_ok=True)
         ssh_opt = f"IdentityFile={a.key},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null"
         run("sshfs", f"root@127.0.0.1:{a.export}", self.share, "-p", str(self.port),
-            "-o", ssh_opt, "-o", "dir_cache=no,attr_timeout=0,entry_timeout=0")
+            "-o", ssh_opt, "-o", share_cache_opts(a.share_stat_cache))
         # Working straight on the share, users mount it as sshfs does by default: its caches
         # of listings and attributes (20 s) spare them most round trips of a repeated scan.
         self.user_share = os.path.join(a.work, f"day-sshfs-user-{rtt_ms}")
@@ -570,6 +583,9 @@ def main():
                     help="the mount without --prefetch only up to this round trip (ms)")
     ap.add_argument("--steps-only", action="store_true",
                     help="only a step boundary's cost: 5 steps through a mount, no scans")
+    ap.add_argument("--share-stat-cache", type=int, default=0,
+                    help="seconds sipfs's sshfs mount keeps the attributes a listing brought "
+                         "(0: no sshfs cache, each stat a round trip)")
     ap.add_argument("--out")
     a = ap.parse_args()
     a.export = a.export or os.path.join(a.work, "export")
