@@ -55,14 +55,8 @@ STATE = "workflow_state.json"
 SKIP_DIRS = {".sipfs", ".workflow"}  # the manager's own folder, and sipfs's (see issue 30)
 
 
-def run(*cmd, **kw):
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
-
-
-def timed(f):
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
+from bench_slow import run, timed  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- the project

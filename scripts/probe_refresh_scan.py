@@ -4,8 +4,15 @@ flight, as fs-core's refresh and DirBacking::list do) costs over sshfs through s
 with sipfs's share mounted as bench_day mounts it (no sshfs cache: each stat a round trip)
 and with sshfs's cache keeping a READDIR reply's attributes 1 s (listings never reused).
 Usage: probe_refresh_scan.py RTT_MS (makes /var/tmp/rx30/export: 151 folders x 19 files)."""
-sys.path.insert(0, "/work/wt30f/scripts")
-import bench_day as b
+import concurrent.futures as cf
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
+import bench_day as b  # noqa: E402
 work = "/var/tmp/rx30"
 exp = os.path.join(work, "export")
 if not os.path.exists(exp):
@@ -17,24 +24,27 @@ if not os.path.exists(exp):
 sshd, port, key = b.start_sshd(work)
 rtt = int(sys.argv[1])
 lport = b.free_port()
-relay = subprocess.Popen([sys.executable, "/work/wt30f/scripts/slow_link.py", str(lport), str(port), str(rtt / 2)])
+relay = subprocess.Popen([sys.executable, os.path.join(HERE, "slow_link.py"), str(lport), str(port), str(rtt / 2)])
 b.wait_port(lport)
 ssh_opt = f"IdentityFile={key},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null"
 opts = {"nocache": b.share_cache_opts(0),
         "dircache1": b.share_cache_opts(1)}
 def scan(root):
+    """A level of folders at a time: 8 listed together, each entry of each stat'ed (up to 128
+    stats in flight), as the refresh does."""
     dirs = [root]
     allfiles = 0
-    with cf.ThreadPoolExecutor(128) as ex:
-        while dirs:
+    while dirs:
+        with cf.ThreadPoolExecutor(8) as folders, cf.ThreadPoolExecutor(16 * 8) as stats:
             def one(d):
                 names = os.listdir(d)
-                sts = list(ex2.map(lambda n: os.lstat(os.path.join(d, n)), names)) if names else []
-                return [os.path.join(d, n) for n, s in zip(names, sts) if (s.st_mode & 0o170000) == 0o040000], len(names)
-            with cf.ThreadPoolExecutor(8) as ex1, cf.ThreadPoolExecutor(16*8) as ex2:
-                res = list(ex1.map(one, dirs))
-            dirs = [x for r in res for x in r[0]]
-            allfiles += sum(r[1] for r in res)
+                sts = list(stats.map(lambda n: os.lstat(os.path.join(d, n)), names))
+                subdirs = [os.path.join(d, n) for n, st in zip(names, sts) if (st.st_mode & 0o170000) == 0o040000]
+                return subdirs, len(names)
+
+            res = list(folders.map(one, dirs))
+        dirs = [x for r in res for x in r[0]]
+        allfiles += sum(r[1] for r in res)
     return allfiles
 try:
     for name, o in opts.items():

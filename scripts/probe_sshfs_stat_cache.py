@@ -4,8 +4,8 @@ Shows that it is not: once a file's attributes are cached, a later fresh READDIR
 replace them, so a refresh would see the old size until dcache_stat_timeout passes; an open
 (as DirBacking::stat_fresh does) does fetch fresh attributes."""
 import os, sys, time, subprocess
-sys.path.insert(0, "/work/wt30f/scripts")
-import bench_day as b
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
+import bench_day as b  # noqa: E402
 work = "/var/tmp/rx30/fr"; os.makedirs(work, exist_ok=True)
 exp = os.path.join(work, "export"); os.makedirs(exp, exist_ok=True)
 open(os.path.join(exp, "a"), "w").write("1")
