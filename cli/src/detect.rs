@@ -73,35 +73,8 @@ pub fn is_windows_share_fs(fs_type: &str) -> bool {
 /// The mount (type, source) a path lives on: the longest mount point that contains it.
 #[cfg(target_os = "linux")]
 fn mount_of(path: &Path) -> Result<(String, Option<String>)> {
-    let info =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let mut best: Option<(usize, String, String)> = None;
-    for line in info.lines() {
-        // id parent major:minor root mountpoint options [optional...] - fstype source superopts
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount_point = left
-            .split_whitespace()
-            .nth(4)
-            .map(unescape)
-            .unwrap_or_default();
-        let mut r = right.split_whitespace();
-        let (fstype, source) = (r.next().unwrap_or(""), r.next().unwrap_or(""));
-        if path.starts_with(&mount_point) && best.as_ref().is_none_or(|b| mount_point.len() >= b.0)
-        {
-            best = Some((mount_point.len(), fstype.to_owned(), source.to_owned()));
-        }
-    }
-    let (_, t, s) = best.context("no mount contains this path")?;
-    Ok((t, Some(s)))
-}
-
-#[cfg(target_os = "linux")]
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\134", "\\")
+    let m = fs_core::volume::mount_entry(path).context("reading /proc/self/mountinfo")?;
+    Ok((m.fs_type, Some(m.source)))
 }
 
 /// macOS and the BSDs: statfs names the volume's type and source.

@@ -14,9 +14,19 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// Only a share on a network file system (or one whose kind cannot be told) gets the
 /// deadline: handing each call to a worker costs some 70 µs on a small VM, a few percent of a
 /// network round trip but forty times a local stat, and a local folder does not freeze.
+///
+/// An sshfs share's folders are listed over an SFTP session of sipfs's own, with their
+/// attributes, rather than one stat per entry through the mount (`fs_core::sftp`).
 pub fn share_at(backing: &Path, timeout_secs: u64) -> Arc<dyn Backing> {
-    let dir = Arc::new(DirBacking::new(backing));
     let local = crate::detect::detect(backing).is_ok_and(|d| !d.network);
+    let dir = DirBacking::new(backing);
+    #[cfg(unix)]
+    let dir = if local {
+        dir
+    } else {
+        dir.with_lister(fs_core::sftp::SftpLister::for_share(backing))
+    };
+    let dir = Arc::new(dir);
     if timeout_secs == 0 || local {
         return dir;
     }

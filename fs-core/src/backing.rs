@@ -378,6 +378,9 @@ pub struct DirBacking {
     root: PathBuf,
     /// How this share refuses a taken name, learned at first use.
     no_replace: Arc<crate::noreplace::NoReplaceMode>,
+    /// Where the share is sshfs: its folders listed with their attributes, over SFTP.
+    #[cfg(unix)]
+    lister: Option<Arc<crate::sftp::SftpLister>>,
 }
 
 impl DirBacking {
@@ -385,7 +388,46 @@ impl DirBacking {
         DirBacking {
             root: root.into(),
             no_replace: Arc::default(),
+            #[cfg(unix)]
+            lister: None,
         }
+    }
+
+    /// Folders are listed through `lister` where it can (see [`crate::sftp`]).
+    #[cfg(unix)]
+    pub fn with_lister(mut self, lister: Option<crate::sftp::SftpLister>) -> Self {
+        self.lister = lister.map(Arc::new);
+        self
+    }
+
+    /// The SFTP lister in use, if any.
+    #[cfg(unix)]
+    pub fn lister(&self) -> Option<&crate::sftp::SftpLister> {
+        self.lister.as_deref()
+    }
+
+    /// A listing with attributes from the SFTP server; `None` to list through the mount.
+    #[cfg(unix)]
+    fn list_over_sftp(&self, dir: &RelPath) -> Option<io::Result<Vec<(String, Stat)>>> {
+        let listed = match self.lister.as_ref()?.list(dir)? {
+            Ok(l) => l,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut out = Vec::with_capacity(listed.len());
+        for (name, st) in listed {
+            let st = match st {
+                Some(st) => st,
+                // What the listing cannot tell (a symbolic link sshfs may follow, a device):
+                // the mount's own stat, for these few.
+                None => match fs::symlink_metadata(self.path(&dir.join(&name))) {
+                    Ok(md) => Stat::from_metadata(&md),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Some(Err(e)),
+                },
+            };
+            out.push((name, st));
+        }
+        Some(Ok(out))
     }
 
     pub fn root(&self) -> &Path {
@@ -428,9 +470,14 @@ impl Backing for DirBacking {
         }
     }
 
-    /// One readdir, then a stat of each entry: overlapped when the share is a network away
+    /// Over SFTP where the share is sshfs ([`crate::sftp`]); otherwise one readdir, then a
+    /// stat of each entry: overlapped when the share is a network away
     /// ([`crate::fanout`]), as the OS would make them one at a time.
     fn list(&self, dir: &RelPath) -> io::Result<Vec<(String, Stat)>> {
+        #[cfg(unix)]
+        if let Some(listed) = self.list_over_sftp(dir) {
+            return listed;
+        }
         let mut entries = Vec::new();
         for entry in fs::read_dir(self.path(dir))? {
             let entry = entry?;

@@ -34,6 +34,8 @@ mod refresh;
 pub mod relpath;
 pub mod report;
 pub mod retry;
+#[cfg(unix)]
+pub mod sftp;
 mod status;
 pub mod sys;
 pub mod tree;

@@ -59,6 +59,50 @@ impl Volume {
     }
 }
 
+/// A mount as Linux lists it in `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub mount_point: std::path::PathBuf,
+    /// `ext4`, `fuse.sshfs`, `cifs`...
+    pub fs_type: String,
+    /// `user@host:/dir`, `//server/share`, `/dev/sda1`.
+    pub source: String,
+}
+
+/// The mount `path` lives on: the longest mount point that contains it.
+#[cfg(target_os = "linux")]
+pub fn mount_entry(path: &std::path::Path) -> std::io::Result<MountEntry> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    info.lines()
+        .filter_map(parse_mountinfo_line)
+        .filter(|m| path.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no mount contains this path")
+        })
+}
+
+/// One line of `/proc/self/mountinfo`:
+/// `id parent major:minor root mountpoint options [optional...] - fstype source superopts`.
+pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
+    let (left, right) = line.split_once(" - ")?;
+    let mount_point = unescape_mountinfo(left.split_whitespace().nth(4)?);
+    let mut r = right.split_whitespace();
+    Some(MountEntry {
+        mount_point: mount_point.into(),
+        fs_type: unescape_mountinfo(r.next()?),
+        source: unescape_mountinfo(r.next().unwrap_or("")),
+    })
+}
+
+/// The kernel writes space, tab, newline and backslash in mountinfo as octal escapes.
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
 /// Asks statfs about the volume `path` is on.
 #[cfg(any(
     target_os = "macos",

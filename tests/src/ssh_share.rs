@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Debian's SFTP server program.
+const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
 /// The remote account the share is reached as.
 pub const SHARE_USER: &str = "sipfsshare";
 
@@ -160,13 +163,23 @@ impl SshShare {
         )
         .unwrap();
         let port = crate::free_port();
+        // The server's own log of each request, for tests that count them: the external
+        // sftp-server at VERBOSE (internal-sftp's log goes nowhere we can read).
+        let sftp_log = dir.join("sftp.log");
+        fs::write(&sftp_log, "").unwrap();
+        fs::set_permissions(&sftp_log, fs::Permissions::from_mode(0o666)).unwrap();
+        let subsystem = if Path::new(SFTP_SERVER).exists() {
+            format!("{SFTP_SERVER} -l VERBOSE -e 2>>{}", sftp_log.display())
+        } else {
+            "internal-sftp".to_owned()
+        };
         fs::write(
             dir.join("sshd_config"),
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pid}\n\
                  AuthorizedKeysFile {ak}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  UsePAM no\nStrictModes no\nPermitRootLogin no\nAllowUsers {SHARE_USER}\n\
-                 Subsystem sftp internal-sftp\nLogLevel ERROR\n",
+                 Subsystem sftp {subsystem}\nLogLevel ERROR\n",
                 hk = dir.join("host_key").display(),
                 pid = dir.join("sshd.pid").display(),
                 ak = dir.join("authorized_keys").display(),
@@ -200,7 +213,14 @@ impl SshShare {
             .arg(self.dir.join("sshd_config"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(self.dir.join("sshd.log")).unwrap());
+            .stderr(
+                // Appended to: a restarted server's requests count on from the first one's.
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join("sshd.log"))
+                    .unwrap(),
+            );
         self.sshd = Some(cmd.spawn().expect("starting sshd"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -242,21 +262,41 @@ impl SshShare {
         }
     }
 
+    /// The server's requests of one kind so far whose line holds `holding`, as its log
+    /// (sftp-server's `VERBOSE` level) names them: `lstat name`, `opendir`, `open`...
+    pub fn sftp_requests(&self, kind: &str, holding: &str) -> usize {
+        assert!(
+            Path::new(SFTP_SERVER).exists(),
+            "counting requests needs {SFTP_SERVER} (Debian's openssh-sftp-server)"
+        );
+        let log = fs::read_to_string(self.dir.join("sftp.log")).unwrap_or_default();
+        let prefix = format!("{kind} ");
+        log.lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains(holding))
+            .count()
+    }
+
     fn mount(&self) {
+        self.mount_at(&self.mnt, "");
+    }
+
+    /// The export mounted once more at `mnt`, with sshfs's options and `extra` ones
+    /// (`,umask=077`...).
+    pub fn mount_at(&self, mnt: &Path, extra: &str) {
         let port = match self.latency {
             Some(d) => slow_link(self.port, d),
             None => self.port,
         };
         run(Command::new("sshfs")
             .arg(format!("{SHARE_USER}@127.0.0.1:{}", self.export.display()))
-            .arg(&self.mnt)
+            .arg(mnt)
             .args(["-p", &port.to_string()])
             .arg("-o")
             .arg(format!(
                 "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,\
                  reconnect,ServerAliveInterval={alive},ServerAliveCountMax=3,ConnectTimeout=3,\
                  dir_cache=no,attr_timeout=0,entry_timeout=0,negative_timeout=0,\
-                 allow_other,LogLevel=ERROR",
+                 allow_other,LogLevel=ERROR{extra}",
                 self.dir.join("client_key").display(),
                 alive = if self.patient { 60 } else { 1 },
             )));
