@@ -436,11 +436,19 @@ def target_mirror(a, link):
     t0 = time.perf_counter()
     proc = subprocess.Popen([a.sipfs, "mirror", os.path.join(link.share, name), folder,
                              "--cache", cache], stderr=subprocess.PIPE, text=True)
+    # The mirror's log, beside its folder, for a look at where a day's time went.
+    log = open(folder + ".log", "w")
     for line in proc.stderr:
+        log.write(line)
         if "mirrored in" in line:
             break
     fill = time.perf_counter() - t0
-    threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
+
+    def keep_log():
+        with log:
+            for line in proc.stderr:
+                log.write(line)
+    threading.Thread(target=keep_log, daemon=True).start()
     parts = day(folder, refresh=lambda: run(a.sipfs, "refresh", folder),
                 flush=lambda label: run(a.sipfs, "flush", folder, "--step", label))
     left = tree_state(folder)

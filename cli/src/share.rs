@@ -21,11 +21,7 @@ pub fn share_at(backing: &Path, timeout_secs: u64) -> Arc<dyn Backing> {
     let local = crate::detect::detect(backing).is_ok_and(|d| !d.network);
     let dir = DirBacking::new(backing);
     #[cfg(unix)]
-    let dir = if local {
-        dir
-    } else {
-        dir.with_lister(fs_core::sftp::SftpLister::for_share(backing))
-    };
+    let dir = if local { dir } else { dir.with_sftp_listing() };
     let dir = Arc::new(dir);
     if timeout_secs == 0 || local {
         return dir;

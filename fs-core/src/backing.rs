@@ -378,9 +378,12 @@ pub struct DirBacking {
     root: PathBuf,
     /// How this share refuses a taken name, learned at first use.
     no_replace: Arc<crate::noreplace::NoReplaceMode>,
-    /// Where the share is sshfs: its folders listed with their attributes, over SFTP.
+    /// Where the share is sshfs: its folders listed with their attributes, over SFTP. Found
+    /// and started at the first listing, so a command that lists nothing starts no session.
     #[cfg(unix)]
-    lister: Option<Arc<crate::sftp::SftpLister>>,
+    lister: Arc<std::sync::OnceLock<Option<crate::sftp::SftpLister>>>,
+    #[cfg(unix)]
+    sftp_wanted: bool,
 }
 
 impl DirBacking {
@@ -389,27 +392,45 @@ impl DirBacking {
             root: root.into(),
             no_replace: Arc::default(),
             #[cfg(unix)]
-            lister: None,
+            lister: Arc::default(),
+            #[cfg(unix)]
+            sftp_wanted: false,
         }
     }
 
     /// Folders are listed through `lister` where it can (see [`crate::sftp`]).
     #[cfg(unix)]
     pub fn with_lister(mut self, lister: Option<crate::sftp::SftpLister>) -> Self {
-        self.lister = lister.map(Arc::new);
+        self.lister = Arc::new(std::sync::OnceLock::from(lister));
+        self
+    }
+
+    /// Folders are listed over SFTP if the share turns out to be sshfs: looked at, and the
+    /// session started, at the first listing ([`crate::sftp::SftpLister::for_share`]).
+    #[cfg(unix)]
+    pub fn with_sftp_listing(mut self) -> Self {
+        self.sftp_wanted = true;
         self
     }
 
     /// The SFTP lister in use, if any.
     #[cfg(unix)]
     pub fn lister(&self) -> Option<&crate::sftp::SftpLister> {
-        self.lister.as_deref()
+        self.lister.get().and_then(Option::as_ref)
     }
 
     /// A listing with attributes from the SFTP server; `None` to list through the mount.
     #[cfg(unix)]
     fn list_over_sftp(&self, dir: &RelPath) -> Option<io::Result<Vec<(String, Stat)>>> {
-        let listed = match self.lister.as_ref()?.list(dir)? {
+        let lister = match self.lister.get() {
+            Some(l) => l.as_ref()?,
+            None if self.sftp_wanted => self
+                .lister
+                .get_or_init(|| crate::sftp::SftpLister::for_share(&self.root))
+                .as_ref()?,
+            None => return None,
+        };
+        let listed = match lister.list(dir)? {
             Ok(l) => l,
             Err(e) => return Some(Err(e)),
         };

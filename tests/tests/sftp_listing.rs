@@ -248,3 +248,23 @@ fn walkdir_count(root: &Path) -> usize {
     }
     n
 }
+
+#[test]
+fn the_session_starts_at_the_first_listing_and_not_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let share = SshShare::start(tmp.path());
+    make_project(&share.export.join("proj"));
+    let on_mount = share.mnt.join("proj");
+    let sessions = || share.sftp_requests("session opened", "");
+    let before = sessions();
+    // What `sipfs flush FOLDER` does when a server already serves the mirror: it opens the
+    // share, and lists nothing. No ssh handshake for it.
+    let b = DirBacking::new(&on_mount).with_sftp_listing();
+    assert!(b.stat(&RelPath::root()).unwrap().is_some());
+    assert!(b.lister().is_none());
+    assert_eq!(sessions(), before);
+    b.list(&RelPath::new("data").unwrap()).unwrap();
+    b.list(&RelPath::root()).unwrap();
+    assert!(b.lister().is_some());
+    assert_eq!(sessions(), before + 1, "one session for every listing");
+}

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tracing::{info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::backing::{EntryKind, Stat};
 use crate::relpath::RelPath;
@@ -80,7 +80,7 @@ impl SftpLister {
             return None;
         }
         let found = detect::sshfs_of(share)?;
-        let _span = info_span!("sftp_listing", share = %share.display()).entered();
+        let _span = tracing::info_span!("sftp_listing", share = %share.display()).entered();
         let lister = match SftpLister::start(found.command, found.remote_root.clone()) {
             Ok(l) => l,
             Err(e) => {
