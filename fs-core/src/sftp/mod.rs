@@ -47,6 +47,7 @@ pub use wire::Attrs;
 const RESTART_AFTER: Duration = Duration::from_secs(60);
 
 /// Entries of the project folder compared with the mount's stats before the session is used.
+#[cfg(target_os = "linux")]
 const VERIFY_ENTRIES: usize = 64;
 
 pub struct SftpLister {
@@ -207,6 +208,7 @@ impl SftpLister {
 
     /// Whether the server's view of the project folder is the mount's: its own lstat and its
     /// entries' (up to [`VERIFY_ENTRIES`]). The reason when not.
+    #[cfg(target_os = "linux")]
     fn agrees_with(&self, share: &Path) -> Result<(), String> {
         let root = RelPath::root();
         let session = self.session().ok_or("no session")?;
@@ -245,6 +247,7 @@ impl SftpLister {
 }
 
 /// The listing's `st` of `name` against the mount's lstat of `path`.
+#[cfg(target_os = "linux")]
 fn compare(name: &str, st: Option<Stat>, path: &Path) -> Result<(), String> {
     let mount = std::fs::symlink_metadata(path)
         .map(|md| Stat::from_metadata(&md))
