@@ -378,12 +378,11 @@ pub struct DirBacking {
     root: PathBuf,
     /// How this share refuses a taken name, learned at first use.
     no_replace: Arc<crate::noreplace::NoReplaceMode>,
-    /// Where the share is sshfs: its folders listed with their attributes, over SFTP. Found
-    /// and started at the first listing, so a command that lists nothing starts no session.
+    /// Where the share is sshfs: its folders listed with their attributes, over SFTP. Left
+    /// empty by [`DirBacking::with_sftp_listing`] to be found and started at the first listing,
+    /// so a command that lists nothing starts no session; holds `None` otherwise.
     #[cfg(unix)]
     lister: Arc<std::sync::OnceLock<Option<crate::sftp::SftpLister>>>,
-    #[cfg(unix)]
-    sftp_wanted: bool,
 }
 
 impl DirBacking {
@@ -392,9 +391,7 @@ impl DirBacking {
             root: root.into(),
             no_replace: Arc::default(),
             #[cfg(unix)]
-            lister: Arc::default(),
-            #[cfg(unix)]
-            sftp_wanted: false,
+            lister: Arc::new(std::sync::OnceLock::from(None)),
         }
     }
 
@@ -409,7 +406,7 @@ impl DirBacking {
     /// session started, at the first listing ([`crate::sftp::SftpLister::for_share`]).
     #[cfg(unix)]
     pub fn with_sftp_listing(mut self) -> Self {
-        self.sftp_wanted = true;
+        self.lister = Arc::default();
         self
     }
 
@@ -422,14 +419,10 @@ impl DirBacking {
     /// A listing with attributes from the SFTP server; `None` to list through the mount.
     #[cfg(unix)]
     fn list_over_sftp(&self, dir: &RelPath) -> Option<io::Result<Vec<(String, Stat)>>> {
-        let lister = match self.lister.get() {
-            Some(l) => l.as_ref()?,
-            None if self.sftp_wanted => self
-                .lister
-                .get_or_init(|| crate::sftp::SftpLister::for_share(&self.root))
-                .as_ref()?,
-            None => return None,
-        };
+        let lister = self
+            .lister
+            .get_or_init(|| crate::sftp::SftpLister::for_share(&self.root))
+            .as_ref()?;
         let listed = match lister.list(dir)? {
             Ok(l) => l,
             Err(e) => return Some(Err(e)),

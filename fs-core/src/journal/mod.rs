@@ -347,16 +347,13 @@ impl Journal {
 
     /// Writes the records not yet folded into the database, in one transaction.
     fn fold(&mut self) -> Result<(), JournalError> {
-        let (changes, last) = self.records.unfolded();
-        let Some(last) = last else {
+        let pending = self.records.unfolded().0.len();
+        if pending == 0 {
             return Ok(());
-        };
-        let _span = tracing::debug_span!("fold", records = changes.len()).entered();
-        let tx = self.conn.transaction()?;
-        for (_, c) in changes {
-            c.apply(&tx)?;
         }
-        put_meta(&tx, FOLDED_KEY, &last.to_string())?;
+        let _span = tracing::debug_span!("fold", records = pending).entered();
+        let tx = self.conn.transaction()?;
+        apply_unfolded(&self.records, &tx)?;
         tx.commit()?;
         self.records.folded();
         self.last_unchecked_commit = Some(Instant::now());
@@ -396,16 +393,10 @@ impl Journal {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
         let tx = self.conn.transaction()?;
-        let (changes, last) = self.records.unfolded();
-        for (_, c) in changes {
-            c.apply(&tx)?;
-        }
-        if let Some(last) = last {
-            put_meta(&tx, FOLDED_KEY, &last.to_string())?;
-        }
+        let folding = apply_unfolded(&self.records, &tx)?;
         let out = f(&tx)?;
         tx.commit()?;
-        if last.is_some() {
+        if folding {
             self.records.folded();
         }
         self.last_unchecked_commit = Some(Instant::now());
@@ -658,6 +649,20 @@ pub fn put_base_hash(c: &Connection, ino: Ino, base: Base, hash: u64) -> Result<
         hash as i64
     ])?;
     Ok(())
+}
+
+/// Writes the records not yet folded, and the number of the last, in the open transaction
+/// `tx`; whether there were any (then `RecordLog::folded` once it commits).
+fn apply_unfolded(records: &RecordLog, tx: &Transaction<'_>) -> Result<bool, JournalError> {
+    let (changes, last) = records.unfolded();
+    let Some(last) = last else {
+        return Ok(false);
+    };
+    for (_, c) in changes {
+        c.apply(tx)?;
+    }
+    put_meta(tx, FOLDED_KEY, &last.to_string())?;
+    Ok(true)
 }
 
 fn get_meta(c: &Connection, key: &str) -> Result<Option<String>, JournalError> {
