@@ -39,11 +39,15 @@ pub struct FaultControl {
     /// A client that lost its server: every call fails with this errno after this long.
     slow_failure: Mutex<Option<(std::time::Duration, i32)>>,
     /// Someone else's action, run once just before the call that many calls from now.
-    interleaved: Mutex<Option<(u64, Interleaved)>>,
+    /// Actions waiting for their call, by the call's number, in order.
+    interleaved: Mutex<std::collections::VecDeque<(u64, Interleaved)>>,
 }
 
 /// Someone else's action between two share calls (see [`FaultControl::interleave`]).
 struct Interleaved(Box<dyn FnOnce() + Send>);
+
+/// One step of someone else's work (see [`FaultControl::interleave_steps`]).
+pub type Step = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for Interleaved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,13 +143,26 @@ impl FaultControl {
     /// sees the call `n` calls from now (`n = 0`: the next call). A test tries every `n` to act
     /// between any two calls of a flush.
     pub fn interleave(&self, n: u64, action: impl FnOnce() + Send + 'static) {
+        self.interleave_steps(n, vec![Box::new(action)]);
+    }
+
+    /// Runs `steps` one by one, the first just before the call `n` calls from now, each next
+    /// one just before the call after: someone else's work going on, a step per call of ours.
+    pub fn interleave_steps(&self, n: u64, steps: Vec<Step>) {
         let at = self.ops.load(Ordering::SeqCst) + n;
-        *self.interleaved.lock() = Some((at, Interleaved(Box::new(action))));
+        let mut queue = self.interleaved.lock();
+        queue.extend((at..).zip(steps.into_iter().map(Interleaved)));
+        queue.make_contiguous().sort_by_key(|(at, _)| *at);
+    }
+
+    /// Interleaved actions still waiting for their calls.
+    pub fn interleaved_left(&self) -> usize {
+        self.interleaved.lock().len()
     }
 
     /// Whether an interleaved action is still waiting for its call.
     pub fn interleave_pending(&self) -> bool {
-        self.interleaved.lock().is_some()
+        !self.interleaved.lock().is_empty()
     }
 
     /// The error a share that cannot set times gives (`refuse_times`), if one was set.
@@ -156,9 +173,12 @@ impl FaultControl {
         }
     }
 
-    /// Drops an interleaved action that has not run; whether there was one.
+    /// Drops the interleaved actions that have not run; whether there were any.
     pub fn cancel_interleave(&self) -> bool {
-        self.interleaved.lock().take().is_some()
+        let mut queue = self.interleaved.lock();
+        let pending = !queue.is_empty();
+        queue.clear();
+        pending
     }
 
     /// Every call fails with `errno` after `after` (`None`: calls work again), as calls to a
@@ -184,9 +204,9 @@ impl FaultControl {
     fn check(&self, paths: &[&RelPath], mutating: bool) -> io::Result<()> {
         let this = self.ops.fetch_add(1, Ordering::SeqCst);
         let due = {
-            let mut slot = self.interleaved.lock();
-            match &*slot {
-                Some((at, _)) if *at <= this => slot.take(),
+            let mut queue = self.interleaved.lock();
+            match queue.front() {
+                Some((at, _)) if *at <= this => queue.pop_front(),
                 _ => None,
             }
         };

@@ -300,3 +300,76 @@ fn share_calls_per_flushed_file() {
         "the captured old version: stat, removal; folder time"
     );
 }
+
+/// Another sipfs committing new versions at `name`, one after the other, as steps of its work
+/// on the share: each commit captures what is at the name (which empties it), publishes its
+/// version there, and keeps the captured one as a conflict copy (the first) or removes it
+/// later (the second, its own old version). `coarse`: the publish and what follows it come in
+/// one step, as they do when several of its calls fall between two of ours.
+fn commits_at(share: &Path, name: &str, coarse: bool) -> Vec<fs_core::fault::Step> {
+    let mut steps: Vec<fs_core::fault::Step> = Vec::new();
+    for (k, version) in ["second\n", "third, longer\n"].into_iter().enumerate() {
+        let at = share.join(name);
+        let cap = share.join(fs_core::names::capture_name(name));
+        let tmp = share.join(format!(".{name}.sipfs-tmp-other-{k}"));
+        let conflict = share.join(format!("{name}.sipfs-conflict-{k}"));
+        let (c, a) = (cap.clone(), at.clone());
+        steps.push(Box::new(move || fs::rename(&a, &c).unwrap()));
+        let publish = move || {
+            fs::write(&tmp, version).unwrap();
+            fs::rename(&tmp, &at).unwrap();
+        };
+        let settle: fs_core::fault::Step = match k {
+            0 => Box::new(move || fs::rename(&cap, &conflict).unwrap()),
+            _ => Box::new(move || fs::remove_file(&cap).unwrap()),
+        };
+        if coarse {
+            steps.push(Box::new(move || {
+                publish();
+                settle();
+            }));
+        } else {
+            steps.push(Box::new(publish));
+            steps.push(settle);
+        }
+    }
+    steps
+}
+
+/// A file opened here while another sipfs commits new versions at its name, between any two
+/// of the open's share calls: the name is empty on the share for a moment at each commit, and
+/// a look at the folder, then one at the name, can fall on two different commits. The open
+/// reads one of the versions, and never takes the file for deleted.
+#[test]
+fn a_file_opened_while_another_sipfs_commits_at_its_name_is_read() {
+    let versions: [&[u8]; 3] = [b"first\n", b"second\n", b"third, longer\n"];
+    for coarse in [false, true] {
+        for n in 0.. {
+            let r = rig(|s| fs::write(s.join("sheet.csv"), versions[0]).unwrap());
+            let ino = r
+                .engine
+                .resolve(&RelPath::new("sheet.csv").unwrap())
+                .unwrap();
+            let steps = commits_at(&r.share, "sheet.csv", coarse);
+            let all = steps.len();
+            r.faults.interleave_steps(n, steps);
+            // As an append opens it: the whole file is fetched.
+            let opened = r.engine.open_file(ino, true, false);
+            // Every step still waiting: the open was over before the first.
+            let untouched = r.faults.interleaved_left() == all;
+            let fh = opened.unwrap_or_else(|e| {
+                panic!("steps from the open's call {n} (coarse: {coarse}): {e}")
+            });
+            let read = r.engine.read(&fh, 0, 100).unwrap();
+            assert!(
+                versions.contains(&read.as_slice()),
+                "steps from call {n} (coarse: {coarse}): read {:?}",
+                String::from_utf8_lossy(&read)
+            );
+            r.engine.release(fh);
+            if untouched {
+                break;
+            }
+        }
+    }
+}

@@ -234,6 +234,8 @@ impl Engine {
         // another sipfs commits a new version at the name.
         let mut from_capture: Option<RelPath> = None;
         const TRIES: u32 = 6;
+        // Looks at an empty name, 5, 20 and 80 ms apart, before it counts as deleted.
+        const GONE_LOOKS: u32 = 3;
         for attempt in 0..TRIES {
             // A name is empty on the share for a moment while another sipfs commits a new
             // version there (captured, then published: `flush/capture.rs`). A file that went
@@ -244,18 +246,26 @@ impl Engine {
                 if attempt + 1 >= TRIES {
                     return None;
                 }
-                // A look again a moment later: the capture may have become a conflict copy
-                // already, with ours on the way.
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                match self.captures_of(share) {
-                    Some(caps) => {
+                // Writers taking turns at the name can empty it again between any two of our
+                // calls: a listing without a capture, then a stat of the name just captured
+                // by the next. What is deleted stays gone, at the name and as a capture, for
+                // every one of a few looks, the first a moment later (the capture may have
+                // become a conflict copy already, with a new version on its way).
+                for look in 0..GONE_LOOKS {
+                    std::thread::sleep(std::time::Duration::from_millis(5 << (2 * look)));
+                    if let Some(caps) = self.captures_of(share) {
                         let ours = caps
                             .into_iter()
                             .find(|(_, st)| base.is_some_and(|b| b.matches(st)));
-                        Some(ours.map(|(cap, _)| cap))
+                        return Some(ours.map(|(cap, _)| cap));
                     }
-                    None => matches!(self.backing.stat(share), Ok(Some(_))).then_some(None),
+                    match self.backing.stat(share) {
+                        Ok(None) => {}
+                        // There again; or the share failed, which the next fetch reports.
+                        Ok(Some(_)) | Err(_) => return Some(None),
+                    }
                 }
+                None
             };
             let (path, share, base) = {
                 let tree = self.state.read();
