@@ -152,6 +152,64 @@ fn a_mount_that_shows_other_modes_is_listed_through_the_mount() {
     assert!(SftpLister::for_share(tmp.path()).is_none());
 }
 
+/// Someone else at work in `dir` on the server until `stop`: a log appended to every
+/// millisecond, and a flush's temporaries and captures coming and going beside it.
+fn keep_busy(
+    dir: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    use std::io::Write;
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let mut writes = 0;
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("busy.log"))
+            .unwrap();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            writeln!(log, "line {writes}").unwrap();
+            let tmp = dir.join(fs_core::names::capture_name("busy.log"));
+            fs::write(&tmp, b"x").unwrap();
+            fs::remove_file(&tmp).unwrap();
+            writes += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        writes
+    })
+}
+
+/// A share others are writing to changes between the mount's look and the server's: that
+/// alone does not keep the listing out, and a mount that shows other modes is still found.
+#[test]
+fn a_share_others_are_writing_to_is_still_checked_and_listed_over_sftp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let share = SshShare::start(tmp.path());
+    let project = share.export.join("proj");
+    make_project(&project);
+    let masked = tmp.path().join("masked");
+    fs::create_dir_all(&masked).unwrap();
+    share.mount_at(&masked, ",umask=077");
+    let _guard = UnmountOnDrop(&masked);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = keep_busy(&project, stop.clone());
+    let mut checks = Vec::new();
+    for _ in 0..3 {
+        checks.push((
+            SftpLister::for_share(&share.mnt.join("proj")).is_some(),
+            SftpLister::for_share(&masked.join("proj")).is_some(),
+        ));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let writes = busy.join().unwrap();
+    assert!(writes > 10, "the other writer wrote {writes} times");
+    assert_eq!(
+        checks,
+        vec![(true, false); 3],
+        "(plain mount listed over SFTP, umask=077 mount listed over SFTP), while someone writes"
+    );
+}
+
 struct UnmountOnDrop<'a>(&'a Path);
 
 impl Drop for UnmountOnDrop<'_> {

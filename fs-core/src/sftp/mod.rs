@@ -27,6 +27,8 @@ mod detect;
 #[cfg(target_os = "linux")]
 mod peers;
 mod session;
+#[cfg(target_os = "linux")]
+mod verify;
 mod wire;
 
 use std::io;
@@ -45,10 +47,6 @@ pub use wire::Attrs;
 
 /// A failed session is not started again sooner than this.
 const RESTART_AFTER: Duration = Duration::from_secs(60);
-
-/// Entries of the project folder compared with the mount's stats before the session is used.
-#[cfg(target_os = "linux")]
-const VERIFY_ENTRIES: usize = 64;
 
 pub struct SftpLister {
     command: Vec<String>,
@@ -89,7 +87,7 @@ impl SftpLister {
                 return None;
             }
         };
-        match lister.agrees_with(share) {
+        match verify::agrees_with(&lister, share) {
             Ok(()) => {
                 info!(
                     server = %found.server,
@@ -204,59 +202,6 @@ impl SftpLister {
                 None
             }
         }
-    }
-
-    /// Whether the server's view of the project folder is the mount's: its own lstat and its
-    /// entries' (up to [`VERIFY_ENTRIES`]). The reason when not.
-    #[cfg(target_os = "linux")]
-    fn agrees_with(&self, share: &Path) -> Result<(), String> {
-        let root = RelPath::root();
-        let session = self.session().ok_or("no session")?;
-        let top = session
-            .lstat(&self.remote(&root))
-            .map_err(|e| format!("lstat of the folder: {e}"))?;
-        compare(".", stat_of(&top), share)?;
-        let entries = match self.list(&root) {
-            Some(Ok(e)) => e,
-            Some(Err(e)) => return Err(format!("listing the folder: {e}")),
-            None => return Err("listing the folder failed".into()),
-        };
-        // The mount's listing must hold the same names, and the same attributes for them.
-        let mut names: Vec<String> = std::fs::read_dir(share)
-            .map_err(|e| format!("listing through the mount: {e}"))?
-            .filter_map(|e| e.ok())
-            .map(|e| crate::os_names::from_os(&e.file_name()).into_owned())
-            .collect();
-        let mut listed: Vec<String> = entries.iter().map(|(n, _)| n.clone()).collect();
-        names.sort();
-        listed.sort();
-        if names != listed {
-            return Err(format!(
-                "it lists {} entries where the mount lists {}",
-                listed.len(),
-                names.len()
-            ));
-        }
-        for (name, st) in entries.into_iter().take(VERIFY_ENTRIES) {
-            if st.is_some() {
-                compare(&name, st, &share.join(crate::os_names::to_os(&name)))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The listing's `st` of `name` against the mount's lstat of `path`.
-#[cfg(target_os = "linux")]
-fn compare(name: &str, st: Option<Stat>, path: &Path) -> Result<(), String> {
-    let mount = std::fs::symlink_metadata(path)
-        .map(|md| Stat::from_metadata(&md))
-        .map_err(|e| format!("{name} through the mount: {e}"))?;
-    match st {
-        Some(st) if st == mount => Ok(()),
-        st => Err(format!(
-            "{name}: the server says {st:?}, the mount {mount:?}"
-        )),
     }
 }
 
