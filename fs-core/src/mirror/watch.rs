@@ -252,40 +252,25 @@ impl Watch {
         if self.disabled.load(Ordering::Relaxed) {
             return None;
         }
-        let n = self.next_barrier.fetch_add(1, Ordering::Relaxed);
-        let barrier = self
-            .barrier_dir
-            .join(format!("{BARRIER_PREFIX}{}-{n}", std::process::id()));
-        if let Err(e) = self
-            .prepare_barrier_dir()
-            .and_then(|_| fs::write(&barrier, b""))
-        {
-            warn!(error = %e, "could not write a notification barrier; scanning the whole folder");
-            self.drain();
-            return None;
-        }
-        let deadline = Instant::now() + BARRIER_WAIT;
-        let mut seen = self.shared.seen.lock();
-        // Events lost mean a walk of everything, which needs no barrier; and the barrier's own
-        // event may be among those lost (FSEvents's rescan of the folder or above it), so it
-        // is not waited for then, nor taken for notifications that do not come.
-        while !seen.barriers.contains(&barrier) && !seen.lost {
-            if self
-                .shared
-                .arrived
-                .wait_until(&mut seen, deadline)
-                .timed_out()
-            {
-                break;
+        let (mut arrived, mut paths, mut lost) = match self.barrier() {
+            Ok(barrier) => self.wait_for(&barrier),
+            Err(e) => {
+                warn!(error = %e, "could not write a notification barrier; scanning the whole folder");
+                self.drain();
+                return None;
+            }
+        };
+        if !arrived && !lost {
+            // A `.sipfs/` a program removed, and we made again, can lose its new watch to the
+            // late removal event of the old one (the watcher keys watches by path): watched
+            // afresh, a second barrier tells whether notifications really do not come.
+            *self.barrier_dir_id.lock() = None;
+            if let Ok(barrier) = self.barrier() {
+                let (again, more, lost_now) = self.wait_for(&barrier);
+                (arrived, lost) = (again, lost_now);
+                paths.extend(more);
             }
         }
-        let arrived = seen.barriers.remove(&barrier);
-        let paths = std::mem::take(&mut seen.paths);
-        let lost = std::mem::take(&mut seen.lost);
-        seen.barriers.clear();
-        drop(seen);
-        let _ = fs::remove_file(&barrier);
-        self.watch_new_folders(&paths);
         if !arrived && !lost {
             warn!(
                 "folder notifications did not arrive (a file system or OS that does not send \
@@ -322,6 +307,45 @@ impl Watch {
             "changes from notifications"
         );
         Some(scope)
+    }
+
+    /// Writes the next barrier file, making and watching `.sipfs/` again where needed.
+    fn barrier(&self) -> std::io::Result<PathBuf> {
+        let n = self.next_barrier.fetch_add(1, Ordering::Relaxed);
+        let barrier = self
+            .barrier_dir
+            .join(format!("{BARRIER_PREFIX}{}-{n}", std::process::id()));
+        self.prepare_barrier_dir()?;
+        fs::write(&barrier, b"")?;
+        Ok(barrier)
+    }
+
+    /// Waits for `barrier`'s event, at most [`BARRIER_WAIT`], and removes it. Whether it came,
+    /// the paths notified until then, and whether events were lost.
+    fn wait_for(&self, barrier: &Path) -> (bool, Vec<(PathBuf, bool)>, bool) {
+        let deadline = Instant::now() + BARRIER_WAIT;
+        let mut seen = self.shared.seen.lock();
+        // Events lost mean a walk of everything, which needs no barrier; and the barrier's own
+        // event may be among those lost (FSEvents's rescan of the folder or above it), so it
+        // is not waited for then, nor taken for notifications that do not come.
+        while !seen.barriers.contains(barrier) && !seen.lost {
+            if self
+                .shared
+                .arrived
+                .wait_until(&mut seen, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        let arrived = seen.barriers.remove(barrier);
+        let paths = std::mem::take(&mut seen.paths);
+        let lost = std::mem::take(&mut seen.lost);
+        seen.barriers.clear();
+        drop(seen);
+        let _ = fs::remove_file(barrier);
+        self.watch_new_folders(&paths);
+        (arrived, paths, lost)
     }
 
     /// Waits until the control file is written or `timeout` passes: a request is then looked
