@@ -672,3 +672,36 @@ fn a_version_of_the_same_size_and_second_is_told_apart_by_content() {
     assert!(kept.iter().any(|c| c == "aaab\n"), "{kept:?}");
     assert!(kept.iter().any(|c| c == "aaaa\nours\n"), "{kept:?}");
 }
+
+/// The same, where a file here is renamed over it and that is all a new process flushes: the
+/// rename's capture is judged before any file written there has taught the flush what the
+/// share does to times, and content decides then too.
+#[test]
+fn a_version_of_the_same_size_and_second_is_told_apart_before_the_share_is_learned() {
+    let (dir, _share, e) = seconds_share();
+    let share_dir = dir.path().join("share");
+    let at = filetime::FileTime::from_unix_time(1_700_000_000, 0);
+    for (name, content) in [("f.csv", "aaaa\n"), ("g.csv", "gggggg\n")] {
+        fs::write(share_dir.join(name), content).unwrap();
+        filetime::set_file_mtime(share_dir.join(name), at).unwrap();
+    }
+    // Fetched here: its content hash recorded.
+    let ino = e.resolve(&RelPath::new("f.csv").unwrap()).unwrap();
+    let fh = e.open_file(ino, false, false).unwrap();
+    e.release(fh);
+    e.resolve(&RelPath::new("g.csv").unwrap()).unwrap();
+    let root = fs_core::ROOT_INO;
+    e.rename(root, "g.csv", root, "f.csv", false).unwrap();
+    // Theirs on the share: one byte different, the same size and time as the one replaced.
+    fs::write(share_dir.join("f.csv"), "aaab\n").unwrap();
+    filetime::set_file_mtime(share_dir.join("f.csv"), at).unwrap();
+    let report = e.flush(None);
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    e.flush(None);
+    let kept: Vec<String> = fs::read_dir(&share_dir)
+        .unwrap()
+        .map(|d| fs::read_to_string(d.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(kept.iter().any(|c| c == "aaab\n"), "{kept:?}");
+    assert!(kept.iter().any(|c| c == "gggggg\n"), "{kept:?}");
+}

@@ -326,6 +326,9 @@ impl Engine {
             Some(_) => {}
             None => journal.set_meta("backing", &opts.backing_id)?,
         }
+        let share_times = crate::flush::ShareTimes::restored(
+            journal.get_meta(crate::flush::SHARE_TIMES_KEY)?.as_deref(),
+        );
         let mut nodes = journal.load_nodes()?;
         if !nodes.iter().any(|n| n.ino == ROOT_INO) {
             let st = backing.stat(&RelPath::root()).ok().flatten();
@@ -364,7 +367,7 @@ impl Engine {
             cache_estimate: AtomicU64::new(0),
             evict_passes: AtomicU64::new(0),
             evict_again_above: AtomicU64::new(0),
-            share_times: Default::default(),
+            share_times,
             flush_lock: Mutex::new(()),
             ignore: RwLock::new(IgnoreRules::defaults()),
             pool,

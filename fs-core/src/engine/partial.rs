@@ -392,7 +392,18 @@ impl Engine {
         if st.dropped {
             return Ok(Err(Unfinished::Dropped));
         }
+        // As a whole fetch does: where the share may keep whole seconds, the version is
+        // known by its content too (`flush/capture.rs`).
+        let hash = self
+            .share_times
+            .maybe_coarse()
+            .then(|| crate::mirror::stamp::hash_file(&from).ok())
+            .flatten();
+        let base = crate::pending::Base::of(&p.base);
         let installed = self.install_copy(p.ino, &from, &p.base, |tx| {
+            if let Some(h) = hash {
+                journal::put_base_hash(tx, p.ino, base, h)?;
+            }
             journal::delete_partial(tx, p.ino, &p.name)
         })?;
         st.dropped = true;

@@ -9,14 +9,16 @@
 //!    A rename is atomic on the share: whatever is at the name at that moment moves, and a
 //!    writer that had it open keeps writing into the moved file. "Not found" means someone
 //!    deleted it;
-//! 2. **judge** the captured file against the version this entry derives from (`base`, size and
+//! 2. **publish** the staged temporary at the name without replacing
+//!    ([`Backing::rename_noreplace`]), at once: the name is empty from the capture to the
+//!    publish, and a program elsewhere reading it then finds no file. If someone took the name
+//!    since the capture, ours is not put there: the file stays pending, and the next flush
+//!    keeps both;
+//! 3. **judge** the captured file against the version this entry derives from (`base`, size and
 //!    time at the share's resolution; for hard links, another name's base). Someone else's
 //!    becomes the conflict copy at once, by a rename that does not replace. Ours (the old
 //!    version we replace) is noted in the journal and removed by the next flush, once it is
-//!    still what it was: a program that had it open may still write into it;
-//! 3. **publish** the staged temporary at the name without replacing
-//!    ([`Backing::rename_noreplace`]). If someone took the name since the capture, ours is not
-//!    put there: the file stays pending, and the next flush keeps both.
+//!    still what it was: a program that had it open may still write into it.
 //!
 //! The journal's staged row names the capture before it is made (`StagedRow::conflict`), so
 //! after a crash at any point the next flush's recovery finds the captured file, judges it the
@@ -89,10 +91,12 @@ impl Engine {
         if !in_share {
             return false;
         }
-        match base {
+        let ours = match base {
             Some(b) if b.matches(st) => self.same_content_if_coarse(ino, b, cap),
             _ => linked && self.held_by_another_name(ino, st),
-        }
+        };
+        debug!(cap = %cap, size = st.size, mtime_ns = st.mtime_ns, ?base, ours, "captured version judged");
+        ours
     }
 
     /// On a share that keeps whole seconds (SFTP), a captured file with our base's size and
@@ -101,23 +105,49 @@ impl Engine {
     /// version this cache fetched or wrote there). A base known from a listing alone (a file
     /// replaced here without being read) has no hash; the size and second decide then, which
     /// is the one case a version written within that second by someone else can be taken for
-    /// ours. Elsewhere the times tell.
+    /// ours. Where the share is known to keep finer times, the times tell. (Not known yet, as
+    /// before this process wrote its first file there, counts as coarse: the hashes are
+    /// recorded then too.)
     fn same_content_if_coarse(&self, ino: Ino, base: Base, cap: &RelPath) -> bool {
-        if !self.share_times.coarse() {
+        let known = self.journal.lock().base_hash(ino, base).map(|h| h.into_iter().collect());
+        self.holds_known_content(known, cap)
+    }
+
+    /// As [`Engine::same_content_if_coarse`], for a version a removal or a rename here
+    /// replaces, whose entry is gone: the hash of any version with the base's size and time.
+    pub(super) fn replaced_content_if_coarse(&self, base: Base, cap: &RelPath) -> bool {
+        let known = self.journal.lock().hashes_of_versions(base);
+        self.holds_known_content(known, cap)
+    }
+
+    /// Whether the captured file at `cap` holds one of the `known` contents, where the share
+    /// may keep whole seconds; true elsewhere, and where none is known.
+    fn holds_known_content(
+        &self,
+        known: Result<Vec<u64>, crate::error::JournalError>,
+        cap: &RelPath,
+    ) -> bool {
+        if !self.share_times.maybe_coarse() {
             return true;
         }
-        let want = match self.journal.lock().base_hash(ino, base) {
-            Ok(Some(h)) => h,
-            Ok(None) => return true,
+        let want = match known {
+            Ok(h) if h.is_empty() => {
+                debug!(cap = %cap, "no content hash for the base: its size and second decide");
+                return true;
+            }
+            Ok(h) => h,
             Err(_) => return false,
         };
-        let tmp = self.tmp_file(&format!("judge-{ino}-{}", std::process::id()));
+        // Judges run in parallel: each reads into a file of its own.
+        static JUDGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = JUDGED.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.tmp_file(&format!("judge-{}-{n}", std::process::id()));
         let got = self
             .backing
             .fetch(cap, &tmp)
             .and_then(|()| crate::mirror::stamp::hash_file(&tmp));
         let _ = std::fs::remove_file(&tmp);
-        got.is_ok_and(|h| h == want)
+        got.is_ok_and(|h| want.contains(&h))
     }
 
     /// Settles a captured version: someone else's becomes the conflict copy beside `target`
@@ -280,7 +310,9 @@ impl Engine {
                 "a directory has this name on the share now",
             ));
         }
-        let theirs = base.is_some_and(|b| !b.matches(&st)) && !self.entry_holds(linked, &st);
+        let theirs = base
+            .is_some_and(|b| !b.matches(&st) || !self.replaced_content_if_coarse(b, &cap))
+            && !self.entry_holds(linked, &st);
         if !theirs {
             // The row noted says what it must still hold to be removed: what it holds now.
             self.unnote_captured(&cap);

@@ -46,7 +46,7 @@ mod replay;
 mod stage;
 mod times;
 
-pub(crate) use times::ShareTimes;
+pub(crate) use times::{ShareTimes, SHARE_TIMES_KEY};
 
 /// What a retry covers: the paths the last flush left pending, and logged changes up to the
 /// last one it covered.

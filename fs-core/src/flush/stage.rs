@@ -569,7 +569,7 @@ impl Engine {
                 match self.backing.stat(&s.temp) {
                     Ok(Some(st)) if st.size == s.size => {
                         if !self.share_times.known() {
-                            self.share_times.learn_from_own(s.mtime_ns, st.mtime_ns);
+                            self.learn_share_times(|t| t.learn_from_own(s.mtime_ns, st.mtime_ns));
                         }
                         Some(st)
                     }
@@ -596,26 +596,21 @@ impl Engine {
                     break;
                 }
             }
-            // The name was taken when this file was staged: capture what is there now, and
-            // keep it if it is not the version ours derives from (`capture.rs`). Someone
-            // else's stays under the capture's name until ours is published, then becomes the
-            // conflict copy: a sipfs fetching the name meanwhile sees a capture beside the
-            // empty name, and knows to look again (`engine/reading.rs`).
-            let mut theirs_captured = None;
+            // The name was taken when this file was staged: capture what is there now, put
+            // ours at the name at once, then judge the captured file against the version ours
+            // derives from (`capture.rs`). The name is empty from the capture to the publish,
+            // and a program elsewhere that reads it then finds no file: so nothing is done in
+            // between, not even the judging, which on a share that keeps whole seconds reads
+            // the captured file back. Someone else's becomes the conflict copy; until then it
+            // sits under the capture's name, where a sipfs fetching the name meanwhile finds
+            // it (`engine/reading.rs`).
+            let mut captured = None;
             if let (Some(cap), false) = (&s.conflict, s.in_place) {
                 match self.capture(&s.target, cap) {
                     Ok(None) => {}
                     Ok(Some(st)) => {
                         crate::crash::point("commit.captured");
-                        if self.captured_is_ours(s.job.ino, cap, &st) {
-                            ours_captured = self
-                                .settle_capture(ctx, &s.job, &s.target, cap, &st, false)
-                                .ok()
-                                .flatten();
-                        } else {
-                            theirs_captured = Some((cap.clone(), st));
-                        }
-                        crate::crash::point("commit.judged");
+                        captured = Some((cap.clone(), st));
                     }
                     Err(e) => {
                         self.abandon_temp(&s, true);
@@ -630,18 +625,28 @@ impl Engine {
                 false => retry.run(|| self.backing.rename_noreplace(&s.temp, &s.target)),
             };
             let taken = matches!(&renamed, Err(e) if e.kind() == io::ErrorKind::AlreadyExists);
-            if let Some((cap, st)) = theirs_captured {
+            if let Some((cap, st)) = captured {
                 if renamed.is_err() && !taken {
-                    // Ours could not be put there (the share dropped): theirs goes back to the
-                    // name, or stays under its private name, which the staged row records.
+                    // Ours could not be put there (the share dropped): the captured version
+                    // goes back to the name, or stays under its private name, which the staged
+                    // row records.
                     self.put_back(&cap, &s.target);
-                } else if let Err(e) = self.settle_capture(ctx, &s.job, &s.target, &cap, &st, true)
-                {
-                    // It stays under its private name, noted so that the next flush keeps it
-                    // as the conflict copy (the staged row may name another capture next).
-                    warn!(cap = %cap, error = %e, "someone else's version stays under a private name; the next flush keeps it beside");
-                    ctx.note_failure(&e);
-                    self.keep_later(&cap, &s.target);
+                } else if self.captured_is_ours(s.job.ino, &cap, &st) {
+                    crate::crash::point("commit.judged");
+                    ours_captured = self
+                        .settle_capture(ctx, &s.job, &s.target, &cap, &st, false)
+                        .ok()
+                        .flatten();
+                } else {
+                    crate::crash::point("commit.judged");
+                    if let Err(e) = self.settle_capture(ctx, &s.job, &s.target, &cap, &st, true) {
+                        // It stays under its private name, noted so that the next flush keeps
+                        // it as the conflict copy (the staged row may name another capture
+                        // next).
+                        warn!(cap = %cap, error = %e, "someone else's version stays under a private name; the next flush keeps it beside");
+                        ctx.note_failure(&e);
+                        self.keep_later(&cap, &s.target);
+                    }
                 }
             }
             if !taken {
@@ -707,7 +712,7 @@ impl Engine {
                             ctx.warn_once_mtime();
                         }
                         if st.size == s.size {
-                            self.share_times.learn(s.mtime_ns, st.mtime_ns);
+                            self.learn_share_times(|t| t.learn(s.mtime_ns, st.mtime_ns));
                         }
                     }
                 }

@@ -20,7 +20,28 @@ const SECOND: i64 = 1_000_000_000;
 #[derive(Debug, Default)]
 pub(crate) struct ShareTimes(AtomicU8);
 
+/// The journal meta key under which what was learned is kept: a process started again must
+/// not forget it. Hashes of versions are recorded only while the share may be coarse
+/// (`maybe_coarse`), so a process that forgot a share keeps fine times would judge by content
+/// against a hash left from before it learned, of an older version that had the same size and
+/// time (the mirror model found it: a conflict copy of our own version after a restart).
+pub(crate) const SHARE_TIMES_KEY: &str = "share_times";
+
 impl ShareTimes {
+    /// What was learned, as the journal keeps it.
+    pub(crate) fn saved(&self) -> String {
+        self.0.load(Ordering::SeqCst).to_string()
+    }
+
+    /// What a journal kept (`saved`); nothing learned where it says nothing sensible.
+    pub(crate) fn restored(saved: Option<&str>) -> ShareTimes {
+        let way = saved
+            .and_then(|s| s.parse::<u8>().ok())
+            .filter(|w| *w <= NONE)
+            .unwrap_or(UNKNOWN);
+        ShareTimes(AtomicU8::new(way))
+    }
+
     /// The time the share holds after it was given `ours`, once that is known.
     pub(crate) fn kept(&self, ours: i64) -> Option<i64> {
         match self.0.load(Ordering::SeqCst) {
@@ -61,12 +82,6 @@ impl ShareTimes {
         }
     }
 
-    /// Whether the share keeps whole seconds (SFTP): two versions of one size written within a
-    /// second then look the same, and only their content tells them apart.
-    pub(crate) fn coarse(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == SECONDS
-    }
-
     /// Whether it is not known yet that the share keeps times finely enough to tell versions
     /// apart: content hashes are recorded meanwhile.
     pub(crate) fn maybe_coarse(&self) -> bool {
@@ -77,6 +92,20 @@ impl ShareTimes {
     /// share keeps no times).
     pub(crate) fn known(&self) -> bool {
         self.0.load(Ordering::SeqCst) != UNKNOWN
+    }
+}
+
+impl crate::engine::Engine {
+    /// Lets `learn` teach the share's way with times, and keeps in the journal what changed.
+    pub(crate) fn learn_share_times(&self, learn: impl FnOnce(&ShareTimes)) {
+        let before = self.share_times.saved();
+        learn(&self.share_times);
+        let now = self.share_times.saved();
+        if now != before {
+            if let Err(e) = self.journal.lock().set_meta(SHARE_TIMES_KEY, &now) {
+                tracing::warn!(error = %e, "could not record what the share does to times; it is learned again");
+            }
+        }
     }
 }
 
@@ -100,6 +129,19 @@ mod tests {
         let t = ShareTimes::default();
         t.learn_from_own(1_700_000_000_000_000_000, stamped);
         assert!(!t.known());
+    }
+
+    #[test]
+    fn what_was_learned_is_kept_across_a_restart() {
+        let ours = 1_700_000_000_123_456_789;
+        let t = ShareTimes::default();
+        t.learn(ours, 1_700_000_000_000_000_000);
+        let again = ShareTimes::restored(Some(&t.saved()));
+        assert!(again.maybe_coarse());
+        assert_eq!(again.kept(ours), Some(1_700_000_000_000_000_000));
+        for nonsense in [None, Some("9"), Some("x")] {
+            assert!(!ShareTimes::restored(nonsense).known());
+        }
     }
 
     #[test]

@@ -633,6 +633,18 @@ impl Journal {
             .optional()?
             .map(|h| h as u64))
     }
+
+    /// The content hashes recorded for versions of any entry with `base`'s size and time: for
+    /// a version replaced by a removal or a rename here, whose entry is gone.
+    pub fn hashes_of_versions(&self, base: Base) -> Result<Vec<u64>, JournalError> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT hash FROM base_hash WHERE size = ?1 AND mtime = ?2")?;
+        let rows = q.query_map(params![base.size as i64, base.mtime_ns], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        Ok(rows.collect::<Result<Vec<i64>, _>>()?.into_iter().map(|h| h as u64).collect())
+    }
 }
 
 /// Records the content hash of entry `ino`'s version `base` on the share (what a flush wrote,
