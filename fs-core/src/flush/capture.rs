@@ -109,7 +109,11 @@ impl Engine {
     /// before this process wrote its first file there, counts as coarse: the hashes are
     /// recorded then too.)
     fn same_content_if_coarse(&self, ino: Ino, base: Base, cap: &RelPath) -> bool {
-        let known = self.journal.lock().base_hash(ino, base).map(|h| h.into_iter().collect());
+        let known = self
+            .journal
+            .lock()
+            .base_hash(ino, base)
+            .map(|h| h.into_iter().collect());
         self.holds_known_content(known, cap)
     }
 

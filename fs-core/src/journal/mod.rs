@@ -643,7 +643,11 @@ impl Journal {
         let rows = q.query_map(params![base.size as i64, base.mtime_ns], |r| {
             r.get::<_, i64>(0)
         })?;
-        Ok(rows.collect::<Result<Vec<i64>, _>>()?.into_iter().map(|h| h as u64).collect())
+        Ok(rows
+            .collect::<Result<Vec<i64>, _>>()?
+            .into_iter()
+            .map(|h| h as u64)
+            .collect())
     }
 }
 
