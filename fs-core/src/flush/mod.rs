@@ -40,6 +40,7 @@ use crate::report::{ConflictItem, FlushReport, PendingItem, Progress};
 use crate::tree::{Ino, Node};
 
 mod capture;
+mod commit;
 mod folders;
 mod meta;
 mod replay;
