@@ -659,18 +659,7 @@ fn a_version_of_the_same_size_and_second_is_told_apart_by_content() {
     assert!(e.flush(None).is_clean());
     // Ours, and theirs on the share: one byte different, the same size and time as before.
     write(&e, "f.csv", b"aaaa\nours\n");
-    fs::write(share_dir.join("f.csv"), "aaab\n").unwrap();
-    filetime::set_file_mtime(share_dir.join("f.csv"), at).unwrap();
-    let report = e.flush(None);
-    assert_eq!(report.conflicts.len(), 1, "{report:?}");
-    // The next flush, which removes captured versions of ours, keeps theirs.
-    e.flush(None);
-    let kept: Vec<String> = fs::read_dir(&share_dir)
-        .unwrap()
-        .map(|d| fs::read_to_string(d.unwrap().path()).unwrap_or_default())
-        .collect();
-    assert!(kept.iter().any(|c| c == "aaab\n"), "{kept:?}");
-    assert!(kept.iter().any(|c| c == "aaaa\nours\n"), "{kept:?}");
+    both_kept_after_theirs(&e, &share_dir, at, "aaaa\nours\n");
 }
 
 /// The same, where a file here is renamed over it and that is all a new process flushes: the
@@ -693,15 +682,27 @@ fn a_version_of_the_same_size_and_second_is_told_apart_before_the_share_is_learn
     let root = fs_core::ROOT_INO;
     e.rename(root, "g.csv", root, "f.csv", false).unwrap();
     // Theirs on the share: one byte different, the same size and time as the one replaced.
+    both_kept_after_theirs(&e, &share_dir, at, "gggggg\n");
+}
+
+/// Puts theirs at `f.csv` on the share (`aaab`: the size and time `at` of the version known
+/// here), flushes, and checks that theirs and `ours` are both on the share after the next
+/// flush, which removes captured versions of ours.
+fn both_kept_after_theirs(
+    e: &Engine,
+    share_dir: &std::path::Path,
+    at: filetime::FileTime,
+    ours: &str,
+) {
     fs::write(share_dir.join("f.csv"), "aaab\n").unwrap();
     filetime::set_file_mtime(share_dir.join("f.csv"), at).unwrap();
     let report = e.flush(None);
     assert_eq!(report.conflicts.len(), 1, "{report:?}");
     e.flush(None);
-    let kept: Vec<String> = fs::read_dir(&share_dir)
+    let kept: Vec<String> = fs::read_dir(share_dir)
         .unwrap()
         .map(|d| fs::read_to_string(d.unwrap().path()).unwrap_or_default())
         .collect();
     assert!(kept.iter().any(|c| c == "aaab\n"), "{kept:?}");
-    assert!(kept.iter().any(|c| c == "gggggg\n"), "{kept:?}");
+    assert!(kept.iter().any(|c| c == ours), "{kept:?}");
 }
