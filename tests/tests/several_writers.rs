@@ -17,10 +17,12 @@
 //! says how many were excused.
 //!
 //! A sipfs commit empties the name for a moment (capture, then publish: `flush/capture.rs`).
-//! The direct writer reads a missing file as an empty one, as programs that start afresh do,
-//! so a rename whose read fell in that moment writes a file with its one line, and replaces
-//! whatever the commit published: any line of that file written before it, of any writer. Such
-//! renames are counted, and the lines they may have replaced excused and named apart.
+//! The direct writer takes a missing file for an empty one, as programs that start afresh do:
+//! an append then makes a new file of one line, and a rename writes one. A rename that read
+//! such a file (or nothing) replaces whatever a commit published meanwhile: any line of that
+//! file written before it, of any writer. The moments the direct writer found the name empty
+//! are counted; a line lost to a rename of that file that read within 2 s after one is
+//! excused, and named apart.
 #![cfg(unix)]
 
 use std::collections::BTreeSet;
@@ -59,15 +61,17 @@ fn file(i: u64) -> String {
     format!("sheet{i}.csv")
 }
 
-/// Appends `line` to `path` in place, as a logger or a spreadsheet export does.
-fn append(path: &Path, line: &str) {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+/// Appends `line` to `path` in place, as a logger or a spreadsheet export does, making the
+/// file if it is missing. Whether it was there.
+fn append(path: &Path, line: &str) -> bool {
+    let opened = fs::OpenOptions::new().append(true).open(path);
+    let found = opened.is_ok();
+    let mut f = opened
+        .or_else(|_| fs::OpenOptions::new().create(true).append(true).open(path))
         .unwrap_or_else(|e| panic!("appending to {}: {e}", path.display()));
     f.write_all(line.as_bytes())
         .unwrap_or_else(|e| panic!("appending to {}: {e}", path.display()));
+    found
 }
 
 /// Reads the file, adds `line`, writes a temporary and renames it over the file, as the
@@ -143,8 +147,9 @@ struct Seen {
     flushes: Vec<Flushed>,
     /// The direct writer's renames: the file, when it read it, when it renamed over it.
     renames: Vec<(u64, Duration, Duration)>,
-    /// Those whose read found no file (a commit's empty moment): the file, when it renamed.
-    renames_of_nothing: Vec<(u64, Duration)>,
+    /// When the direct writer found a file missing (a commit's empty moment), reading it for a
+    /// rename or opening it to append: the file, when.
+    empty_names: Vec<(u64, Duration)>,
     bad_exits: Vec<String>,
 }
 
@@ -200,7 +205,13 @@ impl Seen {
     /// Whether a rename whose read found the file missing came after the line was written:
     /// the file it wrote held none of what was there.
     fn replaced_after_empty_read(&self, l: &Written) -> bool {
-        (self.renames_of_nothing.iter()).any(|&(file, renamed)| file == l.file && renamed > l.at)
+        let blind = |file: u64, read: Duration, renamed: Duration| {
+            (self.empty_names.iter())
+                .any(|&(f, at)| f == file && at <= renamed && at + Duration::from_secs(2) >= read)
+        };
+        (self.renames.iter()).any(|&(file, read, renamed)| {
+            file == l.file && renamed > l.at && blind(file, read, renamed)
+        })
     }
 }
 
@@ -276,10 +287,15 @@ fn direct_writer(share: PathBuf, seed: u64, seen: Arc<Mutex<Seen>>) {
                 let mut seen = seen.lock().unwrap();
                 seen.renames.push((f, read, since_start()));
                 if !found {
-                    seen.renames_of_nothing.push((f, since_start()));
+                    seen.empty_names.push((f, read));
                 }
             }
-            _ => append(&path, &line),
+            _ => {
+                let at = since_start();
+                if !append(&path, &line) {
+                    seen.lock().unwrap().empty_names.push((f, at));
+                }
+            }
         }
         seen.lock().unwrap().wrote("direct", f, &line);
         std::thread::sleep(Duration::from_millis(rng.below(20)));
@@ -409,21 +425,21 @@ fn several_writers(dir: &Path, share: &Path, direct: &Path) {
     }
     assert!(
         lost.is_empty(),
-        "{} of {} lines lost: {lost:?} ({} renames by the direct writer read the name empty)",
+        "{} of {} lines lost: {lost:?} (the direct writer found a name empty {} times)",
         lost.len(),
         seen.lines.len(),
-        seen.renames_of_nothing.len()
+        seen.empty_names.len()
     );
     let left = sipfs_names_on(direct);
     assert!(left.is_empty(), "left on the share: {left:?}");
     eprintln!(
-        "{} lines written by 4 writers ({} renames over a name by the direct writer, {} of \
-         them after a read that found the name empty during a commit); none lost to sipfs; \
-         {} replaced by those renames, {} of them by one that read the name empty (excused: \
+        "{} lines written by 4 writers ({} renames over a name by the direct writer, which \
+         found a name empty during a commit {} times); none lost to sipfs; {} replaced by \
+         those renames, {} of them by one that read within 2 s after an empty name (excused: \
          {:?}); {} files on the share",
         seen.lines.len(),
         seen.renames.len(),
-        seen.renames_of_nothing.len(),
+        seen.empty_names.len(),
         excused.len(),
         excused
             .iter()
