@@ -687,7 +687,8 @@ fn a_version_of_the_same_size_and_second_is_told_apart_before_the_share_is_learn
 
 /// Puts theirs at `f.csv` on the share (`aaab`: the size and time `at` of the version known
 /// here), flushes, and checks that theirs and `ours` are both on the share after the next
-/// flush, which removes captured versions of ours.
+/// flush, which removes captured versions of ours, and that one of the two flushes reported
+/// the conflict (a removal's or a rename's capture is read back by the second).
 fn both_kept_after_theirs(
     e: &Engine,
     share_dir: &std::path::Path,
@@ -697,8 +698,12 @@ fn both_kept_after_theirs(
     fs::write(share_dir.join("f.csv"), "aaab\n").unwrap();
     filetime::set_file_mtime(share_dir.join("f.csv"), at).unwrap();
     let report = e.flush(None);
-    assert_eq!(report.conflicts.len(), 1, "{report:?}");
-    e.flush(None);
+    let next = e.flush(None);
+    assert_eq!(
+        report.conflicts.len() + next.conflicts.len(),
+        1,
+        "{report:?}\n{next:?}"
+    );
     let kept: Vec<String> = fs::read_dir(share_dir)
         .unwrap()
         .map(|d| fs::read_to_string(d.unwrap().path()).unwrap_or_default())
