@@ -13,6 +13,8 @@ ap.add_argument("--rtt-ms", type=int, default=20)
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("bins", nargs="+", help="NAME=PATH")
 a = ap.parse_args()
+# Its own folder inside WORK, made afresh: nothing else there is touched.
+a.work = os.path.join(a.work, "bench-remove")
 shutil.rmtree(a.work, ignore_errors=True)
 os.makedirs(a.work)
 export = os.path.join(a.work, "export")
