@@ -151,10 +151,19 @@ impl Engine {
         if node.cached {
             return Ok(());
         }
-        let mode = node.mode;
-        self.in_cache_dir(&path, |at| create_cache_file(at, mode))
-            .map_err(io_err(&path))?;
+        let (mode, atime) = (node.mode, node.atime_ns());
+        self.in_cache_dir(&path, |at| {
+            create_cache_file(at, mode)?;
+            // An access time set here before (held by the node while uncached) goes to the
+            // cache file, which holds it from now on, as a fetched copy's does.
+            match atime {
+                Some(a) => filetime::set_file_atime(at, backing::filetime_from_ns(a)),
+                None => Ok(()),
+            }
+        })
+        .map_err(io_err(&path))?;
         let n = tree.get_mut(ino).expect("exists");
+        n.set_atime_ns(None);
         n.cached = true;
         n.content_dirty = true;
         n.gen += 1;
